@@ -1,0 +1,6 @@
+// `distil-env grade`: grade one response from the shell, printing the server's result object.
+#pragma once
+#include <CLI/CLI.hpp>
+namespace distil::graders {
+void add_grade_command(CLI::App& app, int& exit_code);
+}  // namespace distil::graders

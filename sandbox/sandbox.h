@@ -1,0 +1,124 @@
+// Public interface of the sandbox: run untrusted programs under namespaces, seccomp, rlimits
+// and cgroups, and report what happened. This header is the only one other folders include.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace distil::sandbox {
+
+enum class Language { python, cpp };
+
+enum class Verdict {
+  ok,
+  runtime_error,
+  time_limit,
+  memory_limit,
+  output_limit,
+  sandbox_error,
+  syscall_denied,
+};
+
+std::string to_string(Verdict v);
+std::string to_string(Language l);
+Language language_from_string(const std::string& s);  // throws std::invalid_argument
+
+struct Limits {
+  double cpu_time_s = 6.0;         // RLIMIT_CPU and the CPU part of the verdict
+  double wall_time_s = 0.0;        // 0: derived from cpu_time_s (2x + 1 s)
+  std::size_t memory_mb = 512;     // address space / cgroup memory.max
+  std::size_t output_bytes = 64 * 1024;  // cap for stdout and for stderr, each
+  std::size_t file_size_mb = 16;   // RLIMIT_FSIZE and tmpfs size
+  int max_processes = 32;          // cgroup pids.max / RLIMIT_NPROC inside the user namespace
+  int max_open_files = 64;
+};
+
+// One program to run. For Language::cpp `source` is compiled first (compile errors come back
+// as verdict runtime_error with `compile_error = true`).
+struct Program {
+  Language language = Language::python;
+  std::string source;
+  std::vector<std::string> args;
+};
+
+struct RunResult {
+  Verdict verdict = Verdict::sandbox_error;
+  int exit_code = -1;   // valid when signal == 0
+  int signal = 0;       // terminating signal, 0 if the process exited
+  std::string stdout_data;
+  std::string stderr_data;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  bool compile_error = false;
+  double cpu_time_s = 0.0;
+  double wall_time_s = 0.0;
+  std::size_t peak_memory_kb = 0;
+  std::string message;  // human-readable detail for sandbox_error / syscall_denied etc.
+};
+
+nlohmann::json to_json(const RunResult& r);
+
+// Which isolation layers are actually active on this host, machine-readable.
+struct IsolationReport {
+  bool user_namespace = false;
+  bool pid_namespace = false;
+  bool mount_namespace = false;
+  bool network_namespace = false;
+  bool ipc_namespace = false;
+  bool uts_namespace = false;
+  bool readonly_root = false;
+  bool seccomp = false;
+  bool rlimits = false;
+  bool cgroup = false;
+  bool no_new_privs = false;
+  std::vector<std::string> notes;  // why a layer is off
+};
+nlohmann::json to_json(const IsolationReport& r);
+
+enum class MinimumIsolation {
+  basic,       // seccomp + rlimits + process group
+  namespaces,  // basic + user/pid/mount/net namespaces and the read-only root
+  full,        // namespaces + cgroup limits
+};
+
+struct Config {
+  std::string python_path = "/usr/bin/python3";
+  std::string cxx_path = "/usr/bin/g++";
+  MinimumIsolation minimum = MinimumIsolation::basic;
+  bool use_namespaces = true;   // try them; fall back honestly when the kernel refuses
+  bool use_cgroups = true;
+  bool use_fork_server = true;  // run_batch pays interpreter start once per batch
+};
+
+class Sandbox {
+ public:
+  // Probes the host and throws std::runtime_error if `config.minimum` cannot be met.
+  explicit Sandbox(Config config = {});
+  ~Sandbox();
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+
+  // One run of `program` with `stdin_data`. Thread-safe.
+  RunResult run(const Program& program, const std::string& stdin_data, const Limits& limits);
+
+  // The same program against many inputs (one result per input, in order). Uses a fork server
+  // where possible: the interpreter starts once, each input runs in a fresh forked child from
+  // the same clean state. With stop_at_first_failure, inputs after the first result whose
+  // verdict is not ok are not run and get no result (the vector is shorter). Thread-safe.
+  std::vector<RunResult> run_batch(const Program& program, const std::vector<std::string>& stdin_data,
+                                   const Limits& limits, bool stop_at_first_failure = false);
+
+  const IsolationReport& isolation() const;
+  const Config& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace distil::sandbox

@@ -1,0 +1,12 @@
+// distil-eval: sample n responses per held-out prompt, grade them, report avg@n/pass@k/maj@k.
+#include <CLI/CLI.hpp>
+
+#include "trainer/cli.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"distil-eval: evaluate a model on task files against distil-env feedback servers"};
+  int exit_code = 0;
+  distil::trainer::configure_eval_app(app, exit_code);
+  CLI11_PARSE(app, argc, argv);
+  return exit_code;
+}

@@ -1,0 +1,16 @@
+// distil-train: train a language model from rich feedback (DistIL and baselines).
+#include <CLI/CLI.hpp>
+
+#include "trainer/cli.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"distil-train: DistIL and baseline training against distil-env feedback servers"};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  distil::trainer::add_train_command(app, exit_code);
+  distil::trainer::add_tokenize_command(app, exit_code);
+  distil::trainer::add_plot_command(app, exit_code);
+  distil::trainer::add_demo_commands(app, exit_code);
+  CLI11_PARSE(app, argc, argv);
+  return exit_code;
+}
