@@ -57,6 +57,8 @@ class Grader {
   // thrown); may throw tasks::TaskError for a task the grader cannot handle.
   virtual GradeResult grade(const tasks::Task& task, const std::string& response,
                             const GradeOptions& options, GradeContext& context) const = 0;
+  // True if grade() runs programs: callers construct a sandbox only for graders that need one.
+  virtual bool needs_sandbox() const { return false; }
 };
 
 class Registry {
