@@ -1,0 +1,157 @@
+#include "sandbox/child.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/close_range.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "sandbox/root_fs.h"
+
+namespace distil::sandbox::detail {
+namespace {
+
+[[noreturn]] void report_and_exit(int status_fd, ChildStep step, int error, int detail) {
+  const ChildFailure record{static_cast<std::int32_t>(step), error, detail};
+  // Best effort: if the supervisor is gone there is nobody to tell.
+  [[maybe_unused]] const ssize_t n = write(status_fd, &record, sizeof(record));
+  _exit(127);
+}
+
+// Moves `fd` to `target`, keeping it open across exec.
+bool move_fd(int fd, int target) {
+  if (fd == target) return fcntl(fd, F_SETFD, 0) == 0;
+  return dup2(fd, target) == target;
+}
+
+}  // namespace
+
+const char* child_step_name(ChildStep step) {
+  switch (step) {
+    case ChildStep::death_signal: return "set parent-death signal";
+    case ChildStep::signals: return "reset signal handlers";
+    case ChildStep::wait_for_ids: return "wait for uid/gid maps";
+    case ChildStep::new_session: return "create session";
+    case ChildStep::private_mounts: return "make mounts private";
+    case ChildStep::root_tmpfs: return "mount root tmpfs";
+    case ChildStep::root_step: return "build root";
+    case ChildStep::pivot_root: return "pivot_root";
+    case ChildStep::detach_old_root: return "detach old root";
+    case ChildStep::readonly_root: return "remount root read-only";
+    case ChildStep::hostname: return "set hostname";
+    case ChildStep::stdio: return "connect stdin/stdout/stderr";
+    case ChildStep::close_fds: return "close inherited descriptors";
+    case ChildStep::chdir: return "enter work directory";
+    case ChildStep::rlimits: return "set resource limits";
+    case ChildStep::drop_groups: return "drop supplementary groups";
+    case ChildStep::drop_gid: return "drop gid";
+    case ChildStep::drop_uid: return "drop uid";
+    case ChildStep::no_new_privs: return "set no_new_privs";
+    case ChildStep::seccomp: return "load seccomp filter";
+    case ChildStep::exec: return "exec";
+    case ChildStep::listener_fd: return "seccomp listener";
+  }
+  return "unknown step";
+}
+
+int child_main(void* arg) {
+  const ChildPlan& p = *static_cast<const ChildPlan*>(arg);
+  const int status = p.status_fd;
+  auto fail = [status](ChildStep step, int detail = -1) { report_and_exit(status, step, errno, detail); };
+
+  // Die with the supervisor: a crashed server must not leave sandboxes running.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStep::death_signal);
+
+  // Handlers are reset by exec, but ignored signals and the blocked mask are inherited.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    if (sigaction(sig, &sa, nullptr) != 0 && errno != EINVAL) fail(ChildStep::signals, sig);
+  }
+  sigset_t all;
+  sigemptyset(&all);
+  if (sigprocmask(SIG_SETMASK, &all, nullptr) != 0) fail(ChildStep::signals);
+
+  if (p.sync_fd >= 0) {
+    char byte = 0;
+    ssize_t n;
+    do n = read(p.sync_fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) {
+      if (n == 0) errno = EPIPE;
+      fail(ChildStep::wait_for_ids);
+    }
+  }
+  // The creator's host uid is not mapped in the new user namespace, so files it created on the
+  // new tmpfs would have no owner (EOVERFLOW). Become the namespace's root (an unprivileged
+  // host id) for the setup; the capabilities are those the namespace grants.
+  if (p.become_namespace_root) {
+    if (syscall(SYS_setresgid, 0, 0, 0) != 0) fail(ChildStep::drop_gid);
+    if (syscall(SYS_setresuid, 0, 0, 0) != 0) fail(ChildStep::drop_uid);
+  }
+  // Own session and process group: the wall-clock kill reaches every descendant.
+  if (setsid() < 0) fail(ChildStep::new_session);
+
+  if (p.root) {
+    int step = 0, detail = -1;
+    const int err = build_root(*p.root, &step, &detail);
+    if (err != 0) {
+      errno = err;
+      fail(static_cast<ChildStep>(step), detail);
+    }
+  }
+  if (p.hostname && sethostname(p.hostname, std::strlen(p.hostname)) != 0) fail(ChildStep::hostname);
+
+  if (!move_fd(p.stdin_fd, 0) || !move_fd(p.stdout_fd, 1) || !move_fd(p.stderr_fd, 2)) fail(ChildStep::stdio);
+  if (p.keep_fd >= 0 && !move_fd(p.keep_fd, 3)) fail(ChildStep::stdio);
+  // Every other inherited descriptor closes at exec; the status pipe stays open until then so
+  // a failure below can still be reported, and its EOF tells the supervisor exec succeeded.
+  const unsigned first_closed = p.keep_fd >= 0 ? 4 : 3;
+  if (syscall(SYS_close_range, first_closed, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(ChildStep::close_fds);
+
+  if (p.work_dir && chdir(p.work_dir) != 0) fail(ChildStep::chdir);
+  int failed_limit = -1;
+  if (const int err = apply_rlimits(p.rlimits, &failed_limit); err != 0) {
+    errno = err;
+    fail(ChildStep::rlimits, failed_limit);
+  }
+  if (p.change_ids) {
+    // Raw system calls: glibc's wrappers would try to broadcast the change to the threads the
+    // supervisor had, which do not exist in this copy of it.
+    if (p.drop_groups && syscall(SYS_setgroups, 0, nullptr) != 0) fail(ChildStep::drop_groups);
+    if (syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0) fail(ChildStep::drop_gid);
+    if (syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) fail(ChildStep::drop_uid);
+    // Changing credentials clears the parent-death signal; set it again.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStep::death_signal);
+  }
+  if (p.drop_capabilities) {
+    // Still the namespace's root (unprivileged supervisor): keep the uid, lose the powers.
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (syscall(SYS_capset, &header, data) != 0) fail(ChildStep::drop_uid);
+  }
+  if (p.no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ChildStep::no_new_privs);
+  if (p.seccomp) {
+    const unsigned flags = p.seccomp_listener ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0;
+    const long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, p.seccomp);
+    if (rc < 0) fail(ChildStep::seccomp);
+    if (p.seccomp_listener) {
+      // The supervisor copies the listener out with pidfd_getfd before answering our execve.
+      const ChildFailure record{static_cast<std::int32_t>(ChildStep::listener_fd), static_cast<std::int32_t>(rc), 0};
+      if (write(status, &record, sizeof(record)) != sizeof(record)) fail(ChildStep::seccomp);
+    }
+  }
+  execve(p.executable, p.argv, p.envp);
+  fail(ChildStep::exec);
+  return 127;
+}
+
+}  // namespace distil::sandbox::detail

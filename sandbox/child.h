@@ -1,0 +1,87 @@
+// What the sandboxed child does between clone and exec. Everything here runs in a process that
+// shares (CLONE_VM) or copies the memory of a multithreaded supervisor, so it only makes raw
+// system calls: no allocation, no locks, no C++ exceptions. Every call is checked; a failure is
+// written to the status pipe as a ChildFailure record and the child exits 127.
+#pragma once
+
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sandbox/rlimits.h"
+
+namespace distil::sandbox::detail {
+
+// One step of building the sandbox root, all paths absolute on the host before pivot_root.
+struct RootStep {
+  enum class Kind : std::uint8_t {
+    bind_readonly,  // bind `source` at `target` (directory or file), then remount read-only
+    bind_device,    // bind a device node file as is (e.g. /dev/null)
+    bind_writable,  // bind a host directory writable (nosuid, nodev)
+    symlink,        // create `target` pointing at `source`
+    tmpfs,          // mount a tmpfs at `target` with options `data`
+    proc,           // mount a fresh procfs at `target` (needs the new PID namespace)
+    directory,      // mkdir `target`
+    file,           // create `target` holding `data` (`size` bytes) with `mode`
+  };
+  Kind kind;
+  const char* source = nullptr;
+  const char* target = nullptr;
+  const char* data = nullptr;
+  std::size_t size = 0;
+  unsigned long remount_flags = 0;  // bind_readonly: flags the source mount has locked
+  bool optional = false;            // failure is tolerated (e.g. procfs refused)
+  unsigned mode = 0444;             // file
+};
+
+struct RootPlan {
+  const char* staging = nullptr;  // host directory the new root tmpfs is mounted on
+  const char* root_options = nullptr;  // tmpfs options of the new root
+  const RootStep* steps = nullptr;
+  int step_count = 0;
+};
+
+// Steps a child can fail at, reported to the supervisor by number.
+enum class ChildStep : std::int32_t {
+  death_signal = 1, signals, wait_for_ids, new_session, private_mounts, root_tmpfs,
+  root_step, pivot_root, detach_old_root, readonly_root, hostname, stdio, close_fds,
+  chdir, rlimits, drop_groups, drop_gid, drop_uid, no_new_privs, seccomp, exec,
+  listener_fd,  // not a failure: carries the seccomp listener descriptor number
+};
+const char* child_step_name(ChildStep step);
+
+struct ChildFailure {
+  std::int32_t step;
+  std::int32_t error;  // errno, or for listener_fd the descriptor number
+  std::int32_t detail; // index of the root step or rlimit entry that failed
+};
+
+struct ChildPlan {
+  int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
+  int status_fd = -1;  // write end, close-on-exec: EOF tells the supervisor exec happened
+  int sync_fd = -1;    // read end: one byte once the uid/gid maps are written (-1: no wait)
+  int keep_fd = -1;    // one extra descriptor passed through exec as fd 3 (fork server socket)
+  const RootPlan* root = nullptr;  // null: no new root (degraded mode)
+  const char* hostname = nullptr;
+  const char* work_dir = nullptr;
+  RlimitPlan rlimits;
+  bool become_namespace_root = false;  // setresuid(0) inside the new user namespace first
+  bool change_ids = false;
+  bool drop_groups = true;
+  bool drop_capabilities = false;  // clear all capability sets (no uid change possible)  // false when the user namespace had setgroups denied
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool no_new_privs = true;
+  const sock_fprog* seccomp = nullptr;
+  bool seccomp_listener = false;
+  const char* executable = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+};
+
+// Entry point for clone(); never returns on success (exec), exits 127 on failure.
+int child_main(void* plan);
+
+}  // namespace distil::sandbox::detail

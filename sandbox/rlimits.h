@@ -1,0 +1,30 @@
+// Resource limits for a sandboxed process: computed in the supervisor, applied in the child
+// between clone and exec (async-signal-safe, no allocation).
+#pragma once
+
+#include <sys/resource.h>
+
+#include "sandbox/sandbox.h"
+
+namespace distil::sandbox::detail {
+
+struct RlimitPlan {
+  struct Entry {
+    int resource;
+    rlim_t value;  // soft and hard
+  };
+  Entry entries[8];
+  int count = 0;
+};
+
+// CPU seconds (rounded up, +1 s hard margin is left to the wall deadline), address space,
+// file size, open files, processes, core dumps off.
+RlimitPlan plan_rlimits(const Limits& limits);
+
+// Applies every entry; returns 0 or the errno of the first failure, with its index in `failed`.
+int apply_rlimits(const RlimitPlan& plan, int* failed) noexcept;
+
+// Wall-clock deadline in seconds for `limits`.
+double wall_deadline_s(const Limits& limits);
+
+}  // namespace distil::sandbox::detail

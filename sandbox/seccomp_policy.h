@@ -1,0 +1,41 @@
+// The seccomp-bpf policies, built with libseccomp in the supervisor and exported as raw BPF so
+// the child (after clone, where allocating is unsafe) or the fork server can load them with one
+// syscall. The lists and the reasons for them are in docs/sandbox.md.
+#pragma once
+
+#include <linux/filter.h>
+
+#include <string>
+#include <vector>
+
+namespace distil::sandbox::detail {
+
+enum class SeccompPolicy {
+  // User code: allowlist suited to CPython and to compiled C++ programs; everything not listed
+  // kills the process (verdict syscall_denied); sockets and privilege changes fail with EPERM
+  // so the program sees an ordinary error it can report.
+  user_program,
+  // The fork server and the compiler: everything allowed except the kernel-attack surface
+  // (ptrace, bpf, keyctl, modules, mount/unshare/setns after setup, perf, userfaultfd...).
+  // The fork server's children add user_program on top before user code runs.
+  supervisor,
+};
+
+enum class ExecRule {
+  allow,         // execve/execveat allowed (compiler driver runs cc1, as, ld)
+  notify,        // SECCOMP_RET_USER_NOTIF: the supervisor allows the first one, denies the rest
+  deny,          // EPERM
+};
+
+struct SeccompProgram {
+  std::vector<sock_filter> instructions;
+  sock_fprog fprog() const {
+    return sock_fprog{static_cast<unsigned short>(instructions.size()),
+                      const_cast<sock_filter*>(instructions.data())};
+  }
+};
+
+// Throws std::runtime_error naming the libseccomp call that failed.
+SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule);
+
+}  // namespace distil::sandbox::detail

@@ -1,0 +1,411 @@
+#include "sandbox/supervisor.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "sandbox/namespaces.h"
+
+namespace distil::sandbox::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+struct Pipe {
+  UniqueFd read, write;
+};
+
+// Pipes are close-on-exec on both ends; the child moves its ends to 0/1/2 explicitly. Child ends
+// are moved above 2 so that dup2 onto 0..2 never overwrites one another.
+Pipe make_pipe() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(errno_text("pipe2"));
+  Pipe p{UniqueFd(fds[0]), UniqueFd(fds[1])};
+  for (UniqueFd* end : {&p.read, &p.write}) {
+    if (end->get() <= 2) {
+      const int moved = fcntl(end->get(), F_DUPFD_CLOEXEC, 3);
+      if (moved < 0) throw std::runtime_error(errno_text("fcntl(F_DUPFD_CLOEXEC)"));
+      end->reset(moved);
+    }
+  }
+  return p;
+}
+
+void set_nonblocking(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw std::runtime_error(errno_text("fcntl(O_NONBLOCK)"));
+}
+
+double seconds(const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; }
+
+void kill_tree(const ChildProcess& child) {
+  // With a PID namespace the child is its init: killing it kills everything inside. Without,
+  // it leads its own process group (setsid is denied to user code).
+  if (!child.namespaces) kill(-child.pid, SIGKILL);
+  if (child.pidfd.valid()) syscall(SYS_pidfd_send_signal, child.pidfd.get(), SIGKILL, nullptr, 0);
+  else kill(child.pid, SIGKILL);
+}
+
+}  // namespace
+
+ArgvBuilder::ArgvBuilder(std::vector<std::string> items) : items_(std::move(items)) {
+  for (auto& item : items_) pointers_.push_back(item.data());
+  pointers_.push_back(nullptr);
+}
+
+ChildProcess spawn_child(SpawnOptions& options) {
+  Pipe in = make_pipe(), out = make_pipe(), err = make_pipe(), status = make_pipe();
+  std::optional<Pipe> sync;
+  if (options.namespaces) sync = make_pipe();
+
+  ChildPlan& plan = options.plan;
+  plan.stdin_fd = in.read.get();
+  plan.stdout_fd = out.write.get();
+  plan.stderr_fd = err.write.get();
+  plan.status_fd = status.write.get();
+  plan.sync_fd = sync ? sync->read.get() : -1;
+  plan.keep_fd = options.keep_fd;
+
+  ChildProcess child;
+  child.namespaces = options.namespaces;
+  child.started = Clock::now();
+  int pidfd = -1;
+  // A fork-like clone (no CLONE_VM): the child gets its own copy of memory and errno, and only
+  // makes raw system calls until exec (see child.h).
+  unsigned long flags = CLONE_PIDFD | SIGCHLD;
+  if (options.namespaces) flags |= static_cast<unsigned long>(namespace_clone_flags());
+  const long pid = syscall(SYS_clone, flags, nullptr, &pidfd, nullptr, nullptr);
+  if (pid < 0) throw std::runtime_error(errno_text("clone"));
+  if (pid == 0) {
+    child_main(&plan);
+    _exit(127);
+  }
+  child.pid = static_cast<pid_t>(pid);
+  child.pidfd.reset(pidfd);
+
+  in.read.reset();
+  out.write.reset();
+  err.write.reset();
+  status.write.reset();
+  if (sync) {
+    sync->read.reset();
+    const std::string map_error = write_id_maps(child.pid, options.outside_root, options.privileged_maps);
+    if (!map_error.empty()) {
+      kill_tree(child);
+      waitpid(child.pid, nullptr, 0);
+      throw std::runtime_error("writing the sandbox uid/gid maps: " + map_error);
+    }
+    const char go = 1;
+    if (write(sync->write.get(), &go, 1) != 1) {
+      kill_tree(child);
+      waitpid(child.pid, nullptr, 0);
+      throw std::runtime_error(errno_text("releasing the sandbox child"));
+    }
+  }
+  child.stdin_w = std::move(in.write);
+  child.stdout_r = std::move(out.read);
+  child.stderr_r = std::move(err.read);
+  child.status_r = std::move(status.read);
+  return child;
+}
+
+void CappedBuffer::append(const char* p, std::size_t n) {
+  const std::size_t room = data.size() < cap ? cap - data.size() : 0;
+  if (n > room) truncated = true;
+  data.append(p, std::min(n, room));
+}
+
+StdioPump::StdioPump(UniqueFd stdin_w, const std::string& stdin_data, UniqueFd stdout_r, UniqueFd stderr_r,
+                     std::size_t cap)
+    : stdin_w_(std::move(stdin_w)), stdout_r_(std::move(stdout_r)), stderr_r_(std::move(stderr_r)),
+      stdin_data_(stdin_data) {
+  out_.cap = err_.cap = cap;
+  // SIGPIPE is not an option for a server: writes to a closed stdin must return EPIPE.
+  if (stdin_w_.valid()) {
+    set_nonblocking(stdin_w_.get());
+    if (stdin_data_.empty()) stdin_w_.reset();
+  }
+  if (stdout_r_.valid()) set_nonblocking(stdout_r_.get());
+  else out_.open = false;
+  if (stderr_r_.valid()) set_nonblocking(stderr_r_.get());
+  else err_.open = false;
+}
+
+void StdioPump::add_to(std::vector<pollfd>& fds) {
+  polled_ = 0;
+  if (stdin_w_.valid()) {
+    fds.push_back({stdin_w_.get(), POLLOUT, 0});
+    kinds_[polled_++] = 0;
+  }
+  if (stdout_r_.valid()) {
+    fds.push_back({stdout_r_.get(), POLLIN, 0});
+    kinds_[polled_++] = 1;
+  }
+  if (stderr_r_.valid()) {
+    fds.push_back({stderr_r_.get(), POLLIN, 0});
+    kinds_[polled_++] = 2;
+  }
+}
+
+void StdioPump::read_into(UniqueFd& fd, CappedBuffer& buffer) {
+  char chunk[65536];
+  for (int rounds = 0; rounds < 16; ++rounds) {
+    const ssize_t n = read(fd.get(), chunk, sizeof(chunk));
+    if (n > 0) {
+      buffer.append(chunk, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    fd.reset();  // EOF or error: the stream is over
+    buffer.open = false;
+    return;
+  }
+}
+
+void StdioPump::handle(const std::vector<pollfd>& fds, std::size_t first) {
+  for (std::size_t i = 0; i < polled_; ++i) {
+    const pollfd& p = fds[first + i];
+    if (p.revents == 0) continue;
+    switch (kinds_[i]) {
+      case 0: {
+        if (!stdin_w_.valid()) break;
+        if (p.revents & (POLLERR | POLLHUP)) {
+          stdin_w_.reset();
+          break;
+        }
+        const ssize_t n = write(stdin_w_.get(), stdin_data_.data() + stdin_written_, stdin_data_.size() - stdin_written_);
+        if (n > 0) stdin_written_ += static_cast<std::size_t>(n);
+        else if (n < 0 && errno != EAGAIN && errno != EINTR) stdin_w_.reset();  // EPIPE: reader gone
+        if (stdin_written_ == stdin_data_.size()) stdin_w_.reset();               // EOF for the program
+        break;
+      }
+      case 1:
+        if (stdout_r_.valid()) read_into(stdout_r_, out_);
+        break;
+      case 2:
+        if (stderr_r_.valid()) read_into(stderr_r_, err_);
+        break;
+    }
+  }
+}
+
+void StdioPump::close_all() {
+  stdin_w_.reset();
+  stdout_r_.reset();
+  stderr_r_.reset();
+  out_.open = err_.open = false;
+}
+
+Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
+                      const std::vector<std::string>* root_step_targets) {
+  Termination t;
+  const auto deadline = child.started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wall_limit_s));
+  UniqueFd listener;
+  int execs_allowed = 0;
+  bool exited = false;
+  std::string status_bytes;
+  Clock::time_point exit_seen;
+
+  auto read_status = [&]() {
+    char buf[sizeof(ChildFailure) * 4];
+    for (;;) {
+      const ssize_t n = read(child.status_r.get(), buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        child.status_r.reset();  // EOF: exec happened or the child is gone
+        return;
+      }
+      status_bytes.append(buf, static_cast<std::size_t>(n));
+      while (status_bytes.size() >= sizeof(ChildFailure)) {
+        ChildFailure record;
+        std::memcpy(&record, status_bytes.data(), sizeof(record));
+        status_bytes.erase(0, sizeof(record));
+        const auto step = static_cast<ChildStep>(record.step);
+        if (step == ChildStep::listener_fd) {
+          const long fd = syscall(SYS_pidfd_getfd, child.pidfd.get(), record.error, 0);
+          if (fd < 0) {
+            t.setup_failed = true;
+            t.setup_message = errno_text("copying the seccomp listener from the child");
+            kill_tree(child);
+          } else {
+            listener.reset(static_cast<int>(fd));
+          }
+          continue;
+        }
+        t.setup_failed = true;
+        t.setup_message = std::string("sandbox setup failed at '") + child_step_name(step) + "'";
+        if (step == ChildStep::root_step && root_step_targets && record.detail >= 0 &&
+            static_cast<std::size_t>(record.detail) < root_step_targets->size())
+          t.setup_message += " (" + (*root_step_targets)[static_cast<std::size_t>(record.detail)] + ")";
+        t.setup_message += ": ";
+        t.setup_message += std::strerror(record.error);
+      }
+      if (n < static_cast<ssize_t>(sizeof(buf))) return;
+    }
+  };
+
+  auto answer_notification = [&]() {
+    seccomp_notif request{};
+    if (ioctl(listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &request) != 0) {
+      if (errno != EINTR && errno != ENOENT) listener.reset();  // all filter users are gone
+      return;
+    }
+    seccomp_notif_resp response{};
+    response.id = request.id;
+    // The first exec is the sandbox starting the interpreter (or the compiled program); any
+    // later one is user code trying to run something else.
+    if (execs_allowed == 0) {
+      ++execs_allowed;
+      response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    } else {
+      response.error = -EPERM;
+      t.exec_denied = true;
+    }
+    ioctl(listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &response);  // ENOENT: the caller died; fine
+  };
+
+  std::vector<pollfd> fds;
+  for (;;) {
+    const auto now = Clock::now();
+    if (!exited && now >= deadline) {
+      t.killed_for_time = true;
+      kill_tree(child);
+    }
+    if (!exited && pump.stdout_over_cap() && !t.killed_for_output) {
+      t.killed_for_output = true;
+      kill_tree(child);
+    }
+    // After the exit, leftover writers (only possible without a PID namespace) get a short grace.
+    if (exited && (!pump.outputs_open() || now - exit_seen > std::chrono::milliseconds(200))) break;
+
+    fds.clear();
+    fds.push_back({child.pidfd.get(), static_cast<short>(exited ? 0 : POLLIN), 0});
+    fds.push_back({child.status_r.valid() ? child.status_r.get() : -1, POLLIN, 0});
+    fds.push_back({listener.valid() ? listener.get() : -1, POLLIN, 0});
+    const std::size_t pump_first = fds.size();
+    pump.add_to(fds);
+
+    auto wait_until = exited ? exit_seen + std::chrono::milliseconds(200) : deadline;
+    auto timeout_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wait_until - now).count() + 1;
+    if (timeout_ms < 0) timeout_ms = 0;
+    const int ready = poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(timeout_ms, 1000)));
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      t.setup_failed = true;
+      t.setup_message = errno_text("poll");
+      kill_tree(child);
+    }
+    if (fds[1].revents) read_status();
+    if (fds[2].revents & POLLIN) answer_notification();
+    else if (fds[2].revents & (POLLHUP | POLLERR)) listener.reset();
+    pump.handle(fds, pump_first);
+    if (!exited && (fds[0].revents & POLLIN)) {
+      exited = true;
+      exit_seen = Clock::now();
+      t.wall_time_s = std::chrono::duration<double>(exit_seen - child.started).count();
+      if (!child.namespaces) kill(-child.pid, SIGKILL);  // descendants outlive a plain leader
+    }
+  }
+  if (child.status_r.valid()) read_status();
+  pump.close_all();
+
+  int status = 0;
+  rusage usage{};
+  while (wait4(child.pid, &status, 0, &usage) < 0) {
+    if (errno != EINTR) {
+      t.setup_failed = true;
+      t.setup_message = errno_text("wait4");
+      return t;
+    }
+  }
+  if (WIFEXITED(status)) {
+    t.exited = true;
+    t.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    t.signal = WTERMSIG(status);
+  }
+  t.cpu_time_s = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+  t.peak_memory_kb = static_cast<std::size_t>(usage.ru_maxrss);
+  return t;
+}
+
+namespace {
+
+bool ends_with_memory_error(const std::string& err) {
+  // CPython's last line for an allocation failure; C++'s std::bad_alloc through terminate.
+  std::size_t end = err.size();
+  while (end > 0 && (err[end - 1] == '\n' || err[end - 1] == '\r')) --end;
+  const std::size_t start = err.rfind('\n', end ? end - 1 : 0);
+  const std::string last = err.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1));
+  return last.rfind("MemoryError", 0) == 0 || err.find("std::bad_alloc") != std::string::npos;
+}
+
+}  // namespace
+
+RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limits) {
+  RunResult r;
+  r.stdout_data = std::move(pump.out().data);
+  r.stderr_data = std::move(pump.err().data);
+  r.stdout_truncated = pump.out().truncated;
+  r.stderr_truncated = pump.err().truncated;
+  r.cpu_time_s = t.cpu_time_s;
+  r.wall_time_s = t.wall_time_s;
+  r.peak_memory_kb = t.peak_memory_kb;
+  r.exit_code = t.exited ? t.exit_code : -1;
+  r.signal = t.signal;
+  if (t.setup_failed) {
+    r.verdict = Verdict::sandbox_error;
+    r.message = t.setup_message;
+    return r;
+  }
+  const double cpu_limit = limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0;
+  if (t.killed_for_time) {
+    r.verdict = Verdict::time_limit;
+    r.message = "wall-clock limit exceeded";
+  } else if (t.signal == SIGXCPU || r.cpu_time_s > cpu_limit) {
+    r.verdict = Verdict::time_limit;
+    r.message = "CPU time limit exceeded";
+  } else if (t.killed_for_output) {
+    r.verdict = Verdict::output_limit;
+    r.message = "stdout exceeded " + std::to_string(limits.output_bytes) + " bytes";
+  } else if (t.memory_exceeded) {
+    r.verdict = Verdict::memory_limit;
+    r.message = "memory limit exceeded";
+  } else if (t.signal == SIGSYS) {
+    r.verdict = Verdict::syscall_denied;
+    r.message = "killed by the seccomp filter (forbidden system call)";
+  } else if (t.signal == SIGXFSZ) {
+    r.verdict = Verdict::output_limit;
+    r.message = "file size limit exceeded";
+  } else if ((t.exited && t.exit_code != 0) || t.signal != 0) {
+    if (ends_with_memory_error(r.stderr_data)) {
+      r.verdict = Verdict::memory_limit;
+      r.message = "memory limit exceeded (allocation failed)";
+    } else {
+      r.verdict = Verdict::runtime_error;
+      r.message = t.signal ? std::string("killed by signal ") + strsignal(t.signal)
+                           : "exit code " + std::to_string(t.exit_code);
+    }
+  } else {
+    r.verdict = Verdict::ok;
+  }
+  if (t.exec_denied && !r.message.empty()) r.message += "; an exec of another program was denied";
+  else if (t.exec_denied) r.message = "an exec of another program was denied";
+  return r;
+}
+
+}  // namespace distil::sandbox::detail

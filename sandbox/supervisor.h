@@ -1,0 +1,109 @@
+// The supervisor side of one sandboxed process: clone into the namespaces, write the id maps,
+// feed stdin and drain stdout/stderr concurrently with caps, answer the seccomp exec
+// notification, enforce the wall-clock deadline, and turn the end into a RunResult.
+#pragma once
+
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sandbox/child.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/unique_fd.h"
+
+namespace distil::sandbox::detail {
+
+struct SpawnOptions {
+  bool namespaces = false;
+  bool privileged_maps = false;  // supervisor may map arbitrary outside ids
+  unsigned outside_root = 0;     // outside id of inside uid 0 (inside 1000 is +1)
+  ChildPlan plan;                // fds are filled in by spawn_child
+  int keep_fd = -1;              // passed to the child as fd 3 (fork-server socket)
+  int cgroup_fd = -1;            // cgroup v2 directory to start the child in (CLONE_INTO_CGROUP)
+};
+
+struct ChildProcess {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd stdin_w, stdout_r, stderr_r, status_r;
+  bool namespaces = false;
+  std::chrono::steady_clock::time_point started;
+};
+
+// Throws std::runtime_error when the process cannot be created.
+ChildProcess spawn_child(SpawnOptions& options);
+
+// Reads at most `cap` bytes of a stream and discards the rest, remembering that it did.
+struct CappedBuffer {
+  std::string data;
+  std::size_t cap = 0;
+  bool truncated = false;
+  bool open = true;
+  void append(const char* p, std::size_t n);
+};
+
+// Concurrent stdin writer and stdout/stderr readers of one run.
+class StdioPump {
+ public:
+  StdioPump(UniqueFd stdin_w, const std::string& stdin_data, UniqueFd stdout_r, UniqueFd stderr_r,
+            std::size_t cap);
+  // Adds the pump's descriptors to `fds`, returns the index of its first entry.
+  void add_to(std::vector<pollfd>& fds);
+  // Handles readiness of the entries added by add_to (same order, starting at `first`).
+  void handle(const std::vector<pollfd>& fds, std::size_t first);
+  bool outputs_open() const { return out_.open || err_.open; }
+  bool stdout_over_cap() const { return out_.truncated; }
+  void close_all();
+  CappedBuffer& out() { return out_; }
+  CappedBuffer& err() { return err_; }
+
+ private:
+  void read_into(UniqueFd& fd, CappedBuffer& buffer);
+  UniqueFd stdin_w_, stdout_r_, stderr_r_;
+  const std::string& stdin_data_;
+  std::size_t stdin_written_ = 0;
+  CappedBuffer out_, err_;
+  std::size_t polled_ = 0;  // entries added by the last add_to
+  int kinds_[3] = {};
+};
+
+// How a run ended, before it is turned into a verdict.
+struct Termination {
+  bool setup_failed = false;
+  std::string setup_message;
+  bool exited = false;
+  int exit_code = -1;
+  int signal = 0;
+  bool killed_for_time = false;
+  bool killed_for_output = false;
+  bool memory_exceeded = false;  // cgroup OOM kill or equivalent
+  bool exec_denied = false;      // the program tried to exec (denied by the notifier)
+  double cpu_time_s = 0;
+  double wall_time_s = 0;
+  std::size_t peak_memory_kb = 0;
+};
+
+// Runs `child` to completion: stdin, capped output, exec notification, deadline, reaping.
+Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
+                      const std::vector<std::string>* root_step_targets = nullptr);
+
+// Verdict from a termination and the run's limits; fills the RunResult fields.
+RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limits);
+
+// std::string pointers for execve.
+class ArgvBuilder {
+ public:
+  explicit ArgvBuilder(std::vector<std::string> items);
+  char* const* get() { return pointers_.data(); }
+
+ private:
+  std::vector<std::string> items_;
+  std::vector<char*> pointers_;
+};
+
+}  // namespace distil::sandbox::detail
