@@ -36,6 +36,10 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   bool tie_word_embeddings = false;
   int64_t max_position_embeddings = 4096;
+  bool attention_bias = false;  // q/k/v biases (Qwen2-style checkpoints)
+  // OLMo 3: layers marked true attend to the last `sliding_window` positions only.
+  int64_t sliding_window = 0;
+  std::vector<bool> sliding_layers;
   std::string torch_dtype = "float32";  // as written in config.json
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 
@@ -65,7 +69,9 @@ struct KVCache {
 
 class CausalLMImpl : public torch::nn::Module {
  public:
-  explicit CausalLMImpl(ModelConfig config);
+  // Parameters are allocated (uninitialised) with `options` (device, dtype); see make_random and
+  // load_pretrained for initialised models.
+  explicit CausalLMImpl(ModelConfig config, torch::TensorOptions options = torch::TensorOptions(torch::kFloat32));
 
   // input_ids [B,T] int64, attention_mask [B,T] (1 real, 0 left padding; any integer/bool dtype).
   // With a cache, the T new positions are appended after cache->length (throws if full).
@@ -97,7 +103,6 @@ class CausalLMImpl : public torch::nn::Module {
   struct Layer;
 
  private:
-  friend struct LayerRunner;
   ModelConfig config_;
   torch::Tensor embed_tokens_;   // [V, H]
   torch::Tensor lm_head_;        // [V, H] or undefined when tied
@@ -110,7 +115,8 @@ class CausalLMImpl : public torch::nn::Module {
 TORCH_MODULE(CausalLM);
 
 // A new model with deterministic random weights (normal std 0.02, norms 1), e.g. for the demo.
-CausalLM make_random(const ModelConfig& config, uint64_t seed);
+CausalLM make_random(const ModelConfig& config, uint64_t seed, torch::Device device = torch::kCPU,
+                     torch::Dtype dtype = torch::kFloat32);
 
 // Loads DIR/config.json and the safetensors checkpoint (single or sharded) onto `device` in
 // `dtype`. Every parameter must be present (a tied lm_head may be absent or equal).

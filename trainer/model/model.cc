@@ -1,0 +1,681 @@
+// The decoder: one implementation, family switches for Qwen3 (per-head q/k RMSNorm, pre-norm),
+// Llama 3 (pre-norm, RoPE frequency scaling) and OLMo 2/3 (q/k RMSNorm over the whole projection,
+// norms after attention/MLP instead of before, OLMo 3 sliding-window layers).
+// q/k/v and gate/up projections are stored fused (one matmul each); HF names are mapped on load
+// and save.
+#include "trainer/model/model.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "trainer/text/safetensors.h"
+
+namespace distil::model {
+namespace {
+
+using torch::Tensor;
+namespace F = torch::nn::functional;
+
+int64_t require_int(const nlohmann::json& j, const char* field) {
+  if (!j.contains(field) || !j[field].is_number_integer())
+    throw std::invalid_argument(std::string("config.json: \"") + field + "\" must be an integer");
+  return j[field].get<int64_t>();
+}
+int64_t int_or(const nlohmann::json& j, const char* field, int64_t fallback) {
+  if (!j.contains(field) || j[field].is_null()) return fallback;
+  return require_int(j, field);
+}
+double number_or(const nlohmann::json& j, const char* field, double fallback) {
+  if (!j.contains(field) || j[field].is_null()) return fallback;
+  if (!j[field].is_number()) throw std::invalid_argument(std::string("config.json: \"") + field + "\" must be a number");
+  return j[field].get<double>();
+}
+bool bool_or(const nlohmann::json& j, const char* field, bool fallback) {
+  if (!j.contains(field) || j[field].is_null()) return fallback;
+  if (!j[field].is_boolean()) throw std::invalid_argument(std::string("config.json: \"") + field + "\" must be a boolean");
+  return j[field].get<bool>();
+}
+std::optional<int64_t> optional_token(const nlohmann::json& j, const char* field) {
+  if (!j.contains(field) || j[field].is_null()) return std::nullopt;
+  if (j[field].is_array()) {  // e.g. eos_token_id: [1, 2]; the first is kept here
+    if (j[field].empty() || !j[field][0].is_number_integer())
+      throw std::invalid_argument(std::string("config.json: \"") + field + "\" must be an integer or a list of them");
+    return j[field][0].get<int64_t>();
+  }
+  return require_int(j, field);
+}
+
+// RMSNorm over the last dimension in fp32. Qwen/Llama cast back before the weight multiply,
+// OLMo 2 multiplies in fp32 first; identical in fp32, different rounding in bf16.
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, bool weight_in_fp32) {
+  const auto dtype = x.scalar_type();
+  const Tensor xf = x.to(torch::kFloat32);
+  const Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
+  if (weight_in_fp32) return (weight.to(torch::kFloat32) * normed).to(dtype);
+  return weight.to(dtype) * normed.to(dtype);
+}
+
+Tensor rotate_half(const Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+Tensor rope_inverse_frequencies(const ModelConfig& c) {
+  const int64_t d = c.head_dim;
+  Tensor inv = 1.0 / torch::pow(c.rope_theta, torch::arange(0, d, 2, torch::kFloat64) / static_cast<double>(d));
+  const auto& s = c.rope_scaling;
+  if (s.type == "llama3") {
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor, high_wavelen = old_len / s.high_freq_factor;
+    const Tensor wavelen = 2 * M_PI / inv;
+    Tensor scaled = torch::where(wavelen > low_wavelen, inv / s.factor, inv);
+    const Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    const Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    const Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv = torch::where(medium, smoothed, scaled);
+  } else if (s.type == "linear") {
+    inv = inv / s.factor;
+  }
+  return inv.to(torch::kFloat32);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- config
+
+ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw std::invalid_argument("config.json must be a JSON object");
+  ModelConfig c;
+  if (!j.contains("model_type") || !j["model_type"].is_string())
+    throw std::invalid_argument("config.json: \"model_type\" must be a string");
+  const std::string type = j["model_type"].get<std::string>();
+  if (type == "qwen3") {
+    c.family = Family::qwen3;
+  } else if (type == "llama") {
+    c.family = Family::llama;
+  } else if (type == "olmo2" || type == "olmo3") {
+    c.family = Family::olmo2;
+  } else {
+    throw std::invalid_argument("config.json: model_type \"" + type + "\" is not supported (qwen3, llama, olmo2, olmo3)");
+  }
+  c.vocab_size = require_int(j, "vocab_size");
+  c.hidden_size = require_int(j, "hidden_size");
+  c.intermediate_size = require_int(j, "intermediate_size");
+  c.num_hidden_layers = require_int(j, "num_hidden_layers");
+  c.num_attention_heads = require_int(j, "num_attention_heads");
+  c.num_key_value_heads = int_or(j, "num_key_value_heads", c.num_attention_heads);
+  c.head_dim = int_or(j, "head_dim", 0);
+  if (c.head_dim == 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.rms_norm_eps = number_or(j, "rms_norm_eps", c.family == Family::olmo2 ? 1e-5 : 1e-6);
+  c.tie_word_embeddings = bool_or(j, "tie_word_embeddings", false);
+  c.max_position_embeddings = int_or(j, "max_position_embeddings", 4096);
+  c.attention_bias = bool_or(j, "attention_bias", false);
+  c.torch_dtype = j.contains("torch_dtype") && j["torch_dtype"].is_string() ? j["torch_dtype"].get<std::string>()
+                  : j.contains("dtype") && j["dtype"].is_string()           ? j["dtype"].get<std::string>()
+                                                                            : "float32";
+  c.bos_token_id = optional_token(j, "bos_token_id");
+  c.eos_token_id = optional_token(j, "eos_token_id");
+  c.pad_token_id = optional_token(j, "pad_token_id");
+  // transformers 5 moves rope settings into "rope_parameters".
+  const nlohmann::json* rope = nullptr;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) rope = &j["rope_parameters"];
+  c.rope_theta = number_or(rope ? *rope : j, "rope_theta", number_or(j, "rope_theta", 10000.0));
+  const nlohmann::json* scaling = nullptr;
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) scaling = &j["rope_scaling"];
+  else if (rope) scaling = rope;
+  if (scaling) {
+    const auto& s = *scaling;
+    std::string rope_type = s.contains("rope_type") && s["rope_type"].is_string() ? s["rope_type"].get<std::string>()
+                            : s.contains("type") && s["type"].is_string()         ? s["type"].get<std::string>()
+                                                                                  : "default";
+    if (rope_type == "llama3" || rope_type == "linear") {
+      c.rope_scaling.type = rope_type;
+      c.rope_scaling.factor = number_or(s, "factor", 1.0);
+      c.rope_scaling.low_freq_factor = number_or(s, "low_freq_factor", 1.0);
+      c.rope_scaling.high_freq_factor = number_or(s, "high_freq_factor", 4.0);
+      c.rope_scaling.original_max_position_embeddings = int_or(s, "original_max_position_embeddings", 8192);
+    } else if (rope_type != "default") {
+      throw std::invalid_argument("config.json: rope_scaling type \"" + rope_type + "\" is not supported (llama3, linear)");
+    }
+  } else if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    throw std::invalid_argument("config.json: \"rope_scaling\" must be an object or null");
+  }
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    for (const auto& t : j["layer_types"]) {
+      if (!t.is_string()) throw std::invalid_argument("config.json: \"layer_types\" must hold strings");
+      c.sliding_layers.push_back(t.get<std::string>() == "sliding_attention");
+    }
+    c.sliding_window = int_or(j, "sliding_window", 0);
+  }
+  c.validate();
+  return c;
+}
+
+ModelConfig ModelConfig::from_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot open " + path.string());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(path.string() + ": invalid JSON: " + e.what());
+  }
+  try {
+    return from_json(j);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(path.string() + ": " + e.what());
+  }
+}
+
+void ModelConfig::validate() const {
+  const auto check = [](bool ok, const std::string& message) {
+    if (!ok) throw std::invalid_argument("config: " + message);
+  };
+  check(vocab_size > 0 && vocab_size <= (int64_t{1} << 24), "vocab_size must be in 1..16777216");
+  check(hidden_size > 0 && hidden_size <= 65536, "hidden_size must be in 1..65536");
+  check(intermediate_size > 0 && intermediate_size <= 262144, "intermediate_size must be in 1..262144");
+  check(num_hidden_layers > 0 && num_hidden_layers <= 1024, "num_hidden_layers must be in 1..1024");
+  check(num_attention_heads > 0 && num_attention_heads <= 1024, "num_attention_heads must be in 1..1024");
+  check(num_key_value_heads > 0 && num_attention_heads % num_key_value_heads == 0,
+        "num_key_value_heads must divide num_attention_heads");
+  check(head_dim > 0 && head_dim % 2 == 0 && head_dim <= 1024, "head_dim must be even and in 2..1024");
+  check(rope_theta > 0 && std::isfinite(rope_theta), "rope_theta must be positive");
+  check(rms_norm_eps > 0 && rms_norm_eps < 1, "rms_norm_eps must be in (0, 1)");
+  check(max_position_embeddings > 0, "max_position_embeddings must be positive");
+  check(rope_scaling.type.empty() || (rope_scaling.factor > 0 && rope_scaling.high_freq_factor != rope_scaling.low_freq_factor &&
+                                      rope_scaling.original_max_position_embeddings > 0),
+        "rope_scaling needs factor > 0, high_freq_factor != low_freq_factor, original_max_position_embeddings > 0");
+  check(sliding_layers.empty() || static_cast<int64_t>(sliding_layers.size()) == num_hidden_layers,
+        "layer_types must have num_hidden_layers entries");
+  check(sliding_window >= 0, "sliding_window must be non-negative");
+}
+
+std::string ModelConfig::model_type() const {
+  switch (family) {
+    case Family::qwen3: return "qwen3";
+    case Family::llama: return "llama";
+    case Family::olmo2: return sliding_layers.empty() ? "olmo2" : "olmo3";
+  }
+  return "qwen3";
+}
+
+nlohmann::json ModelConfig::to_json() const {
+  static const char* kArchitectures[] = {"Qwen3ForCausalLM", "LlamaForCausalLM", "Olmo2ForCausalLM"};
+  std::string arch = kArchitectures[static_cast<int>(family)];
+  if (model_type() == "olmo3") arch = "Olmo3ForCausalLM";
+  nlohmann::json j = {{"architectures", {arch}},
+                      {"model_type", model_type()},
+                      {"vocab_size", vocab_size},
+                      {"hidden_size", hidden_size},
+                      {"intermediate_size", intermediate_size},
+                      {"num_hidden_layers", num_hidden_layers},
+                      {"num_attention_heads", num_attention_heads},
+                      {"num_key_value_heads", num_key_value_heads},
+                      {"head_dim", head_dim},
+                      {"hidden_act", "silu"},
+                      {"rope_theta", rope_theta},
+                      {"rms_norm_eps", rms_norm_eps},
+                      {"tie_word_embeddings", tie_word_embeddings},
+                      {"max_position_embeddings", max_position_embeddings},
+                      {"attention_bias", attention_bias},
+                      {"attention_dropout", 0.0},
+                      {"initializer_range", 0.02},
+                      {"use_cache", true},
+                      {"torch_dtype", torch_dtype}};
+  if (family == Family::llama) j["mlp_bias"] = false;
+  j["rope_scaling"] = nullptr;
+  if (!rope_scaling.type.empty()) {
+    j["rope_scaling"] = {{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
+    if (rope_scaling.type == "llama3") {
+      j["rope_scaling"]["low_freq_factor"] = rope_scaling.low_freq_factor;
+      j["rope_scaling"]["high_freq_factor"] = rope_scaling.high_freq_factor;
+      j["rope_scaling"]["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    }
+  }
+  if (!sliding_layers.empty()) {
+    nlohmann::json types = nlohmann::json::array();
+    for (bool s : sliding_layers) types.push_back(s ? "sliding_attention" : "full_attention");
+    j["layer_types"] = types;
+    j["sliding_window"] = sliding_window;
+  }
+  if (bos_token_id) j["bos_token_id"] = *bos_token_id;
+  if (eos_token_id) j["eos_token_id"] = *eos_token_id;
+  if (pad_token_id) j["pad_token_id"] = *pad_token_id;
+  return j;
+}
+
+torch::Dtype dtype_from_name(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return torch::kFloat16;
+  throw std::invalid_argument("unknown dtype \"" + name + "\" (float32, bfloat16, float16)");
+}
+
+std::string dtype_name(torch::Dtype dtype) {
+  if (dtype == torch::kFloat32) return "float32";
+  if (dtype == torch::kBFloat16) return "bfloat16";
+  if (dtype == torch::kFloat16) return "float16";
+  throw std::invalid_argument(std::string("unsupported model dtype ") + c10::toString(dtype));
+}
+
+// ---------------------------------------------------------------- KV cache
+
+KVCache KVCache::allocate(const ModelConfig& config, int64_t batch, int64_t capacity, torch::Device device,
+                          torch::Dtype dtype) {
+  if (batch <= 0 || capacity <= 0) throw std::invalid_argument("KVCache needs batch > 0 and capacity > 0");
+  KVCache cache;
+  const auto options = torch::TensorOptions().device(device).dtype(dtype);
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    cache.keys.push_back(torch::zeros({batch, config.num_key_value_heads, capacity, config.head_dim}, options));
+    cache.values.push_back(torch::zeros({batch, config.num_key_value_heads, capacity, config.head_dim}, options));
+  }
+  cache.attention_mask = torch::zeros({batch, capacity}, torch::TensorOptions().device(device).dtype(torch::kLong));
+  cache.next_position = torch::zeros({batch}, torch::TensorOptions().device(device).dtype(torch::kLong));
+  cache.capacity = capacity;
+  return cache;
+}
+
+void KVCache::select_rows(const torch::Tensor& rows) {
+  const Tensor index = rows.to(attention_mask.device(), torch::kLong);
+  for (auto& k : keys) k = k.index_select(0, index);
+  for (auto& v : values) v = v.index_select(0, index);
+  attention_mask = attention_mask.index_select(0, index);
+  next_position = next_position.index_select(0, index);
+}
+
+// ---------------------------------------------------------------- the decoder
+
+struct CausalLMImpl::Layer {
+  Tensor qkv_weight, qkv_bias, o_weight;
+  Tensor q_norm, k_norm;  // Qwen3: [head_dim]; OLMo 2: [heads * head_dim], [kv_heads * head_dim]
+  Tensor gate_up_weight, down_weight;
+  Tensor input_norm;      // Qwen3/Llama only: before attention
+  Tensor post_attn_norm;  // Qwen3/Llama: before the MLP; OLMo 2: on the attention output
+  Tensor post_mlp_norm;   // OLMo 2 only: on the MLP output
+  bool sliding = false;
+};
+
+namespace {
+
+// Everything one layer needs besides its weights.
+struct LayerInputs {
+  Tensor cos, sin;          // [B, 1, T, D] in the compute dtype
+  Tensor allowed;           // [B, 1, 1, T, S] bool: which keys each query attends to
+  Tensor allowed_sliding;   // same, restricted to the sliding window (OLMo 3), or undefined
+  bool causal_dense = false;  // no padding, no cache: plain causal attention (fast SDPA path)
+  KVCache* cache = nullptr;
+  int64_t layer_index = 0;
+  int64_t start = 0;        // positions already in the cache
+};
+
+Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& allowed, bool causal_dense) {
+  // q [B, H, T, D]; k, v [B, KV, S, D]. Query heads are grouped per kv head so K/V are never
+  // repeated: [B, KV, rep*T, D] x [B, KV, S, D]^T.
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  const int64_t KV = k.size(1), S = k.size(2), rep = H / KV;
+#if TORCH_VERSION_MAJOR >= 2
+  if (causal_dense && rep == 1) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  const Tensor grouped = q.reshape({B, KV, rep * T, D});
+  const Tensor mask = allowed.expand({B, 1, rep, T, S}).reshape({B, 1, rep * T, S});
+  return at::scaled_dot_product_attention(grouped, k, v, mask).view({B, H, T, D});
+#else
+  (void)causal_dense;
+  const Tensor grouped = q.reshape({B, KV, rep * T, D});
+  Tensor scores = torch::matmul(grouped, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(static_cast<double>(D)));
+  scores = scores.view({B, KV, rep, T, S}).masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  const Tensor probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  return torch::matmul(probs.view({B, KV, rep * T, S}), v).view({B, H, T, D});
+#endif
+}
+
+Tensor apply_rope(const Tensor& x, const Tensor& cos, const Tensor& sin) { return x * cos + rotate_half(x) * sin; }
+
+Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const Tensor& x, const LayerInputs& in) {
+  const auto dtype = x.scalar_type();
+  const auto w = [&](const Tensor& t) { return t.scalar_type() == dtype ? t : t.to(dtype); };
+  const int64_t B = x.size(0), T = x.size(1), H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+  const bool olmo = c.family == Family::olmo2;
+  const double eps = c.rms_norm_eps;
+
+  const Tensor attn_in = olmo ? x : rms_norm(x, L.input_norm, eps, false);
+  const Tensor qkv = F::linear(attn_in, w(L.qkv_weight), L.qkv_bias.defined() ? w(L.qkv_bias) : Tensor());
+  Tensor q = qkv.narrow(-1, 0, H * D), k = qkv.narrow(-1, H * D, KV * D), v = qkv.narrow(-1, (H + KV) * D, KV * D);
+  if (olmo) {
+    q = rms_norm(q, L.q_norm, eps, true);
+    k = rms_norm(k, L.k_norm, eps, true);
+  }
+  q = q.reshape({B, T, H, D});
+  k = k.reshape({B, T, KV, D});
+  v = v.reshape({B, T, KV, D}).transpose(1, 2);
+  if (c.family == Family::qwen3) {
+    q = rms_norm(q, L.q_norm, eps, false);
+    k = rms_norm(k, L.k_norm, eps, false);
+  }
+  q = apply_rope(q.transpose(1, 2), in.cos, in.sin);
+  k = apply_rope(k.transpose(1, 2), in.cos, in.sin);
+  bool causal_dense = in.causal_dense;
+  if (in.cache) {
+    auto& keys = in.cache->keys[in.layer_index];
+    auto& values = in.cache->values[in.layer_index];
+    keys.narrow(2, in.start, T).copy_(k);
+    values.narrow(2, in.start, T).copy_(v);
+    k = keys.narrow(2, 0, in.start + T);
+    v = values.narrow(2, 0, in.start + T);
+  }
+  const Tensor& allowed = L.sliding && in.allowed_sliding.defined() ? in.allowed_sliding : in.allowed;
+  if (L.sliding && in.allowed_sliding.defined()) causal_dense = false;
+  const Tensor attn = attention_core(q, k, v, allowed, causal_dense).transpose(1, 2).reshape({B, T, H * D});
+  Tensor attn_out = F::linear(attn, w(L.o_weight));
+
+  Tensor h;
+  if (olmo) {
+    h = x + rms_norm(attn_out, L.post_attn_norm, eps, true);
+  } else {
+    h = x + attn_out;
+  }
+  const Tensor mlp_in = olmo ? h : rms_norm(h, L.post_attn_norm, eps, false);
+  const Tensor gate_up = F::linear(mlp_in, w(L.gate_up_weight));
+  const int64_t I = c.intermediate_size;
+  const Tensor act = torch::silu(gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I);
+  const Tensor mlp_out = F::linear(act, w(L.down_weight));
+  return olmo ? h + rms_norm(mlp_out, L.post_mlp_norm, eps, true) : h + mlp_out;
+}
+
+// Gradient checkpointing: forward without storing activations; backward recomputes the layer with
+// grad enabled and backpropagates through it (parameter gradients accumulate into .grad).
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, Tensor x, const CausalLMImpl::Layer* layer,
+                        const ModelConfig* config, const LayerInputs* inputs) {
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    ctx->saved_data["config"] = reinterpret_cast<int64_t>(config);
+    ctx->saved_data["cos"] = inputs->cos;
+    ctx->saved_data["sin"] = inputs->sin;
+    ctx->saved_data["allowed"] = inputs->allowed;
+    ctx->saved_data["allowed_sliding"] = inputs->allowed_sliding;
+    ctx->saved_data["causal_dense"] = inputs->causal_dense;
+    ctx->save_for_backward({x});
+    return layer_forward(*layer, *config, x, *inputs);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto* layer = reinterpret_cast<const CausalLMImpl::Layer*>(ctx->saved_data["layer"].toInt());
+    const auto* config = reinterpret_cast<const ModelConfig*>(ctx->saved_data["config"].toInt());
+    LayerInputs inputs;
+    inputs.cos = ctx->saved_data["cos"].toTensor();
+    inputs.sin = ctx->saved_data["sin"].toTensor();
+    inputs.allowed = ctx->saved_data["allowed"].toTensor();
+    const auto sliding = ctx->saved_data["allowed_sliding"];
+    if (sliding.isTensor()) inputs.allowed_sliding = sliding.toTensor();
+    inputs.causal_dense = ctx->saved_data["causal_dense"].toBool();
+    Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    Tensor out;
+    {
+      torch::AutoGradMode enable(true);
+      out = layer_forward(*layer, *config, x, inputs);
+    }
+    torch::autograd::backward({out}, {grads[0]});
+    return {x.grad(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+CausalLMImpl::CausalLMImpl(ModelConfig config, torch::TensorOptions options) : config_(std::move(config)) {
+  config_.validate();
+  const auto& c = config_;
+  const int64_t H = c.hidden_size, D = c.head_dim, QH = c.num_attention_heads, KV = c.num_key_value_heads;
+  const auto empty = [&](std::vector<int64_t> shape) { return torch::empty(shape, options); };
+  embed_tokens_ = register_parameter("embed_tokens", empty({c.vocab_size, H}));
+  if (!c.tie_word_embeddings) lm_head_ = register_parameter("lm_head", empty({c.vocab_size, H}));
+  final_norm_ = register_parameter("norm", empty({H}));
+  rope_inv_freq_ = register_buffer("rope_inv_freq", rope_inverse_frequencies(c).to(options.device()));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    auto L = std::make_shared<Layer>();
+    const std::string p = "layer" + std::to_string(i) + "_";
+    L->qkv_weight = register_parameter(p + "qkv_proj", empty({(QH + 2 * KV) * D, H}));
+    if (c.attention_bias) L->qkv_bias = register_parameter(p + "qkv_bias", empty({(QH + 2 * KV) * D}));
+    L->o_weight = register_parameter(p + "o_proj", empty({H, QH * D}));
+    if (c.family == Family::qwen3) {
+      L->q_norm = register_parameter(p + "q_norm", empty({D}));
+      L->k_norm = register_parameter(p + "k_norm", empty({D}));
+    } else if (c.family == Family::olmo2) {
+      L->q_norm = register_parameter(p + "q_norm", empty({QH * D}));
+      L->k_norm = register_parameter(p + "k_norm", empty({KV * D}));
+    }
+    L->gate_up_weight = register_parameter(p + "gate_up_proj", empty({2 * c.intermediate_size, H}));
+    L->down_weight = register_parameter(p + "down_proj", empty({H, c.intermediate_size}));
+    if (c.family != Family::olmo2) L->input_norm = register_parameter(p + "input_norm", empty({H}));
+    L->post_attn_norm = register_parameter(p + "post_attention_norm", empty({H}));
+    if (c.family == Family::olmo2) L->post_mlp_norm = register_parameter(p + "post_feedforward_norm", empty({H}));
+    L->sliding = !c.sliding_layers.empty() && c.sliding_layers[i] && c.sliding_window > 0;
+    layers_.push_back(std::move(L));
+  }
+}
+
+torch::Tensor CausalLMImpl::lm_head_weight() { return config_.tie_word_embeddings ? embed_tokens_ : lm_head_; }
+
+torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
+  const Tensor w = lm_head_weight();
+  return F::linear(hidden, w.scalar_type() == hidden.scalar_type() ? w : w.to(hidden.scalar_type()));
+}
+
+torch::Tensor CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  return logits(hidden_states(input_ids, attention_mask));
+}
+
+torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                          KVCache* cache) {
+  if (input_ids.dim() != 2) throw std::invalid_argument("input_ids must be [batch, time]");
+  if (!attention_mask.defined() || attention_mask.sizes() != input_ids.sizes())
+    throw std::invalid_argument("attention_mask must have the shape of input_ids");
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  if (B == 0 || T == 0) throw std::invalid_argument("input_ids must not be empty");
+  const auto device = embed_tokens_.device();
+  const Tensor ids = input_ids.to(device, torch::kLong);
+  const Tensor mask = attention_mask.to(device, torch::kLong);
+  {
+    const auto range = torch::stack({ids.min(), ids.max()}).cpu();
+    if (range[0].item<int64_t>() < 0 || range[1].item<int64_t>() >= config_.vocab_size)
+      throw std::invalid_argument("input_ids hold a token id outside [0, vocab_size=" +
+                                  std::to_string(config_.vocab_size) + ")");
+  }
+  int64_t start = 0;
+  Tensor key_mask, positions = mask.cumsum(1) - 1;
+  if (cache) {
+    start = cache->length;
+    if (cache->keys.size() != layers_.size() || cache->attention_mask.size(0) != B)
+      throw std::invalid_argument("KV cache was allocated for another model or batch size");
+    if (start + T > cache->capacity)
+      throw std::invalid_argument("KV cache full: " + std::to_string(start) + " + " + std::to_string(T) + " > capacity " +
+                                  std::to_string(cache->capacity));
+    cache->attention_mask.narrow(1, start, T).copy_(mask);
+    key_mask = cache->attention_mask.narrow(1, 0, start + T);
+    positions = positions + cache->next_position.unsqueeze(1);
+    cache->next_position += mask.sum(1);
+  } else {
+    key_mask = mask;
+  }
+  positions = positions.clamp_min(0);
+  const int64_t S = start + T;
+
+  const auto dtype = compute_dtype_.value_or(embed_tokens_.scalar_type());
+  LayerInputs in;
+  in.cache = cache;
+  in.start = start;
+  {
+    const Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * rope_inv_freq_;  // [B, T, D/2]
+    const Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                      // [B, 1, T, D]
+    in.cos = emb.cos().to(dtype);
+    in.sin = emb.sin().to(dtype);
+    const auto long_options = torch::TensorOptions().device(device).dtype(torch::kLong);
+    const Tensor query_index = torch::arange(start, S, long_options).view({T, 1});
+    const Tensor key_index = torch::arange(0, S, long_options).view({1, S});
+    const Tensor causal = key_index <= query_index;  // [T, S]
+    const Tensor diagonal = key_index == query_index;
+    // Padding queries attend to themselves so no row is empty (their outputs are never used).
+    in.allowed = causal.logical_and(key_mask.to(torch::kBool).view({B, 1, S})).logical_or(diagonal).view({B, 1, 1, T, S});
+    in.causal_dense = cache == nullptr && mask.min().item<int64_t>() == 1;
+    if (config_.sliding_window > 0 && !config_.sliding_layers.empty())
+      in.allowed_sliding = in.allowed.logical_and((key_index > query_index - config_.sliding_window).view({1, 1, 1, T, S}));
+  }
+  Tensor x = F::embedding(ids, embed_tokens_);
+  if (x.scalar_type() != dtype) x = x.to(dtype);
+  const bool checkpoint = gradient_checkpointing_ && cache == nullptr && torch::GradMode::is_enabled();
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    in.layer_index = static_cast<int64_t>(i);
+    x = checkpoint ? CheckpointedLayer::apply(x, layers_[i].get(), &config_, &in) : layer_forward(*layers_[i], config_, x, in);
+  }
+  if (cache) cache->length = S;
+  return rms_norm(x, final_norm_, config_.rms_norm_eps, config_.family == Family::olmo2);
+}
+
+// ---------------------------------------------------------------- HF names
+
+std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::hf_state_dict() const {
+  const auto& c = config_;
+  const int64_t D = c.head_dim, QD = c.num_attention_heads * D, KD = c.num_key_value_heads * D, I = c.intermediate_size;
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.emplace_back("model.embed_tokens.weight", embed_tokens_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& L = *layers_[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    if (L.input_norm.defined()) out.emplace_back(p + "input_layernorm.weight", L.input_norm);
+    out.emplace_back(p + "self_attn.q_proj.weight", L.qkv_weight.narrow(0, 0, QD));
+    out.emplace_back(p + "self_attn.k_proj.weight", L.qkv_weight.narrow(0, QD, KD));
+    out.emplace_back(p + "self_attn.v_proj.weight", L.qkv_weight.narrow(0, QD + KD, KD));
+    if (L.qkv_bias.defined()) {
+      out.emplace_back(p + "self_attn.q_proj.bias", L.qkv_bias.narrow(0, 0, QD));
+      out.emplace_back(p + "self_attn.k_proj.bias", L.qkv_bias.narrow(0, QD, KD));
+      out.emplace_back(p + "self_attn.v_proj.bias", L.qkv_bias.narrow(0, QD + KD, KD));
+    }
+    out.emplace_back(p + "self_attn.o_proj.weight", L.o_weight);
+    if (L.q_norm.defined()) {
+      out.emplace_back(p + "self_attn.q_norm.weight", L.q_norm);
+      out.emplace_back(p + "self_attn.k_norm.weight", L.k_norm);
+    }
+    out.emplace_back(p + "post_attention_layernorm.weight", L.post_attn_norm);
+    if (L.post_mlp_norm.defined()) out.emplace_back(p + "post_feedforward_layernorm.weight", L.post_mlp_norm);
+    out.emplace_back(p + "mlp.gate_proj.weight", L.gate_up_weight.narrow(0, 0, I));
+    out.emplace_back(p + "mlp.up_proj.weight", L.gate_up_weight.narrow(0, I, I));
+    out.emplace_back(p + "mlp.down_proj.weight", L.down_weight);
+  }
+  out.emplace_back("model.norm.weight", final_norm_);
+  if (!c.tie_word_embeddings) out.emplace_back("lm_head.weight", lm_head_);
+  return out;
+}
+
+void CausalLMImpl::load_hf_tensor(const std::string& name, const torch::Tensor& value) {
+  for (auto& [hf_name, target] : hf_state_dict()) {
+    if (hf_name != name) continue;
+    if (target.sizes() != value.sizes()) {
+      std::ostringstream message;
+      message << "tensor \"" << name << "\" has shape " << value.sizes() << ", the config needs " << target.sizes();
+      throw std::invalid_argument(message.str());
+    }
+    torch::NoGradGuard no_grad;
+    target.copy_(value);  // a view into the fused parameter
+    return;
+  }
+  throw std::invalid_argument("tensor \"" + name + "\" is not a parameter of this " + config_.model_type() + " model");
+}
+
+// ---------------------------------------------------------------- construction, loading, saving
+
+CausalLM make_random(const ModelConfig& config, uint64_t seed, torch::Device device, torch::Dtype dtype) {
+  CausalLM model(config, torch::TensorOptions().dtype(torch::kFloat32));
+  auto generator = at::detail::createCPUGenerator(seed);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, tensor] : model->hf_state_dict()) {
+    if (name.find("norm") != std::string::npos) {
+      tensor.fill_(1.0);
+    } else if (name.size() > 5 && name.substr(name.size() - 5) == ".bias") {
+      tensor.zero_();
+    } else {
+      tensor.normal_(0.0, 0.02, generator);
+    }
+  }
+  model->to(device, dtype);
+  return model;
+}
+
+namespace {
+torch::Dtype torch_dtype_of(text::DType d, const std::string& name) {
+  switch (d) {
+    case text::DType::F32: return torch::kFloat32;
+    case text::DType::F16: return torch::kFloat16;
+    case text::DType::BF16: return torch::kBFloat16;
+    case text::DType::F64: return torch::kFloat64;
+    default:
+      throw std::invalid_argument("tensor \"" + name + "\" has dtype " + std::string(text::dtype_name(d)) +
+                                  ", which model weights cannot use");
+  }
+}
+text::DType safetensors_dtype(torch::Dtype d) {
+  if (d == torch::kFloat32) return text::DType::F32;
+  if (d == torch::kBFloat16) return text::DType::BF16;
+  if (d == torch::kFloat16) return text::DType::F16;
+  throw std::invalid_argument("cannot save weights as " + std::string(c10::toString(d)));
+}
+}  // namespace
+
+CausalLM load_pretrained(const std::filesystem::path& dir, torch::Device device, torch::Dtype dtype) {
+  const ModelConfig config = ModelConfig::from_file(dir / "config.json");
+  const auto checkpoint = text::SafetensorsCheckpoint::open(dir);
+  CausalLM model(config, torch::TensorOptions().device(device).dtype(dtype));
+  std::set<std::string> expected;
+  for (const auto& [name, _] : model->hf_state_dict()) expected.insert(name);
+  for (const auto& name : checkpoint.names()) {
+    if (name == "lm_head.weight" && config.tie_word_embeddings) continue;  // same as the embedding
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // recomputed from config
+    if (!expected.count(name))
+      throw std::invalid_argument(dir.string() + ": unexpected tensor \"" + name + "\" for a " + config.model_type() +
+                                  " model with this config");
+    const auto& view = checkpoint.tensor(name);
+    const auto source = torch::from_blob(const_cast<std::byte*>(view.data.data()), view.shape,
+                                         torch::TensorOptions().dtype(torch_dtype_of(view.dtype, name)));
+    model->load_hf_tensor(name, source.to(device, dtype));
+    expected.erase(name);
+  }
+  if (!expected.empty())
+    throw std::invalid_argument(dir.string() + ": checkpoint lacks tensor \"" + *expected.begin() + "\" (and " +
+                                std::to_string(expected.size() - 1) + " more)");
+  return model;
+}
+
+void save_pretrained(const CausalLM& model, const std::filesystem::path& dir, torch::Dtype dtype,
+                     const std::optional<std::filesystem::path>& tokenizer_dir, size_t max_shard_bytes) {
+  std::filesystem::create_directories(dir);
+  ModelConfig config = model->config();
+  config.torch_dtype = dtype_name(dtype);
+  std::vector<Tensor> host;  // keeps the CPU copies alive while writing
+  std::vector<text::TensorToWrite> tensors;
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, tensor] : model->hf_state_dict()) {
+      host.push_back(tensor.detach().to(torch::kCPU, dtype).contiguous());
+      const auto& t = host.back();
+      tensors.push_back({name, safetensors_dtype(dtype), t.sizes().vec(),
+                         std::span<const std::byte>(static_cast<const std::byte*>(t.data_ptr()), t.nbytes())});
+    }
+  }
+  text::write_safetensors_checkpoint(dir, tensors, max_shard_bytes, {{"format", "pt"}});
+  {
+    std::ofstream out(dir / "config.json", std::ios::trunc);
+    out << config.to_json().dump(2) << '\n';
+    if (!out) throw std::runtime_error("cannot write " + (dir / "config.json").string());
+  }
+  if (tokenizer_dir && std::filesystem::weakly_canonical(*tokenizer_dir) != std::filesystem::weakly_canonical(dir)) {
+    for (const char* file : {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "vocab.json",
+                             "merges.txt", "special_tokens_map.json"}) {
+      const auto source = *tokenizer_dir / file;
+      if (std::filesystem::exists(source))
+        std::filesystem::copy_file(source, dir / file, std::filesystem::copy_options::overwrite_existing);
+    }
+  }
+}
+
+}  // namespace distil::model
