@@ -6,10 +6,15 @@
 #include <ftw.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <optional>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -17,6 +22,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "sandbox/fork_server.h"
+#include "sandbox/fork_server_boot.h"
 #include "sandbox/namespaces.h"
 #include "sandbox/rlimits.h"
 #include "sandbox/root_fs.h"
@@ -30,6 +37,7 @@ using namespace detail;
 namespace {
 
 constexpr const char* kProgramPath = "/box/main.py";
+constexpr const char* kFilterPath = "/box/filter.bpf";
 constexpr const char* kCxxSourcePath = "/box/main.cpp";
 constexpr const char* kCxxBinaryPath = "/box/main";
 constexpr const char* kScratchBase = "/var/tmp";
@@ -80,7 +88,14 @@ struct Sandbox::Impl {
   SeccompProgram user_filter_notify;  // user code, exec answered by the supervisor
   SeccompProgram user_filter_deny;    // user code, no exec at all (fork-server children)
   SeccompProgram compiler_filter;     // g++ and its subprocesses
+  SeccompProgram server_filter;       // the fork server before its children add user_filter_deny
   std::atomic<unsigned> run_counter{0};
+  std::mutex notes_mutex;
+  std::string last_fork_server_failure;
+  void note_fork_server_failure(const std::string& why) {
+    std::lock_guard lock(notes_mutex);
+    last_fork_server_failure = why;
+  }
 
   unsigned next_outside_root() {
     // Two ids per run (inside 0 and inside 1000), 32768 runs before an id pair is reused.
@@ -104,9 +119,27 @@ struct Sandbox::Impl {
     bool exec_notify = false;
     Limits limits;
     std::string work_dir_host;  // bound at /tmp instead of a tmpfs (compile step)
+    int keep_fd = -1;           // becomes fd 3 in the child
+    // The fork server keeps the namespace's root (for each child's private /tmp); its children
+    // drop to the sandbox uid before user code runs.
+    bool stay_namespace_root = false;
   };
 
+  // Everything a spawn points into, kept at a fixed address until the child has exec'd.
+  struct Prepared {
+    SpawnOptions options;
+    std::optional<sock_fprog> fprog;
+    std::optional<RootLayout> layout;
+    std::optional<ScratchDir> scratch;
+    std::string work_dir;
+    std::vector<std::string> step_targets;
+    std::unique_ptr<ArgvBuilder> argv, env;
+    std::string executable;
+  };
+  std::unique_ptr<Prepared> prepare(const Launch& l);
   RunResult launch(const Launch& l, const std::string& stdin_data);
+  std::unique_ptr<ForkServer> start_fork_server(const Program& program, const Limits& limits, std::string& error);
+  bool fork_server_usable() const { return config.use_fork_server && namespaces && privileged && report.seccomp; }
 };
 
 Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
@@ -134,6 +167,7 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     d.user_filter_notify = build_seccomp_program(SeccompPolicy::user_program, ExecRule::notify);
     d.user_filter_deny = build_seccomp_program(SeccompPolicy::user_program, ExecRule::deny);
     d.compiler_filter = build_seccomp_program(SeccompPolicy::supervisor, ExecRule::allow);
+    d.server_filter = build_seccomp_program(SeccompPolicy::supervisor, ExecRule::notify);
     r.seccomp = true;
   } catch (const std::exception& e) {
     r.notes.push_back(std::string("seccomp unavailable: ") + e.what());
@@ -164,73 +198,84 @@ Sandbox::~Sandbox() = default;
 const IsolationReport& Sandbox::isolation() const { return impl_->report; }
 const Config& Sandbox::config() const { return impl_->config; }
 
-RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) {
-  SpawnOptions options;
+std::string Sandbox::fork_server_failure() const {
+  std::lock_guard lock(impl_->notes_mutex);
+  return impl_->last_fork_server_failure;
+}
+
+std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l) {
+  auto prepared = std::make_unique<Prepared>();
+  Prepared& p = *prepared;
+  SpawnOptions& options = p.options;
   options.namespaces = namespaces;
   options.privileged_maps = privileged;
   options.outside_root = next_outside_root();
+  options.keep_fd = l.keep_fd;
   ChildPlan& plan = options.plan;
   plan.rlimits = plan_rlimits(l.limits);
   plan.no_new_privs = true;
-  std::optional<sock_fprog> fprog;
   if (l.filter && report.seccomp) {
-    fprog = l.filter->fprog();
-    plan.seccomp = &*fprog;
+    p.fprog = l.filter->fprog();
+    plan.seccomp = &*p.fprog;
     plan.seccomp_listener = l.exec_notify;
   }
 
   std::vector<std::string> argv = l.argv;
-  std::string executable = l.executable;
-  std::optional<RootLayout> layout;
-  std::optional<ScratchDir> scratch;  // degraded mode: the work dir is a host directory
-  std::vector<std::string> step_targets;
+  p.executable = l.executable;
   if (namespaces) {
-    layout.emplace(readonly_paths(), l.files, l.limits.file_size_mb, l.work_dir_host);
-    plan.root = &layout->plan();
-    for (int i = 0; i < plan.root->step_count; ++i) step_targets.push_back(plan.root->steps[i].target);
+    p.layout.emplace(readonly_paths(), l.files, l.limits.file_size_mb, l.work_dir_host);
+    plan.root = &p.layout->plan();
+    for (int i = 0; i < plan.root->step_count; ++i) p.step_targets.push_back(plan.root->steps[i].target);
     plan.hostname = "sandbox";
     plan.work_dir = "/tmp";
     plan.become_namespace_root = true;
-    plan.change_ids = privileged;
-    plan.drop_capabilities = !privileged;
+    plan.change_ids = privileged && !l.stay_namespace_root;
+    plan.drop_capabilities = !privileged && !l.stay_namespace_root;
     plan.uid = kSandboxUid;
     plan.gid = kSandboxGid;
   } else {
     // Without a mount namespace the program lives in a private host directory; paths under
     // /box in argv are rewritten to it.
-    scratch.emplace(l.work_dir_host.empty() ? kScratchBase : l.work_dir_host);
+    p.scratch.emplace(l.work_dir_host.empty() ? kScratchBase : l.work_dir_host);
     for (const auto& f : l.files) {
-      const std::string host = scratch->path() + "/" + f.path.substr(5);
+      const std::string host = p.scratch->path() + "/" + f.path.substr(5);
       std::ofstream out(host, std::ios::binary);
       out << f.content;
       if (!out) throw std::runtime_error("writing " + host);
       out.close();
-      chmod(host.c_str(), f.executable ? 0555 : 0444);
+      if (chmod(host.c_str(), f.executable ? 0555 : 0444) != 0)
+        throw std::runtime_error("chmod " + host + ": " + std::strerror(errno));
     }
     auto rewrite = [&](std::string& s) {
-      if (s.rfind("/box/", 0) == 0) s = scratch->path() + "/" + s.substr(5);
+      if (s.rfind("/box/", 0) == 0) s = p.scratch->path() + "/" + s.substr(5);
     };
     for (auto& a : argv) rewrite(a);
-    rewrite(executable);
-    plan.work_dir = l.work_dir_host.empty() ? scratch->path().c_str() : l.work_dir_host.c_str();
+    rewrite(p.executable);
+    p.work_dir = l.work_dir_host.empty() ? p.scratch->path() : l.work_dir_host;
+    plan.work_dir = p.work_dir.c_str();
     if (privileged) {
       // Run as an otherwise unused host uid so kill/ptrace cannot reach anything else.
       plan.change_ids = true;
       plan.uid = options.outside_root + 1;
       plan.gid = options.outside_root + 1;
-      if (chown(scratch->path().c_str(), plan.uid, plan.gid) != 0)
-        throw std::runtime_error("chown " + scratch->path() + ": " + std::strerror(errno));
+      if (chown(p.scratch->path().c_str(), plan.uid, plan.gid) != 0)
+        throw std::runtime_error("chown " + p.scratch->path() + ": " + std::strerror(errno));
     }
   }
-  ArgvBuilder argv_c(argv);
-  ArgvBuilder env_c(sandbox_environment());
-  plan.executable = executable.c_str();
-  plan.argv = argv_c.get();
-  plan.envp = env_c.get();
+  p.argv = std::make_unique<ArgvBuilder>(argv);
+  p.env = std::make_unique<ArgvBuilder>(sandbox_environment());
+  plan.executable = p.executable.c_str();
+  plan.argv = p.argv->get();
+  plan.envp = p.env->get();
+  return prepared;
+}
 
+RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) {
+  std::unique_ptr<Prepared> p;
   ChildProcess child;
   try {
-    child = spawn_child(options);
+    p = prepare(l);
+    child = spawn_child(p->options);
   } catch (const std::exception& e) {
     RunResult r;
     r.verdict = Verdict::sandbox_error;
@@ -239,8 +284,61 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
   }
   StdioPump pump(std::move(child.stdin_w), stdin_data, std::move(child.stdout_r), std::move(child.stderr_r),
                  l.limits.output_bytes);
-  const Termination t = supervise(child, pump, wall_deadline_s(l.limits), &step_targets);
+  const Termination t = supervise(child, pump, wall_deadline_s(l.limits), &p->step_targets);
   return make_result(t, pump, l.limits);
+}
+
+std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& program, const Limits& limits,
+                                                             std::string& error) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    error = std::string("socketpair: ") + std::strerror(errno);
+    return nullptr;
+  }
+  UniqueFd ours(pair[0]), theirs(pair[1]);
+  Launch l;
+  l.executable = config.python_path;
+  l.argv = {config.python_path};
+  if (!config.python_site_packages) l.argv.push_back("-S");
+  const std::string fsize = std::to_string(limits.file_size_mb << 20);
+  char cpu[32], wall[32];
+  std::snprintf(cpu, sizeof(cpu), "%.3f", limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0);
+  std::snprintf(wall, sizeof(wall), "%.3f", wall_deadline_s(limits));
+  for (const std::string& a : {std::string("-c"), std::string(kForkServerBoot), std::string(kProgramPath),
+                               std::to_string(limits.file_size_mb), std::string(cpu), std::string(wall), fsize,
+                               std::to_string(std::max(1, limits.max_open_files)),
+                               std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath)})
+    l.argv.push_back(a);
+  l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
+  const auto& bpf = user_filter_deny.instructions;
+  l.files = {{kProgramPath, program.source},
+             {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))}};
+  l.filter = &server_filter;
+  l.exec_notify = true;
+  l.limits = limits;
+  l.limits.cpu_time_s = 600;  // the server's own CPU; each child has the real limit
+  l.limits.max_processes = std::max(16, limits.max_processes);  // children may only lower it
+  l.keep_fd = theirs.get();
+  l.stay_namespace_root = true;
+  try {
+    auto p = prepare(l);
+    ChildProcess child = spawn_child(p->options);
+    theirs.reset();
+    SetupMonitor monitor(child, &p->step_targets);
+    const std::string why = await_exec(child, monitor, 10.0);
+    if (!why.empty()) {
+      kill_tree(child);
+      waitpid(child.pid, nullptr, 0);
+      error = why;
+      return nullptr;
+    }
+    // Closing the listener makes every later exec attempt fail (ENOSYS).
+    monitor.close_listener();
+    return std::make_unique<ForkServer>(std::move(child), std::move(ours), limits);
+  } catch (const std::exception& e) {
+    error = e.what();
+    return nullptr;
+  }
 }
 
 RunResult Sandbox::run(const Program& program, const std::string& stdin_data, const Limits& limits) {
@@ -311,8 +409,28 @@ std::vector<RunResult> Sandbox::run_batch(const Program& program, const std::vec
     }
     return results;
   }
+  std::unique_ptr<ForkServer> server;
+  if (d.fork_server_usable() && stdin_data.size() >= 2) {
+    std::string why;
+    server = d.start_fork_server(program, limits, why);
+    // A server that cannot start costs nothing but speed: every input still runs one-shot.
+    d.note_fork_server_failure(server ? std::string() : why);
+  }
   for (const auto& input : stdin_data) {
-    results.push_back(run(program, input, limits));
+    if (server && server->alive()) {
+      RunResult r = server->run(input);
+      r.fork_server = true;
+      if (r.verdict == Verdict::sandbox_error) {
+        // A failing server is retired and the input rerun one-shot, so the program is judged
+        // and not the sandbox.
+        d.note_fork_server_failure(r.message);
+        server.reset();
+        r = run(program, input, limits);
+      }
+      results.push_back(std::move(r));
+    } else {
+      results.push_back(run(program, input, limits));
+    }
     if (stop_at_first_failure && results.back().verdict != Verdict::ok) break;
   }
   return results;

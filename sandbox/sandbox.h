@@ -59,6 +59,7 @@ struct RunResult {
   double wall_time_s = 0.0;
   std::size_t peak_memory_kb = 0;
   std::string message;  // human-readable detail for sandbox_error / syscall_denied etc.
+  bool fork_server = false;  // ran as a fork-server child (run_batch) rather than one-shot
 };
 
 nlohmann::json to_json(const RunResult& r);
@@ -123,6 +124,8 @@ class Sandbox {
 
   const IsolationReport& isolation() const;
   const Config& config() const;
+  // Why the last run_batch could not start its fork server (empty: it could, or none was tried).
+  std::string fork_server_failure() const;
 
  private:
   struct Impl;

@@ -52,6 +52,8 @@ void set_nonblocking(int fd) {
 
 double seconds(const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; }
 
+}  // namespace
+
 void kill_tree(const ChildProcess& child) {
   // With a PID namespace the child is its init: killing it kills everything inside. Without,
   // it leads its own process group (setsid is denied to user code).
@@ -60,7 +62,6 @@ void kill_tree(const ChildProcess& child) {
   else kill(child.pid, SIGKILL);
 }
 
-}  // namespace
 
 ArgvBuilder::ArgvBuilder(std::vector<std::string> items) : items_(std::move(items)) {
   for (auto& item : items_) pointers_.push_back(item.data());
@@ -210,73 +211,105 @@ void StdioPump::close_all() {
   out_.open = err_.open = false;
 }
 
+SetupMonitor::SetupMonitor(ChildProcess& child, const std::vector<std::string>* root_step_targets)
+    : child_(child), root_step_targets_(root_step_targets) {}
+
+void SetupMonitor::add_to(std::vector<pollfd>& fds) {
+  fds.push_back({child_.status_r.valid() ? child_.status_r.get() : -1, POLLIN, 0});
+  fds.push_back({listener_.valid() ? listener_.get() : -1, POLLIN, 0});
+}
+
+void SetupMonitor::handle(const std::vector<pollfd>& fds, std::size_t first) {
+  if (fds[first].revents) read_status();
+  if (fds[first + 1].revents & POLLIN) answer_notification();
+  else if (fds[first + 1].revents & (POLLHUP | POLLERR)) listener_.reset();
+}
+
+void SetupMonitor::read_status() {
+  char buf[sizeof(ChildFailure) * 4];
+  for (;;) {
+    const ssize_t n = read(child_.status_r.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      child_.status_r.reset();  // EOF: exec happened or the child is gone
+      return;
+    }
+    pending_.append(buf, static_cast<std::size_t>(n));
+    while (pending_.size() >= sizeof(ChildFailure)) {
+      ChildFailure record;
+      std::memcpy(&record, pending_.data(), sizeof(record));
+      pending_.erase(0, sizeof(record));
+      const auto step = static_cast<ChildStep>(record.step);
+      if (step == ChildStep::listener_fd) {
+        const long fd = syscall(SYS_pidfd_getfd, child_.pidfd.get(), record.error, 0);
+        if (fd < 0) {
+          failed = true;
+          message = errno_text("copying the seccomp listener from the child");
+          kill_tree(child_);
+        } else {
+          listener_.reset(static_cast<int>(fd));
+        }
+        continue;
+      }
+      failed = true;
+      message = std::string("sandbox setup failed at '") + child_step_name(step) + "'";
+      if (step == ChildStep::root_step && root_step_targets_ && record.detail >= 0 &&
+          static_cast<std::size_t>(record.detail) < root_step_targets_->size())
+        message += " (" + (*root_step_targets_)[static_cast<std::size_t>(record.detail)] + ")";
+      message += ": ";
+      message += std::strerror(record.error);
+    }
+    if (n < static_cast<ssize_t>(sizeof(buf))) return;
+  }
+}
+
+void SetupMonitor::answer_notification() {
+  seccomp_notif request{};
+  if (ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_RECV, &request) != 0) {
+    if (errno != EINTR && errno != ENOENT) listener_.reset();  // all filter users are gone
+    return;
+  }
+  seccomp_notif_resp response{};
+  response.id = request.id;
+  // The first exec is the sandbox starting the interpreter (or the compiled program); any
+  // later one is user code trying to run something else.
+  if (execs_allowed_ == 0) {
+    ++execs_allowed_;
+    response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+  } else {
+    response.error = -EPERM;
+    exec_denied = true;
+  }
+  ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &response);  // ENOENT: the caller died; fine
+}
+
+std::string await_exec(ChildProcess& child, SetupMonitor& monitor, double timeout_s) {
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  std::vector<pollfd> fds;
+  while (monitor.exec_pending() && !monitor.failed) {
+    const auto now = Clock::now();
+    if (now >= deadline) return "the sandboxed process did not start within " + std::to_string(timeout_s) + " s";
+    fds.clear();
+    monitor.add_to(fds);
+    fds.push_back({child.pidfd.get(), POLLIN, 0});
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+    if (poll(fds.data(), fds.size(), static_cast<int>(ms)) < 0 && errno != EINTR) return errno_text("poll");
+    monitor.handle(fds, 0);
+    if (fds[2].revents & POLLIN) {
+      if (monitor.exec_pending()) monitor.read_status();
+      if (!monitor.failed) return "the sandboxed process exited during setup";
+    }
+  }
+  return monitor.failed ? monitor.message : std::string();
+}
+
 Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
                       const std::vector<std::string>* root_step_targets) {
   Termination t;
   const auto deadline = child.started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wall_limit_s));
-  UniqueFd listener;
-  int execs_allowed = 0;
+  SetupMonitor monitor(child, root_step_targets);
   bool exited = false;
-  std::string status_bytes;
   Clock::time_point exit_seen;
-
-  auto read_status = [&]() {
-    char buf[sizeof(ChildFailure) * 4];
-    for (;;) {
-      const ssize_t n = read(child.status_r.get(), buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        child.status_r.reset();  // EOF: exec happened or the child is gone
-        return;
-      }
-      status_bytes.append(buf, static_cast<std::size_t>(n));
-      while (status_bytes.size() >= sizeof(ChildFailure)) {
-        ChildFailure record;
-        std::memcpy(&record, status_bytes.data(), sizeof(record));
-        status_bytes.erase(0, sizeof(record));
-        const auto step = static_cast<ChildStep>(record.step);
-        if (step == ChildStep::listener_fd) {
-          const long fd = syscall(SYS_pidfd_getfd, child.pidfd.get(), record.error, 0);
-          if (fd < 0) {
-            t.setup_failed = true;
-            t.setup_message = errno_text("copying the seccomp listener from the child");
-            kill_tree(child);
-          } else {
-            listener.reset(static_cast<int>(fd));
-          }
-          continue;
-        }
-        t.setup_failed = true;
-        t.setup_message = std::string("sandbox setup failed at '") + child_step_name(step) + "'";
-        if (step == ChildStep::root_step && root_step_targets && record.detail >= 0 &&
-            static_cast<std::size_t>(record.detail) < root_step_targets->size())
-          t.setup_message += " (" + (*root_step_targets)[static_cast<std::size_t>(record.detail)] + ")";
-        t.setup_message += ": ";
-        t.setup_message += std::strerror(record.error);
-      }
-      if (n < static_cast<ssize_t>(sizeof(buf))) return;
-    }
-  };
-
-  auto answer_notification = [&]() {
-    seccomp_notif request{};
-    if (ioctl(listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &request) != 0) {
-      if (errno != EINTR && errno != ENOENT) listener.reset();  // all filter users are gone
-      return;
-    }
-    seccomp_notif_resp response{};
-    response.id = request.id;
-    // The first exec is the sandbox starting the interpreter (or the compiled program); any
-    // later one is user code trying to run something else.
-    if (execs_allowed == 0) {
-      ++execs_allowed;
-      response.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-    } else {
-      response.error = -EPERM;
-      t.exec_denied = true;
-    }
-    ioctl(listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &response);  // ENOENT: the caller died; fine
-  };
 
   std::vector<pollfd> fds;
   for (;;) {
@@ -294,8 +327,7 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
 
     fds.clear();
     fds.push_back({child.pidfd.get(), static_cast<short>(exited ? 0 : POLLIN), 0});
-    fds.push_back({child.status_r.valid() ? child.status_r.get() : -1, POLLIN, 0});
-    fds.push_back({listener.valid() ? listener.get() : -1, POLLIN, 0});
+    monitor.add_to(fds);
     const std::size_t pump_first = fds.size();
     pump.add_to(fds);
 
@@ -305,13 +337,11 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
     const int ready = poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(timeout_ms, 1000)));
     if (ready < 0) {
       if (errno == EINTR) continue;
-      t.setup_failed = true;
-      t.setup_message = errno_text("poll");
+      monitor.failed = true;
+      monitor.message = errno_text("poll");
       kill_tree(child);
     }
-    if (fds[1].revents) read_status();
-    if (fds[2].revents & POLLIN) answer_notification();
-    else if (fds[2].revents & (POLLHUP | POLLERR)) listener.reset();
+    monitor.handle(fds, 1);
     pump.handle(fds, pump_first);
     if (!exited && (fds[0].revents & POLLIN)) {
       exited = true;
@@ -320,8 +350,11 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
       if (!child.namespaces) kill(-child.pid, SIGKILL);  // descendants outlive a plain leader
     }
   }
-  if (child.status_r.valid()) read_status();
+  if (monitor.exec_pending()) monitor.read_status();
   pump.close_all();
+  t.setup_failed = monitor.failed;
+  t.setup_message = monitor.message;
+  t.exec_denied = monitor.exec_denied;
 
   int status = 0;
   rusage usage{};
@@ -379,7 +412,7 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
   } else if (t.signal == SIGXCPU || r.cpu_time_s > cpu_limit) {
     r.verdict = Verdict::time_limit;
     r.message = "CPU time limit exceeded";
-  } else if (t.killed_for_output) {
+  } else if (t.killed_for_output || r.stdout_truncated) {
     r.verdict = Verdict::output_limit;
     r.message = "stdout exceeded " + std::to_string(limits.output_bytes) + " bytes";
   } else if (t.memory_exceeded) {

@@ -88,6 +88,34 @@ struct Termination {
   std::size_t peak_memory_kb = 0;
 };
 
+// Watches a child's setup: failure records on the status pipe, and the seccomp user
+// notification for exec (the first one is allowed, any later one denied).
+class SetupMonitor {
+ public:
+  SetupMonitor(ChildProcess& child, const std::vector<std::string>* root_step_targets);
+  void add_to(std::vector<pollfd>& fds);  // two entries
+  void handle(const std::vector<pollfd>& fds, std::size_t first);
+  bool exec_pending() const { return child_.status_r.valid(); }
+  void read_status();
+  void close_listener() { listener_.reset(); }
+  bool failed = false;
+  std::string message;
+  bool exec_denied = false;
+
+ private:
+  void answer_notification();
+  ChildProcess& child_;
+  const std::vector<std::string>* root_step_targets_;
+  UniqueFd listener_;
+  int execs_allowed_ = 0;
+  std::string pending_;
+};
+
+// Waits until the child has exec'd (empty string) or failed (the reason).
+std::string await_exec(ChildProcess& child, SetupMonitor& monitor, double timeout_s);
+
+void kill_tree(const ChildProcess& child);
+
 // Runs `child` to completion: stdin, capped output, exec notification, deadline, reaping.
 Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
                       const std::vector<std::string>* root_step_targets = nullptr);

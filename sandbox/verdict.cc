@@ -85,6 +85,7 @@ nlohmann::json to_json(const RunResult& r) {
       {"wall_time_s", r.wall_time_s},
       {"peak_memory_kb", r.peak_memory_kb},
       {"message", utf8_or_replaced(r.message)},
+      {"fork_server", r.fork_server},
   };
 }
 

@@ -47,5 +47,33 @@ TEST(SandboxBasic, ExceptionIsRuntimeErrorWithTraceback) {
   EXPECT_NE(r.stderr_data.find("line 2"), std::string::npos) << r.stderr_data;
 }
 
+TEST(SandboxBatch, ForkServerMatchesOneShot) {
+  auto& sandbox = shared_sandbox();
+  const Program p = python(
+      "import sys\n"
+      "data = sys.stdin.read().split()\n"
+      "if data[0] == 'boom':\n"
+      "    raise KeyError(data[0])\n"
+      "if data[0] == 'exit':\n"
+      "    sys.exit(int(data[1]))\n"
+      "print(sorted({w for w in data}))\n"
+      "print('err', len(data), file=sys.stderr)\n");
+  const std::vector<std::string> inputs = {"b a c", "boom", "exit 3", "z y", "exit 0"};
+  auto batch = sandbox.run_batch(p, inputs, fast_limits());
+  ASSERT_EQ(batch.size(), inputs.size());
+  if (sandbox.isolation().pid_namespace) {
+    EXPECT_TRUE(batch[0].fork_server) << sandbox.fork_server_failure() << " " << to_json(batch[0]).dump();
+  }
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    auto single = sandbox.run(p, inputs[i], fast_limits());
+    EXPECT_EQ(batch[i].verdict, single.verdict) << i;
+    EXPECT_EQ(batch[i].exit_code, single.exit_code) << i;
+    EXPECT_EQ(batch[i].stdout_data, single.stdout_data) << i;
+    EXPECT_EQ(batch[i].stderr_data, single.stderr_data) << i;
+  }
+  EXPECT_EQ(batch[2].exit_code, 3);
+  EXPECT_EQ(batch[1].verdict, Verdict::runtime_error);
+}
+
 }  // namespace
 }  // namespace distil::sandbox

@@ -1,0 +1,37 @@
+// Supervisor side of the Python fork server (see fork_server_boot.h): one sandboxed interpreter
+// per batch, one forked child per input. The supervisor owns each child's stdin/stdout/stderr
+// pipes (sent over the control socket), so output capping and verdicts are the one-shot code.
+#pragma once
+
+#include <string>
+
+#include "sandbox/sandbox.h"
+#include "sandbox/supervisor.h"
+#include "sandbox/unique_fd.h"
+
+namespace distil::sandbox::detail {
+
+class ForkServer {
+ public:
+  // `process` has exec'd the interpreter with the boot script; `control` is our end of the
+  // SOCK_SEQPACKET pair whose other end is the server's fd 3.
+  ForkServer(ChildProcess process, UniqueFd control, const Limits& limits);
+  ~ForkServer();
+  ForkServer(const ForkServer&) = delete;
+  ForkServer& operator=(const ForkServer&) = delete;
+
+  // One input in a fresh child. After a failure of the server itself (not of the program),
+  // alive() turns false and the result is sandbox_error.
+  RunResult run(const std::string& stdin_data);
+  bool alive() const { return alive_; }
+
+ private:
+  void shut_down();
+  std::string server_stderr();
+  ChildProcess process_;
+  UniqueFd control_;
+  Limits limits_;
+  bool alive_ = true;
+};
+
+}  // namespace distil::sandbox::detail
