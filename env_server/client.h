@@ -22,6 +22,7 @@ struct ClientConfig {
   double backoff_max_s = 2.0;
   std::size_t max_batch_items = 0;  // 0: ask the server (GET /v1/limits or the 422 message)
   std::string auth_token;           // bearer token, empty: none
+  std::size_t max_concurrent_requests = 0;  // batch pieces in flight at once; 0: 4 per endpoint
 };
 
 struct FeedbackItem {
