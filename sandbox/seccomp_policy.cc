@@ -182,10 +182,8 @@ SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule) {
   }
   Builder b(SCMP_ACT_ALLOW);
   for (const char* name : kKernelAttackSurface) {
-    // The fork server sets up each child's private /tmp (unshare + mount) before dropping
-    // privileges and loading the user policy; pivot_root and the rest stay denied.
-    const std::string n = name;
-    if (n == "unshare" || n == "mount" || n == "seccomp") continue;
+    // The fork server's children load the user policy on top of this one.
+    if (std::string(name) == "seccomp") continue;
     b.rule(SCMP_ACT_KILL_PROCESS, name);
   }
   b.rule(SCMP_ACT_KILL_PROCESS, "socket", SCMP_A0(SCMP_CMP_NE, AF_UNIX));
