@@ -1,0 +1,156 @@
+// The training configuration: one YAML document with every setting (defaults in
+// configs/default.yaml, which is this file's kDefaultConfigYaml), overridden by a user file and by
+// `--set key.sub=value`. Unknown keys and bad values are errors naming the key.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "trainer/objectives.h"
+
+namespace distil::trainer {
+
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(const std::string& key, const std::string& problem)
+      : std::runtime_error(key + ": " + problem), key_(key) {}
+  const std::string& key() const { return key_; }
+
+ private:
+  std::string key_;
+};
+
+struct ModelSection {
+  std::string path;
+  std::string dtype = "float32";
+  std::string compute_dtype;  // "" = the parameters' dtype
+  std::string device = "auto";
+  bool gradient_checkpointing = false;
+  std::string chat_format = "auto";
+  bool enable_thinking = true;
+  std::string system_prompt;
+};
+
+struct DataSection {
+  std::vector<std::string> train_tasks;
+  std::vector<std::string> eval_tasks;
+  std::vector<std::string> domains;  // empty: all
+  uint64_t shuffle_seed = 0;
+};
+
+struct EnvSection {
+  std::vector<std::string> endpoints;
+  std::string policy = "round_robin";
+  double request_timeout_s = 120.0;
+  int max_attempts = 6;
+  std::string auth_token_env;
+  bool inline_tasks = true;
+  nlohmann::json options = nlohmann::json::object();
+};
+
+struct RolloutSection {
+  int prompts_per_step = 8;
+  int group_size = 4;
+  int max_new_tokens = 256;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int top_k = 0;
+  std::vector<std::string> stop_strings;
+};
+
+struct AlgoSection {
+  ObjectiveOptions objective;
+  int top_k = 20;
+  int sdpo_top_k = 100;
+  int off_policy_minibatches = 1;
+  std::string sft_source = "successful";  // successful | reference
+};
+
+struct TeacherSection {
+  std::string weights = "auto";  // auto | current | ema | initial | model | remote
+  double ema_rate = 0.05;
+  std::string model_path;
+  std::string remote_url;
+  double remote_timeout_s = 60.0;
+  std::string context = "auto";  // auto | feedback | reference
+  std::string reprompt_template;
+  std::string solution_template;
+  std::string feedback_template;
+  std::string reference_template;
+  bool strip_reasoning = true;
+};
+
+struct OptimSection {
+  double lr = 1e-5;
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  int warmup_steps = 0;
+  std::string schedule = "constant";  // constant | cosine
+  double min_lr_ratio = 0.0;
+  double grad_clip = 1.0;  // 0 = off
+  int grad_accumulation = 1;
+  int micro_batch_tokens = 8192;
+  int chunk_tokens = 1024;
+};
+
+struct TrainSection {
+  int steps = 100;
+  uint64_t seed = 0;
+  std::string output_dir = "runs/distil";
+  int log_every = 1;
+  bool progress = true;
+};
+
+struct EvalSection {
+  int every = 0;
+  int samples = 4;
+  double temperature = 0.6;
+  double top_p = 1.0;
+  int max_new_tokens = 256;
+  std::vector<int> k = {1, 4};
+  int max_prompts = 0;
+  int batch_prompts = 16;
+};
+
+struct CheckpointSection {
+  int every = 50;
+  int keep_last = 3;
+  std::string save_dtype = "float32";
+};
+
+struct TrainConfig {
+  ModelSection model;
+  DataSection data;
+  EnvSection env;
+  RolloutSection rollout;
+  AlgoSection algo;
+  TeacherSection teacher;
+  OptimSection optim;
+  TrainSection train;
+  EvalSection eval;
+  CheckpointSection checkpoint;
+  std::string yaml;  // the full merged configuration, as printed and saved
+
+  // The teacher weights after resolving "auto" for the objective (sdpo: ema, opsd: initial,
+  // otherwise current) and the context ("auto": reference for opsd, feedback otherwise).
+  std::string resolved_teacher_weights() const;
+  std::string resolved_teacher_context() const;
+};
+
+// The documented defaults (identical to configs/default.yaml).
+extern const char* const kDefaultConfigYaml;
+
+// Merges the defaults, then each YAML file, then each "key.sub=value" override (value parsed as
+// YAML, so lists are "[a, b]"), validates, and converts. Throws ConfigError naming the key.
+TrainConfig load_config(const std::vector<std::string>& files,
+                        const std::vector<std::string>& overrides);
+// Same, from YAML text instead of files (used by tests and for saved configs).
+TrainConfig load_config_text(const std::string& yaml_text,
+                             const std::vector<std::string>& overrides = {});
+
+}  // namespace distil::trainer
