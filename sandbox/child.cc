@@ -6,7 +6,11 @@
 #include <linux/close_range.h>
 #include <linux/seccomp.h>
 #include <signal.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -29,6 +33,47 @@ namespace {
 bool move_fd(int fd, int target) {
   if (fd == target) return fcntl(fd, F_SETFD, 0) == 0;
   return dup2(fd, target) == target;
+}
+
+struct ProgramStart {
+  const ChildPlan* plan;
+  int exec_errno;  // written by the program process before it gives up (shared memory)
+};
+
+int exec_program(void* arg) {
+  auto* start = static_cast<ProgramStart*>(arg);
+  execve(start->plan->executable, start->plan->argv, start->plan->envp);
+  start->exec_errno = errno ? errno : ENOEXEC;
+  report_and_exit(start->plan->status_fd, ChildStep::exec, start->exec_errno, -1);
+}
+
+// pid 1 of the sandbox: starts the program (vfork-style, so it costs no page-table copy), then
+// reaps until the program ends, reports its wait status and exits, which makes the kernel kill
+// everything else left in the namespace.
+[[noreturn]] void run_init_stub(const ChildPlan& p) {
+  constexpr std::size_t kStackSize = 64 * 1024;
+  void* stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) report_and_exit(p.status_fd, ChildStep::init_stub, errno, -1);
+  ProgramStart start{&p, 0};
+  const pid_t program = clone(exec_program, static_cast<char*>(stack) + kStackSize, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+  if (program < 0) report_and_exit(p.status_fd, ChildStep::init_stub, errno, -1);
+  if (start.exec_errno != 0) _exit(127);  // the program process reported the failure
+  // The stub never execs, so close-on-exec does nothing for it: close everything but the status
+  // pipe, so the program's ends of the pipes are the only ones left (EOF means it closed them)
+  // and nothing of the supervisor's stays reachable.
+  const unsigned keep = static_cast<unsigned>(p.status_fd);
+  if (keep > 0) syscall(SYS_close_range, 0U, keep - 1, 0U);
+  syscall(SYS_close_range, keep + 1, ~0U, 0U);
+  for (;;) {
+    int status = 0;
+    const pid_t pid = wait4(-1, &status, 0, nullptr);
+    if (pid == program) {
+      const ChildFailure record{static_cast<std::int32_t>(ChildStep::program_exit), status, 0};
+      [[maybe_unused]] const ssize_t n = write(p.status_fd, &record, sizeof(record));
+      _exit(0);
+    }
+    if (pid < 0 && errno != EINTR) _exit(0);
+  }
 }
 
 }  // namespace
@@ -57,6 +102,8 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::seccomp: return "load seccomp filter";
     case ChildStep::exec: return "exec";
     case ChildStep::listener_fd: return "seccomp listener";
+    case ChildStep::program_exit: return "program exit";
+    case ChildStep::init_stub: return "start the program under the init stub";
   }
   return "unknown step";
 }
@@ -149,6 +196,7 @@ int child_main(void* arg) {
       if (write(status, &record, sizeof(record)) != sizeof(record)) fail(ChildStep::seccomp);
     }
   }
+  if (p.init_stub) run_init_stub(p);
   execve(p.executable, p.argv, p.envp);
   fail(ChildStep::exec);
   return 127;

@@ -48,7 +48,9 @@ enum class ChildStep : std::int32_t {
   death_signal = 1, signals, wait_for_ids, new_session, private_mounts, root_tmpfs,
   root_step, pivot_root, detach_old_root, readonly_root, hostname, stdio, close_fds,
   chdir, rlimits, drop_groups, drop_gid, drop_uid, no_new_privs, seccomp, exec,
-  listener_fd,  // not a failure: carries the seccomp listener descriptor number
+  listener_fd,   // not a failure: carries the seccomp listener descriptor number
+  program_exit,  // not a failure: the init stub reports the program's wait status
+  init_stub,     // starting the program under the init stub
 };
 const char* child_step_name(ChildStep step);
 
@@ -76,6 +78,10 @@ struct ChildPlan {
   bool no_new_privs = true;
   const sock_fprog* seccomp = nullptr;
   bool seccomp_listener = false;
+  // In a PID namespace, stay as a minimal init (pid 1) and run the program as pid 2: signals a
+  // program sends itself then behave as on any host (init ignores default-action signals from
+  // inside its namespace), and the stub reports the program's wait status.
+  bool init_stub = false;
   const char* executable = nullptr;
   char* const* argv = nullptr;
   char* const* envp = nullptr;

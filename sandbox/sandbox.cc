@@ -233,6 +233,12 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
     plan.drop_capabilities = !privileged && !l.stay_namespace_root;
     plan.uid = kSandboxUid;
     plan.gid = kSandboxGid;
+    plan.init_stub = !l.stay_namespace_root;
+    // The stub is one more process of the sandbox uid.
+    if (plan.init_stub) {
+      for (int i = 0; i < plan.rlimits.count; ++i)
+        if (plan.rlimits.entries[i].resource == RLIMIT_NPROC) ++plan.rlimits.entries[i].value;
+    }
   } else {
     // Without a mount namespace the program lives in a private host directory; paths under
     // /box in argv are rewritten to it.

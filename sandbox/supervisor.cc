@@ -251,6 +251,11 @@ void SetupMonitor::read_status() {
         }
         continue;
       }
+      if (step == ChildStep::program_exit) {
+        program_exited = true;
+        program_status = record.error;
+        continue;
+      }
       failed = true;
       message = std::string("sandbox setup failed at '") + child_step_name(step) + "'";
       if (step == ChildStep::root_step && root_step_targets_ && record.detail >= 0 &&
@@ -365,6 +370,9 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
       return t;
     }
   }
+  // Under the init stub, the sandbox's own exit says nothing; the program's status does (absent
+  // when the stub was killed, e.g. at the deadline).
+  if (monitor.program_exited) status = monitor.program_status;
   if (WIFEXITED(status)) {
     t.exited = true;
     t.exit_code = WEXITSTATUS(status);

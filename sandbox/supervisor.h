@@ -101,6 +101,8 @@ class SetupMonitor {
   bool failed = false;
   std::string message;
   bool exec_denied = false;
+  bool program_exited = false;  // reported by the init stub
+  int program_status = 0;       // its wait status
 
  private:
   void answer_notification();

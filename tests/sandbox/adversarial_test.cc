@@ -1,0 +1,187 @@
+// Adversarial programs in the real sandbox. Each must end with the expected verdict, leave no
+// process behind and leave the host unchanged.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "sandbox/sandbox.h"
+
+namespace distil::sandbox {
+namespace {
+
+Sandbox& sandbox() {
+  static Sandbox instance{Config{}};
+  return instance;
+}
+
+// Processes whose real uid is in the range the sandbox maps its runs to.
+int sandbox_processes() {
+  const unsigned base = sandbox().config().outside_id_base;
+  int count = 0;
+  DIR* proc = opendir("/proc");
+  if (!proc) return -1;
+  while (dirent* e = readdir(proc)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream status(std::string("/proc/") + e->d_name + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("Uid:", 0) == 0) {
+        const unsigned uid = static_cast<unsigned>(std::strtoul(line.c_str() + 4, nullptr, 10));
+        if (uid >= base && uid < base + 2 * 32768) ++count;
+        break;
+      }
+    }
+  }
+  closedir(proc);
+  return count;
+}
+
+bool host_path_exists(const std::string& path) {
+  struct stat st {};
+  return lstat(path.c_str(), &st) == 0;
+}
+
+struct Case {
+  const char* name;
+  const char* source;
+  std::set<Verdict> verdicts;          // any of these is right
+  const char* stdout_has = nullptr;    // substring expected in stdout
+  const char* stderr_has = nullptr;    // substring expected in stderr
+  const char* host_must_not_exist = nullptr;
+  bool needs_namespaces = false;
+  std::string stdin_data = {};
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      {"fork_bomb", "import os\nwhile True:\n    os.fork()\n",
+       {Verdict::runtime_error, Verdict::time_limit, Verdict::memory_limit}},
+      {"memory_bomb", "x = []\nwhile True:\n    x.append(bytearray(10**7))\n", {Verdict::memory_limit}},
+      {"infinite_loop", "while True:\n    pass\n", {Verdict::time_limit}},
+      {"sleep_past_deadline", "import time\ntime.sleep(60)\n", {Verdict::time_limit}},
+      {"stdout_flood", "while True:\n    print('y' * 4096)\n", {Verdict::output_limit}},
+      {"stderr_flood_then_loop", "import sys\nwhile True:\n    sys.stderr.write('e' * 65536)\n",
+       {Verdict::time_limit}},
+      {"write_into_usr", "open('/usr/distil_escape', 'w').write('x')\n", {Verdict::runtime_error},
+       nullptr, "Error", "/usr/distil_escape"},
+      {"write_into_root", "open('/distil_escape', 'w').write('x')\n", {Verdict::runtime_error}, nullptr, "Error",
+       "/distil_escape"},
+      {"write_program_file", "open(__file__, 'w').write('x')\n", {Verdict::runtime_error}, nullptr, "Error"},
+      {"read_etc_shadow", "print(open('/etc/shadow').read())\n", {Verdict::runtime_error}, nullptr, "Error"},
+      {"read_server_source", "print(open('" DISTIL_SOURCE_DIR "/CMakeLists.txt').read())\n",
+       {Verdict::runtime_error}, nullptr, "FileNotFoundError", nullptr, true},
+      {"read_via_proc_root", "print(open('/proc/1/root/etc/passwd').read())\n", {Verdict::runtime_error},
+       nullptr, "Error"},
+      {"socket", "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_STREAM)\n", {Verdict::runtime_error},
+       nullptr, "PermissionError"},
+      {"connect_localhost",
+       "import socket\ns = socket.create_connection(('127.0.0.1', 22), timeout=1)\n", {Verdict::runtime_error},
+       nullptr, "PermissionError"},
+      {"unix_socket", "import socket\nsocket.socket(socket.AF_UNIX).connect('/run/x')\n", {Verdict::runtime_error},
+       nullptr, "PermissionError"},
+      {"dns_lookup", "import socket\nsocket.gethostbyname('example.com')\n", {Verdict::runtime_error}},
+      {"ptrace", "import ctypes\nctypes.CDLL(None).ptrace(16, 1, 0, 0)\n", {Verdict::syscall_denied}},
+      {"kill_parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('alive')\n",
+       {Verdict::runtime_error, Verdict::ok}},
+      {"kill_pid_1", "import os, signal\nos.kill(1, signal.SIGKILL)\nprint('alive')\n",
+       {Verdict::runtime_error, Verdict::ok}},
+      {"kill_everyone", "import os, signal\nos.kill(-1, signal.SIGKILL)\nprint('alive')\n",
+       {Verdict::runtime_error, Verdict::ok}},
+      {"setuid_root", "import os\nos.setuid(0)\n", {Verdict::runtime_error}, nullptr, "PermissionError"},
+      {"symlink_escape",
+       "import os\nos.symlink('/etc/shadow', '/tmp/l')\nprint(open('/tmp/l').read())\n", {Verdict::runtime_error},
+       nullptr, "Error"},
+      {"symlink_to_host_dir", "import os\nos.symlink('" DISTIL_SOURCE_DIR "', '/tmp/src')\nprint(os.listdir('/tmp/src'))\n",
+       {Verdict::runtime_error}, nullptr, "FileNotFoundError", nullptr, true},
+      {"hardlink_escape", "import os\nos.link('/usr/bin/python3', '/tmp/p')\n", {Verdict::runtime_error}, nullptr,
+       "Error"},
+      {"thread_bomb",
+       "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()\n",
+       {Verdict::runtime_error, Verdict::memory_limit, Verdict::time_limit}},
+      {"disk_fill",
+       "i = 0\nwhile True:\n    open('/tmp/fill%d' % i, 'wb').write(b'0' * (1 << 20))\n    i += 1\n",
+       {Verdict::runtime_error, Verdict::output_limit}},
+      {"big_file", "open('/tmp/big', 'wb').write(b'0' * (64 << 20))\n",
+       {Verdict::runtime_error, Verdict::output_limit, Verdict::memory_limit}},
+      {"close_stdout_then_spin", "import os\nos.close(1)\nwhile True:\n    pass\n", {Verdict::time_limit}},
+      {"ctypes_mount", "import ctypes\nctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, None)\n",
+       {Verdict::syscall_denied}},
+      {"ctypes_unshare_user", "import ctypes\nctypes.CDLL(None).unshare(0x10000000)\n", {Verdict::syscall_denied}},
+      {"ctypes_clone_newns", "import ctypes\nprint(ctypes.CDLL(None).syscall(56, 0x20000 | 17, 0, 0, 0, 0))\n",
+       {Verdict::syscall_denied}},
+      {"ctypes_bpf", "import ctypes\nctypes.CDLL(None).syscall(321, 0, 0, 0)\n", {Verdict::syscall_denied}},
+      {"ctypes_keyctl", "import ctypes\nctypes.CDLL(None).syscall(250, 0, 0, 0)\n", {Verdict::syscall_denied}},
+      {"os_fork_ok", "import os\npid = os.fork()\nif pid == 0:\n    print('child')\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('parent')\n",
+       {Verdict::ok}, "parent"},
+      {"orphan_background_process", "import os, time\nif os.fork() == 0:\n    time.sleep(100)\nprint('done')\n",
+       {Verdict::ok}, "done"},
+      {"raise_sigsegv", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", {Verdict::runtime_error}},
+      {"abort_no_core", "import os\nos.abort()\n", {Verdict::runtime_error}},
+      {"exec_shell", "import os\nos.execv('/bin/sh', ['sh', '-c', 'echo pwned'])\n", {Verdict::runtime_error},
+       nullptr, "PermissionError"},
+      {"subprocess", "import subprocess\nprint(subprocess.run(['/bin/echo', 'pwned']).returncode)\n",
+       {Verdict::runtime_error}},
+      {"raise_rlimit", "import resource\nresource.setrlimit(resource.RLIMIT_NPROC, (100000, 100000))\n",
+       {Verdict::runtime_error}},
+      {"sethostname", "import ctypes, os\nr = ctypes.CDLL(None, use_errno=True).sethostname(b'x', 1)\nassert r == 0, os.strerror(ctypes.get_errno())\n",
+       {Verdict::runtime_error}, nullptr, "Operation not permitted"},
+      {"open_block_device", "open('/dev/sda', 'rb')\n", {Verdict::runtime_error}, nullptr, "FileNotFoundError",
+       nullptr, true},
+      {"host_environment", "import os\nprint(sorted(os.environ))\n", {Verdict::ok}, "PYTHONHASHSEED"},
+      {"sees_only_itself", "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n",
+       {Verdict::ok}, "[1, 2]\n", nullptr, nullptr, true},
+      {"large_stdin_no_deadlock",
+       "import sys\ndata = sys.stdin.buffer.read()\nsys.stdout.write('x' * 60000)\nsys.stderr.write('y' * 60000)\nprint(len(data))\n",
+       {Verdict::ok}, "4000000", nullptr, nullptr, false, std::string(4000000, 'a')},
+  };
+  return all;
+}
+
+class Adversarial : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Adversarial, ContainedWithRightVerdict) {
+  const Case& c = GetParam();
+  if (c.needs_namespaces && !sandbox().isolation().mount_namespace)
+    GTEST_SKIP() << "needs mount/PID namespaces, unavailable here: " << to_json(sandbox().isolation()).dump();
+  if (c.host_must_not_exist) ASSERT_FALSE(host_path_exists(c.host_must_not_exist));
+  setenv("DISTIL_TEST_SECRET", "hunter2", 1);
+  Program p;
+  p.source = c.source;
+  Limits limits;
+  limits.cpu_time_s = 1;
+  limits.wall_time_s = 2;
+  limits.memory_mb = 256;
+  const RunResult r = sandbox().run(p, c.stdin_data, limits);
+  EXPECT_TRUE(c.verdicts.count(r.verdict)) << c.name << ": " << to_json(r).dump().substr(0, 2000);
+  if (c.stdout_has) {
+    EXPECT_NE(r.stdout_data.find(c.stdout_has), std::string::npos) << r.stdout_data.substr(0, 500);
+  }
+  if (c.stderr_has) {
+    EXPECT_NE(r.stderr_data.find(c.stderr_has), std::string::npos) << r.stderr_data.substr(0, 2000);
+  }
+  EXPECT_EQ(r.stdout_data.find("pwned"), std::string::npos);
+  EXPECT_EQ(r.stdout_data.find("DISTIL_TEST_SECRET"), std::string::npos);
+  EXPECT_EQ(r.stdout_data.find("root:"), std::string::npos);
+  EXPECT_LE(r.stdout_data.size(), limits.output_bytes);
+  EXPECT_LE(r.stderr_data.size(), limits.output_bytes);
+  if (c.host_must_not_exist) {
+    EXPECT_FALSE(host_path_exists(c.host_must_not_exist));
+  }
+  EXPECT_EQ(sandbox_processes(), 0) << "processes left behind";
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, Adversarial, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace distil::sandbox
