@@ -375,19 +375,29 @@ class ScienceGrader final : public Grader {
 
   // The first quantity of an explicit answer, or the last number anywhere in the text.
   static std::optional<std::pair<double, std::string>> find_quantity(const std::string& s, bool last) {
-    std::optional<std::pair<double, std::string>> found;
+    std::vector<std::size_t> starts;
     for (std::size_t i = 0; i < s.size(); ++i) {
-      const bool starts = std::isdigit(static_cast<unsigned char>(s[i])) ||
-                          ((s[i] == '-' || s[i] == '.') && i + 1 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1])));
-      if (!starts || (i > 0 && (std::isalnum(static_cast<unsigned char>(s[i - 1])) || s[i - 1] == '.'))) continue;
+      const bool digit_start = std::isdigit(static_cast<unsigned char>(s[i])) ||
+                               ((s[i] == '-' || s[i] == '.') && i + 1 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1])));
+      if (!digit_start || (i > 0 && (std::isalnum(static_cast<unsigned char>(s[i - 1])) || s[i - 1] == '.'))) continue;
+      starts.push_back(i);
+      if (!last) break;
+    }
+    // Only the last few candidates matter for "the last number"; parsing them all would make a
+    // response full of numbers cost far more than it needs to.
+    const std::size_t first = last && starts.size() > 16 ? starts.size() - 16 : 0;
+    std::optional<std::pair<double, std::string>> found;
+    std::size_t covered_until = 0;
+    for (std::size_t k = first; k < starts.size(); ++k) {
+      const std::size_t i = starts[k];
+      if (i < covered_until) continue;  // "6.0 x 10^23": the 10 and 23 belong to the 6.0
       // A quantity with its unit fits in a short window; a bounded window keeps this linear.
-      std::size_t end = std::min(s.find('\n', i), i + 96);
-      std::string rest = s.substr(i, end - i);
+      const std::size_t end = std::min(s.find('\n', i), i + 96);
       std::size_t used = 0;
-      if (auto q = parse_quantity(rest, &used)) {
+      if (auto q = parse_quantity(s.substr(i, end - i), &used)) {
         found = q;
         if (!last) return found;
-        i += used > 0 ? used - 1 : 0;  // "6.0 x 10^23": the 10 and 23 belong to this number
+        covered_until = i + used;
       }
     }
     if (found && last) {

@@ -1,0 +1,1528 @@
+// LaTeX-ish answer text -> GiNaC values, and the equivalence rules between them (numbers exactly
+// or after rounding, expressions symbolically and at random points, tuples, sets, intervals,
+// matrices, equations and inequalities). Every input is hostile: sizes and exponents are
+// bounded, and any GiNaC exception means "not parseable" or "not equal", never a crash.
+#include "graders/math_value.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <complex>
+#include <sstream>
+#include <map>
+#include <random>
+#include <stdexcept>
+
+#include "graders/text_util.h"
+
+namespace distil::graders::math {
+namespace {
+
+constexpr std::size_t kMaxLatexChars = 1500;
+constexpr int kMaxDepth = 48;
+constexpr long kMaxSymbolicExponent = 64;
+constexpr long kMaxNumericExponent = 4096;
+constexpr long kMaxFactorial = 300;
+constexpr std::size_t kMaxAlternatives = 8;   // "\pm" expansions
+constexpr std::size_t kMaxItems = 64;         // elements of a tuple/set/matrix
+constexpr std::size_t kMaxSymbols = 50000;    // symbol table size before it is recycled
+
+struct ParseError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// GiNaC symbols compare by identity, so equal names must map to one symbol object.
+std::map<std::string, GiNaC::symbol>& symbol_table() {
+  static std::map<std::string, GiNaC::symbol> table;
+  return table;
+}
+GiNaC::ex symbol_named(const std::string& name) {
+  auto& table = symbol_table();
+  auto it = table.find(name);
+  if (it != table.end()) return it->second;
+  return table.emplace(name, GiNaC::symbol(name)).first->second;
+}
+const GiNaC::ex& infinity_symbol() {
+  static const GiNaC::ex inf = GiNaC::symbol("oo");
+  return inf;
+}
+
+bool starts_with(std::string_view s, std::size_t pos, std::string_view prefix) {
+  return s.size() >= pos + prefix.size() && s.compare(pos, prefix.size(), prefix) == 0;
+}
+
+std::string replace_word(std::string s, std::string_view word, std::string_view with) {
+  std::size_t pos = 0;
+  while ((pos = s.find(word, pos)) != std::string::npos) {
+    bool left = pos == 0 || !std::isalpha(static_cast<unsigned char>(s[pos - 1]));
+    bool right = pos + word.size() >= s.size() || !std::isalpha(static_cast<unsigned char>(s[pos + word.size()]));
+    if (left && pos > 0 && s[pos - 1] == '\\') left = false;
+    if (left && right) {
+      s.replace(pos, word.size(), with);
+      pos += with.size();
+    } else {
+      pos += word.size();
+    }
+  }
+  return s;
+}
+
+// Content of the brace group starting at `open` (s[open] == '{'), and the index after it.
+std::optional<std::pair<std::string, std::size_t>> brace_group(std::string_view s, std::size_t open) {
+  if (open >= s.size() || s[open] != '{') return std::nullopt;
+  int depth = 0;
+  for (std::size_t i = open; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size() && (s[i + 1] == '{' || s[i + 1] == '}')) {
+      ++i;
+      continue;
+    }
+    if (s[i] == '{') ++depth;
+    else if (s[i] == '}' && --depth == 0) return std::make_pair(std::string(s.substr(open + 1, i - open - 1)), i + 1);
+  }
+  return std::nullopt;
+}
+
+const std::vector<std::string>& unit_words() {
+  static const std::vector<std::string> units = {
+      "cm", "mm", "km", "m", "kg", "g", "mg", "s", "sec", "seconds", "second", "min", "minutes", "minute",
+      "hours", "hour", "hr", "hrs", "h", "days", "day", "weeks", "years", "year", "miles", "mile", "mph",
+      "meters", "meter", "metres", "feet", "foot", "ft", "inches", "inch", "in", "yards", "yd", "units",
+      "unit", "square", "sq", "cubic", "degrees", "degree", "deg", "dollars", "dollar", "cents", "cent",
+      "yuan", "euros", "pounds", "lb", "lbs", "liters", "litres", "liter", "l", "ml", "people", "students",
+      "ways", "points", "cups", "gallons", "ounces", "oz", "grams", "kilograms", "apples", "times"};
+  return units;
+}
+bool is_unit_text(std::string t) {
+  t = text::to_lower(text::trim(t));
+  while (!t.empty() && (t.back() == '.' || t.back() == '^' || std::isdigit(static_cast<unsigned char>(t.back())))) t.pop_back();
+  if (t.empty()) return true;
+  // "cm^2", "m/s", "square units": every word must be a unit
+  std::string word;
+  auto ok = [&](const std::string& w) {
+    return w.empty() || std::find(unit_words().begin(), unit_words().end(), w) != unit_words().end();
+  };
+  for (char c : t) {
+    if (std::isalpha(static_cast<unsigned char>(c))) {
+      word += c;
+    } else {
+      if (!ok(word)) return false;
+      word.clear();
+    }
+  }
+  return ok(word);
+}
+
+}  // namespace
+
+std::recursive_mutex& ginac_mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+
+ParsedAnswer::~ParsedAnswer() {
+  std::lock_guard lock(ginac_mutex());
+  value = Value{};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation: the surface forms that mean the same thing become one form.
+
+namespace {
+
+std::string normalize_latex(std::string_view in) {
+  std::string s;
+  s.reserve(in.size());
+  // "\\le" from a doubly escaped source means "\le"; "\\" before a non-letter is a row break.
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '\\' && i + 2 < in.size() && in[i + 1] == '\\' && std::isalpha(static_cast<unsigned char>(in[i + 2])) &&
+        (i == 0 || in[i - 1] != '\\'))
+      continue;
+    s += in[i];
+  }
+  // Row breaks "\\" must survive the rewrites below (which know "\ " as a space).
+  constexpr char kRowBreak = '\x01';
+  for (std::size_t i = 0; i + 1 < s.size(); ++i) {
+    if (s[i] == '\\' && s[i + 1] == '\\') {
+      s[i] = kRowBreak;
+      s.erase(i + 1, 1);
+    }
+  }
+  // Thousands separators written in LaTeX: "11,\!111" and "11{,}111".
+  s = text::replace_all(s, ",\\!", "");
+  s = text::replace_all(s, "{,}", "");
+  static const std::vector<std::pair<std::string, std::string>> rewrites = {
+      {"\\left.", ""}, {"\\right.", ""}, {"\\left", ""}, {"\\right", ""}, {"\\bigl", ""}, {"\\bigr", ""},
+      {"\\Bigl", ""}, {"\\Bigr", ""}, {"\\big", ""}, {"\\Big", ""}, {"\\displaystyle", ""},
+      {"\\!", ""}, {"\\,", " "}, {"\\;", " "}, {"\\:", " "}, {"\\ ", " "}, {"~", " "},
+      {"\\qquad", " "}, {"\\quad", " "},
+      {"\\dfrac", "\\frac"}, {"\\tfrac", "\\frac"}, {"\\cfrac", "\\frac"},
+      {"^{\\circ}", ""}, {"^\\circ", ""}, {"\\circ", ""}, {"°", ""}, {"^{\\degree}", ""}, {"^\\degree", ""}, {"\\degree", ""},
+      {"\\$", ""}, {"\\%", "%"},
+      {"\\textnormal", "\\text"}, {"\\textrm", "\\text"}, {"\\textbf", "\\text"}, {"\\textit", "\\text"},
+      {"\\mbox", "\\text"}, {"\\textsf", "\\text"}, {"\\texttt", "\\text"},
+      {"\\mathbf", ""}, {"\\mathit", ""}, {"\\boldsymbol", ""}, {"\\mathsf", ""},
+      {"\\leqslant", "<="}, {"\\geqslant", ">="}, {"\\leq", "<="}, {"\\geq", ">="}, {"\\neq", "!="},
+      {"≤", "<="}, {"≥", ">="}, {"≠", "!="}, {"\\lt", "<"}, {"\\gt", ">"}, {"−", "-"}, {"×", "*"}, {"÷", "/"},
+      {"\\cdot", "*"}, {"\\times", "*"}, {"\\ast", "*"}, {"\\div", "/"}, {"\\colon", ":"},
+      {"\\dots", ""}, {"\\ldots", ""}, {"\\cdots", ""}, {"\\mathbb{R}", "(-\\infty,\\infty)"},
+      {"\\varnothing", "\\{\\}"}, {"\\emptyset", "\\{\\}"},
+  };
+  for (const auto& [from, to] : rewrites) {
+    if (s.find(from) != std::string::npos) s = text::replace_all(s, from, to);
+  }
+  // "\le" / "\ge" / "\ne" only as whole commands (not the prefix of "\left", "\neq").
+  s = replace_word(std::move(s), "\\le", "<=");
+  s = replace_word(std::move(s), "\\ge", ">=");
+  s = replace_word(std::move(s), "\\ne", "!=");
+  // \text{and}, \text{ or } and bare "and"/"or" separate list items.
+  for (std::string_view sep : {"\\text{and}", "\\text{ and }", "\\text{ and}", "\\text{and }", "\\text{or}",
+                               "\\text{ or }", "\\text{ or}", "\\text{or }", "\\text{, and }", "\\text{, }"}) {
+    if (s.find(sep) != std::string::npos) s = text::replace_all(s, sep, ",");
+  }
+  s = replace_word(std::move(s), "and", ",");
+  s = replace_word(std::move(s), "or", ",");
+  // "\approx": "x = 1/3 \approx 0.33" keeps the exact part; "x \approx 11" means x = 11.
+  for (std::size_t at = s.find("\\approx"); at != std::string::npos; at = s.find("\\approx")) {
+    std::size_t item_start = s.rfind(',', at);
+    item_start = item_start == std::string::npos ? 0 : item_start + 1;
+    if (s.find('=', item_start) < at) {
+      std::size_t item_end = s.find(',', at);
+      s.erase(at, item_end == std::string::npos ? std::string::npos : item_end - at);
+    } else {
+      s.replace(at, 7, "=");
+    }
+  }
+  for (auto& c : s) {
+    if (c == kRowBreak) c = '\x02';
+  }
+  s = text::replace_all(s, "\x02", "\\\\");
+  // lists with dropped items: "19, 46, and 82" -> "19, 46, , 82"
+  for (std::size_t at = s.find(','); at != std::string::npos; at = s.find(',', at + 1)) {
+    std::size_t next = at + 1;
+    while (next < s.size() && s[next] == ' ') ++next;
+    if (next < s.size() && s[next] == ',') s.erase(at, next - at);
+  }
+  // "10,455" as a whole answer is a number with a thousands separator, not a list.
+  {
+    std::string t = text::trim(s);
+    std::size_t i = 0;
+    if (i < t.size() && t[i] == '-') ++i;
+    std::size_t lead = i;
+    while (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) ++i;
+    bool thousands = i > lead && i - lead <= 3;
+    int groups = 0;
+    while (thousands && i < t.size() && t[i] == ',') {
+      if (i + 3 < t.size() + 0 && std::isdigit(static_cast<unsigned char>(t[i + 1])) && std::isdigit(static_cast<unsigned char>(t[i + 2])) &&
+          std::isdigit(static_cast<unsigned char>(t[i + 3]))) {
+        i += 4;
+        ++groups;
+      } else if (i + 3 == t.size() - 0 - 0 && false) {
+      } else {
+        thousands = false;
+      }
+      if (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) thousands = false;
+    }
+    if (thousands && groups > 0 && (i == t.size() || t[i] == '.')) {
+      std::string digits;
+      for (char c : t) {
+        if (c != ',') digits += c;
+      }
+      s = digits;
+    }
+  }
+  s = text::trim(s);
+  while (!s.empty() && (s.back() == '.' || s.back() == ',' || s.back() == ';' || s.back() == '\\')) {
+    s.pop_back();
+    s = text::trim(s);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parser: recursive descent over the normalised text.
+
+Value scalar(GiNaC::ex e, bool has_float, bool only_symbols) {
+  Value v;
+  v.kind = Value::Kind::scalar;
+  v.ex = std::move(e);
+  v.has_float = has_float;
+  v.only_symbols = only_symbols;
+  return v;
+}
+
+class Parser {
+ public:
+  Parser(std::string s, bool plain) : s_(std::move(s)), plain_(plain) {}
+
+  Value parse_all() {
+    Value v = parse_list(0);
+    skip();
+    if (pos_ < s_.size()) throw ParseError("unexpected '" + std::string(1, s_[pos_]) + "'");
+    return v;
+  }
+
+ private:
+  std::string s_;
+  bool plain_;
+  std::size_t pos_ = 0;
+  int depth_ = 0;
+  int abs_depth_ = 0;
+
+  struct DepthGuard {
+    int& d;
+    explicit DepthGuard(int& depth) : d(depth) {
+      if (++d > kMaxDepth) throw ParseError("nested too deeply");
+    }
+    ~DepthGuard() { --d; }
+  };
+
+  void skip() {
+    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+  }
+  bool at(std::string_view t) {
+    skip();
+    return starts_with(s_, pos_, t);
+  }
+  bool eat(std::string_view t) {
+    if (!at(t)) return false;
+    pos_ += t.size();
+    return true;
+  }
+  bool at_command(std::string_view name) {  // "\frac" but not "\fraction"
+    skip();
+    if (!starts_with(s_, pos_, name)) return false;
+    std::size_t end = pos_ + name.size();
+    return end >= s_.size() || !std::isalpha(static_cast<unsigned char>(s_[end]));
+  }
+  bool eat_command(std::string_view name) {
+    if (!at_command(name)) return false;
+    pos_ += name.size();
+    return true;
+  }
+  bool at_end() {
+    skip();
+    return pos_ >= s_.size();
+  }
+
+  // A list: items separated by ',' or ';' (';' groups of ',' items become tuples).
+  Value parse_list(int closing) {
+    DepthGuard guard(depth_);
+    std::vector<std::vector<Value>> groups(1);
+    bool semicolons = false;
+    while (true) {
+      skip();
+      if (pos_ >= s_.size() || is_closer()) break;
+      groups.back().push_back(parse_relation());
+      if (groups.back().size() + groups.size() > kMaxItems) throw ParseError("too many items");
+      if (eat(",")) continue;
+      if (eat(";")) {
+        semicolons = true;
+        groups.emplace_back();
+        continue;
+      }
+      break;
+    }
+    (void)closing;
+    std::vector<Value> items;
+    if (semicolons) {
+      bool nested = false;
+      for (auto& g : groups) nested |= g.size() > 1;
+      if (nested) {
+        for (auto& g : groups) {
+          if (g.empty()) continue;
+          if (g.size() == 1) {
+            items.push_back(std::move(g[0]));
+          } else {
+            Value t;
+            t.kind = Value::Kind::tuple;
+            t.items = std::move(g);
+            items.push_back(std::move(t));
+          }
+        }
+      } else {
+        for (auto& g : groups) {
+          for (auto& v : g) items.push_back(std::move(v));
+        }
+      }
+    } else {
+      items = std::move(groups[0]);
+    }
+    if (items.empty()) throw ParseError("empty");
+    if (items.size() == 1) return std::move(items[0]);
+    Value set;
+    set.kind = Value::Kind::set;
+    set.items = std::move(items);
+    return set;
+  }
+
+  bool is_closer() {
+    skip();
+    if (pos_ >= s_.size()) return true;
+    char c = s_[pos_];
+    return c == ')' || c == ']' || c == '}' || starts_with(s_, pos_, "\\}") || starts_with(s_, pos_, "\\end") ||
+           starts_with(s_, pos_, "\\\\") || c == '&' || (c == '|' && abs_depth_ > 0);
+  }
+
+  std::optional<Rel> eat_relation() {
+    skip();
+    if (eat("<=")) return Rel::le;
+    if (eat(">=")) return Rel::ge;
+    if (eat("!=")) return Rel::ne;
+    if (eat("==")) return Rel::eq;
+    if (eat("=")) return Rel::eq;
+    if (eat("<")) return Rel::lt;
+    if (eat(">")) return Rel::gt;
+    return std::nullopt;
+  }
+
+  Value parse_relation() {
+    DepthGuard guard(depth_);
+    Value first = parse_union();
+    // "x \in S": the set is the answer.
+    if (eat_command("\\in")) {
+      Value set = parse_union();
+      return set;
+    }
+    std::optional<Rel> op = eat_relation();
+    if (!op) return first;
+    Value rel;
+    rel.kind = Value::Kind::relation;
+    rel.items.push_back(std::move(first));
+    while (op) {
+      rel.ops.push_back(*op);
+      rel.items.push_back(parse_union());
+      if (rel.items.size() > kMaxItems) throw ParseError("relation chain too long");
+      op = eat_relation();
+    }
+    return rel;
+  }
+
+  Value parse_union() {
+    Value first = parse_sum();
+    if (!at_command("\\cup")) return first;
+    Value u;
+    u.kind = Value::Kind::union_of;
+    u.items.push_back(std::move(first));
+    while (eat_command("\\cup")) {
+      u.items.push_back(parse_sum());
+      if (u.items.size() > kMaxItems) throw ParseError("union too long");
+    }
+    return u;
+  }
+
+  // Applies `f` to every pair of alternatives ("\pm" makes a value a set of alternatives).
+  template <typename F>
+  Value combine(const Value& a, const Value& b, F f) {
+    auto alternatives = [](const Value& v) -> std::vector<const Value*> {
+      std::vector<const Value*> out;
+      if (v.kind == Value::Kind::set && v.text == "pm") {
+        for (const auto& item : v.items) out.push_back(&item);
+      } else {
+        out.push_back(&v);
+      }
+      return out;
+    };
+    auto as = alternatives(a), bs = alternatives(b);
+    for (auto* v : as) require_scalar(*v);
+    for (auto* v : bs) require_scalar(*v);
+    if (as.size() == 1 && bs.size() == 1) return f(*as[0], *bs[0]);
+    Value set;
+    set.kind = Value::Kind::set;
+    set.text = "pm";
+    for (auto* x : as) {
+      for (auto* y : bs) set.items.push_back(f(*x, *y));
+    }
+    if (set.items.size() > kMaxAlternatives) throw ParseError("too many \\pm alternatives");
+    return set;
+  }
+
+  static void require_scalar(const Value& v) {
+    if (v.kind != Value::Kind::scalar) throw ParseError("arithmetic on a non-number");
+  }
+
+  static Value add(const Value& a, const Value& b, bool subtract) {
+    return scalar(subtract ? a.ex - b.ex : a.ex + b.ex, a.has_float || b.has_float, a.only_symbols && b.only_symbols);
+  }
+  static Value multiply(const Value& a, const Value& b) {
+    Value v = scalar(a.ex * b.ex, a.has_float || b.has_float, a.only_symbols && b.only_symbols);
+    return v;
+  }
+  static Value divide(const Value& a, const Value& b) {
+    if (GiNaC::is_a<GiNaC::numeric>(b.ex) && GiNaC::ex_to<GiNaC::numeric>(b.ex).is_zero()) throw ParseError("division by zero");
+    return scalar(a.ex / b.ex, a.has_float || b.has_float, a.only_symbols && b.only_symbols);
+  }
+
+  Value plus_minus(const Value& a, const Value& b) {
+    Value set;
+    set.kind = Value::Kind::set;
+    set.text = "pm";
+    auto add_alt = [&](const Value& x, const Value& y) {
+      set.items.push_back(add(x, y, false));
+      set.items.push_back(add(x, y, true));
+    };
+    std::vector<const Value*> as;
+    if (a.kind == Value::Kind::set && a.text == "pm") {
+      for (auto& i : a.items) as.push_back(&i);
+    } else {
+      as.push_back(&a);
+    }
+    require_scalar(b);
+    for (auto* x : as) {
+      require_scalar(*x);
+      add_alt(*x, b);
+    }
+    if (set.items.size() > kMaxAlternatives) throw ParseError("too many \\pm alternatives");
+    return set;
+  }
+
+  Value parse_sum() {
+    DepthGuard guard(depth_);
+    Value left;
+    skip();
+    if (eat("\\pm") || eat("±")) {
+      Value right = parse_term();
+      left = plus_minus(scalar(0, false, false), right);
+    } else if (eat("\\mp")) {
+      Value right = parse_term();
+      left = plus_minus(scalar(0, false, false), right);
+    } else {
+      left = parse_term();
+    }
+    while (true) {
+      skip();
+      if (eat("\\pm") || eat("±") || eat("\\mp")) {
+        left = plus_minus(left, parse_term());
+      } else if (at("+")) {
+        ++pos_;
+        Value right = parse_term();
+        left = combine(left, right, [](const Value& a, const Value& b) { return add(a, b, false); });
+      } else if (at("-") && !at("->")) {
+        ++pos_;
+        Value right = parse_term();
+        left = combine(left, right, [](const Value& a, const Value& b) { return add(a, b, true); });
+      } else {
+        break;
+      }
+    }
+    return left;
+  }
+
+  bool starts_implicit_factor() {
+    skip();
+    if (pos_ >= s_.size()) return false;
+    char c = s_[pos_];
+    if (std::isalpha(static_cast<unsigned char>(c))) return true;
+    if (c == '(' || c == '{') return true;
+    if (c == '[') return false;
+    if (c == '|') return abs_depth_ == 0;
+    if (std::isdigit(static_cast<unsigned char>(c))) return true;
+    if (c == '\\') {
+      for (std::string_view stop : {"\\pm", "\\mp", "\\in", "\\}", "\\end", "\\\\", "\\cup", "\\cap", "\\to", "\\rightarrow",
+                                    "\\Rightarrow", "\\implies", "\\iff"}) {
+        if (at_command(stop) || starts_with(s_, pos_, stop)) {
+          if (stop == "\\}" || stop == "\\\\") return false;
+          if (at_command(stop)) return false;
+        }
+      }
+      return true;
+    }
+    return false;
+  }
+
+  // Skips a unit written after a value: "\text{ cm}^2", "miles". True if one was skipped.
+  bool skip_unit() {
+    skip();
+    std::size_t save = pos_;
+    if (starts_with(s_, pos_, "\\text") || starts_with(s_, pos_, "\\mathrm")) {
+      std::size_t open = pos_ + (starts_with(s_, pos_, "\\text") ? 5 : 7);
+      while (open < s_.size() && s_[open] == ' ') ++open;
+      auto group = brace_group(s_, open);
+      if (group && is_unit_text(group->first)) {
+        pos_ = group->second;
+        skip_unit_power();
+        return true;
+      }
+      return false;
+    }
+    if (std::isalpha(static_cast<unsigned char>(s_[pos_]))) {
+      std::size_t end = pos_;
+      while (end < s_.size() && std::isalpha(static_cast<unsigned char>(s_[end]))) ++end;
+      if (end - pos_ >= 2 && is_unit_text(s_.substr(pos_, end - pos_))) {
+        pos_ = end;
+        skip_unit_power();
+        // only a unit if nothing mathematical follows ("2 cm" but not "2 cm x")
+        skip();
+        if (pos_ >= s_.size() || is_closer() || s_[pos_] == ',' || s_[pos_] == ';' || s_[pos_] == '/' ||
+            s_[pos_] == '=' || s_[pos_] == '%')
+          return true;
+        pos_ = save;
+        return false;
+      }
+    }
+    return false;
+  }
+  void skip_unit_power() {
+    if (pos_ < s_.size() && s_[pos_] == '^') {
+      ++pos_;
+      if (pos_ < s_.size() && s_[pos_] == '{') {
+        auto group = brace_group(s_, pos_);
+        if (group) pos_ = group->second;
+      } else if (pos_ < s_.size()) {
+        ++pos_;
+      }
+    }
+  }
+
+  Value parse_term() {
+    DepthGuard guard(depth_);
+    Value left = parse_unary();
+    while (true) {
+      skip();
+      if (pos_ >= s_.size()) break;
+      if (at("**")) break;  // never: '**' is a power in plain mode and handled in parse_power
+      if (at("*")) {
+        ++pos_;
+        Value right = parse_unary();
+        left = combine(left, right, multiply);
+      } else if (at("/")) {
+        ++pos_;
+        Value right = parse_unary();
+        left = combine(left, right, divide);
+      } else if (at(":") && !plain_) {
+        ++pos_;
+        Value right = parse_unary();
+        left = combine(left, right, divide);
+      } else if (left.kind == Value::Kind::scalar && (at("\\text") || at("\\mathrm") || std::isalpha(static_cast<unsigned char>(s_[pos_]))) &&
+                 skip_unit()) {
+        continue;
+      } else if (starts_implicit_factor()) {
+        if (at("\\text")) {
+          // A \text{} after a value that is not a unit ends the value ("5 \text{ is the answer}").
+          break;
+        }
+        Value right = parse_power();
+        left = combine(left, right, multiply);
+      } else {
+        break;
+      }
+    }
+    return left;
+  }
+
+  Value parse_unary() {
+    DepthGuard guard(depth_);
+    skip();
+    if (at("-")) {
+      ++pos_;
+      Value v = parse_unary();
+      return combine(v, scalar(-1, false, true), multiply);
+    }
+    if (at("+")) {
+      ++pos_;
+      return parse_unary();
+    }
+    return parse_power();
+  }
+
+  // The argument of ^, _, \frac etc.: a brace group, or a single character / command.
+  std::string raw_argument() {
+    skip();
+    if (pos_ >= s_.size()) throw ParseError("missing argument");
+    if (s_[pos_] == '{') {
+      auto group = brace_group(s_, pos_);
+      if (!group) throw ParseError("unbalanced braces");
+      pos_ = group->second;
+      return group->first;
+    }
+    if (s_[pos_] == '\\') {
+      std::size_t end = pos_ + 1;
+      while (end < s_.size() && std::isalpha(static_cast<unsigned char>(s_[end]))) ++end;
+      std::string cmd = s_.substr(pos_, end - pos_);
+      pos_ = end;
+      return cmd;
+    }
+    return std::string(1, s_[pos_++]);
+  }
+
+  Value parse_sub(const std::string& text) {
+    Parser sub(text, plain_);
+    sub.depth_ = depth_;
+    return sub.parse_all();
+  }
+
+  Value power(const Value& base, const Value& exponent) {
+    require_scalar(base);
+    require_scalar(exponent);
+    if (GiNaC::is_a<GiNaC::numeric>(exponent.ex)) {
+      const auto& n = GiNaC::ex_to<GiNaC::numeric>(exponent.ex);
+      if (!n.is_rational()) throw ParseError("complex exponent");
+      const GiNaC::numeric limit = GiNaC::is_a<GiNaC::numeric>(base.ex) ? kMaxNumericExponent : kMaxSymbolicExponent;
+      if (GiNaC::abs(n) > limit) throw ParseError("exponent too large");
+      if (GiNaC::is_a<GiNaC::numeric>(base.ex) && GiNaC::ex_to<GiNaC::numeric>(base.ex).is_zero() && n.is_negative())
+        throw ParseError("division by zero");
+    }
+    Value v = scalar(GiNaC::pow(base.ex, exponent.ex), base.has_float || exponent.has_float, false);
+    return v;
+  }
+
+  Value parse_power() {
+    DepthGuard guard(depth_);
+    Value base = parse_postfix();
+    skip();
+    if (at("^") || (plain_ && at("**"))) {
+      pos_ += at("**") ? 2 : 1;
+      skip();
+      Value exponent;
+      if (plain_) {
+        exponent = parse_unary_power_operand();
+      } else {
+        std::string arg = raw_argument();
+        exponent = parse_sub(arg);
+      }
+      return combine(base, exponent, [this](const Value& a, const Value& b) { return power(a, b); });
+    }
+    return base;
+  }
+  Value parse_unary_power_operand() {
+    if (at("-")) {
+      ++pos_;
+      Value v = parse_unary_power_operand();
+      return combine(v, scalar(-1, false, true), multiply);
+    }
+    return parse_power();
+  }
+
+  Value parse_postfix() {
+    Value v = parse_primary();
+    while (true) {
+      skip();
+      if (at("!") && !at("!=")) {
+        ++pos_;
+        require_scalar(v);
+        if (!GiNaC::is_a<GiNaC::numeric>(v.ex) || !GiNaC::ex_to<GiNaC::numeric>(v.ex).is_nonneg_integer() ||
+            GiNaC::ex_to<GiNaC::numeric>(v.ex) > kMaxFactorial)
+          throw ParseError("factorial of a non-integer or too large a number");
+        v = scalar(GiNaC::factorial(v.ex), v.has_float, false);
+      } else if (at("%") || eat_percent_word()) {
+        if (at("%")) ++pos_;
+        require_scalar(v);
+        Value p = scalar(v.ex / 100, v.has_float, false);
+        p.percent = true;
+        p.before_percent = v.ex;
+        v = p;
+      } else {
+        break;
+      }
+    }
+    return v;
+  }
+
+  bool eat_percent_word() {
+    skip();
+    for (std::string_view w : {"percentage", "percent", "pct"}) {
+      if (starts_with(s_, pos_, w) && (pos_ + w.size() >= s_.size() || !std::isalpha(static_cast<unsigned char>(s_[pos_ + w.size()])))) {
+        pos_ += w.size();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  Value number_literal() {
+    std::size_t start = pos_;
+    while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+    bool decimal = false;
+    if (pos_ + 1 < s_.size() + 1 && pos_ < s_.size() && s_[pos_] == '.' &&
+        (pos_ + 1 < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_ + 1])))) {
+      decimal = true;
+      ++pos_;
+      while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+    }
+    std::string digits = s_.substr(start, pos_ - start);
+    if (digits.size() > 200) throw ParseError("number too long");
+    // Decimals are kept exact (0.1 = 1/10); has_float marks them for the rounding comparison.
+    std::size_t dot = digits.find('.');
+    std::string whole = dot == std::string::npos ? digits : digits.substr(0, dot) + digits.substr(dot + 1);
+    while (whole.size() > 1 && whole[0] == '0') whole.erase(0, 1);
+    if (whole.empty()) whole = "0";
+    GiNaC::numeric n(whole.c_str());
+    if (decimal) {
+      std::size_t places = digits.size() - dot - 1;
+      n = n / GiNaC::pow(GiNaC::numeric(10), GiNaC::numeric(static_cast<long>(places)));
+    }
+    return scalar(n, decimal, false);
+  }
+
+  GiNaC::ex function_named(const std::string& name, const GiNaC::ex& arg) {
+    if (name == "sin") return GiNaC::sin(arg);
+    if (name == "cos") return GiNaC::cos(arg);
+    if (name == "tan") return GiNaC::tan(arg);
+    if (name == "sec") return 1 / GiNaC::cos(arg);
+    if (name == "csc") return 1 / GiNaC::sin(arg);
+    if (name == "cot") return GiNaC::cos(arg) / GiNaC::sin(arg);
+    if (name == "arcsin" || name == "asin") return GiNaC::asin(arg);
+    if (name == "arccos" || name == "acos") return GiNaC::acos(arg);
+    if (name == "arctan" || name == "atan") return GiNaC::atan(arg);
+    if (name == "sinh") return GiNaC::sinh(arg);
+    if (name == "cosh") return GiNaC::cosh(arg);
+    if (name == "tanh") return GiNaC::tanh(arg);
+    if (name == "ln" || name == "log") return GiNaC::log(arg);
+    if (name == "lg") return GiNaC::log(arg) / GiNaC::log(GiNaC::ex(10));
+    if (name == "exp") return GiNaC::exp(arg);
+    if (name == "sqrt") return GiNaC::sqrt(arg);
+    throw ParseError("unknown function " + name);
+  }
+
+  static bool is_function_name(const std::string& n) {
+    static const std::vector<std::string> names = {"sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan",
+                                                   "asin", "acos", "atan", "sinh", "cosh", "tanh", "ln", "log", "lg", "exp", "sqrt"};
+    return std::find(names.begin(), names.end(), n) != names.end();
+  }
+
+  // \sin^2 x, \log_2 8, \sin(x), \ln x
+  Value apply_function(const std::string& name) {
+    std::optional<Value> outer_power;
+    GiNaC::ex log_base;
+    bool has_base = false;
+    skip();
+    if (name == "log" && at("_")) {
+      ++pos_;
+      Value b = parse_sub(raw_argument());
+      require_scalar(b);
+      log_base = b.ex;
+      has_base = true;
+    }
+    if (at("^")) {
+      ++pos_;
+      outer_power = parse_sub(raw_argument());
+    }
+    skip();
+    Value arg;
+    if (at("(")) {
+      ++pos_;
+      arg = parse_list(')');
+      if (!eat(")")) throw ParseError("missing ')'");
+    } else {
+      arg = parse_power();
+    }
+    require_scalar(arg);
+    GiNaC::ex e = function_named(name, arg.ex);
+    if (has_base) e = GiNaC::log(arg.ex) / GiNaC::log(log_base);
+    Value v = scalar(e, arg.has_float, false);
+    if (outer_power) {
+      if (outer_power->kind == Value::Kind::scalar && outer_power->ex.is_equal(-1) && (name == "sin" || name == "cos" || name == "tan")) {
+        v = scalar(function_named("arc" + name, arg.ex), arg.has_float, false);
+      } else {
+        v = power(v, *outer_power);
+      }
+    }
+    return v;
+  }
+
+  Value matrix_environment(const std::string& env) {
+    // \begin{array}{cc}: skip the column specification
+    if (env == "array") {
+      skip();
+      if (at("{")) raw_argument();
+    }
+    std::vector<std::vector<Value>> rows(1);
+    while (true) {
+      skip();
+      if (pos_ >= s_.size()) throw ParseError("unterminated matrix");
+      if (eat_command("\\end")) {
+        raw_argument();
+        break;
+      }
+      Value cell = parse_list(0);
+      rows.back().push_back(std::move(cell));
+      if (rows.size() * rows.back().size() > kMaxItems) throw ParseError("matrix too large");
+      skip();
+      if (eat("&")) continue;
+      if (eat("\\\\")) {
+        skip();
+        if (at_command("\\end")) continue;
+        rows.emplace_back();
+        continue;
+      }
+      if (!at_command("\\end")) throw ParseError("bad matrix cell");
+    }
+    while (!rows.empty() && rows.back().empty()) rows.pop_back();
+    if (rows.empty()) throw ParseError("empty matrix");
+    const std::size_t cols = rows[0].size();
+    bool has_float = false;
+    GiNaC::matrix m(static_cast<unsigned>(rows.size()), static_cast<unsigned>(cols));
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      if (rows[r].size() != cols) throw ParseError("ragged matrix");
+      for (std::size_t c = 0; c < cols; ++c) {
+        require_scalar(rows[r][c]);
+        has_float |= rows[r][c].has_float;
+        m(static_cast<unsigned>(r), static_cast<unsigned>(c)) = rows[r][c].ex;
+      }
+    }
+    if (env == "vmatrix") return scalar(m.determinant(), has_float, false);
+    return scalar(m, has_float, false);
+  }
+
+  Value text_value(const std::string& content) {
+    std::string t = text::trim(content);
+    if (t.size() == 3 && t.front() == '(' && t.back() == ')') t = t.substr(1, 1);  // "\text{(C)}"
+    // \text{5} and \mathrm{e} are math in disguise
+    if (!t.empty()) {
+      try {
+        Value v = parse_sub(t);
+        if (t.size() == 1 || v.kind != Value::Kind::scalar || GiNaC::is_a<GiNaC::numeric>(v.ex)) return v;
+      } catch (const ParseError&) {
+      } catch (const std::exception&) {
+      }
+    }
+    Value v;
+    v.kind = Value::Kind::text;
+    v.text = text::to_lower(t);
+    v.only_symbols = true;
+    return v;
+  }
+
+  Value symbol_with_subscript(std::string name) {
+    skip();
+    if (at("_")) {
+      ++pos_;
+      std::string sub = raw_argument();
+      std::string clean;
+      for (char c : sub) {
+        if (!std::isspace(static_cast<unsigned char>(c)) && c != '{' && c != '}') clean += c;
+      }
+      name += "_" + clean;
+    }
+    if (name.size() > 64) throw ParseError("symbol name too long");
+    return scalar(symbol_named(name), false, true);
+  }
+
+  Value parse_primary() {
+    DepthGuard guard(depth_);
+    skip();
+    if (pos_ >= s_.size()) throw ParseError("unexpected end");
+    const char c = s_[pos_];
+    if (std::isdigit(static_cast<unsigned char>(c)) || (c == '.' && pos_ + 1 < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_ + 1])))) {
+      return number_literal();
+    }
+    if (c == '(' || c == '[') {
+      ++pos_;
+      Value inner = parse_list(c);
+      skip();
+      if (pos_ >= s_.size()) throw ParseError("missing closing bracket");
+      char close = s_[pos_];
+      if (close != ')' && close != ']') throw ParseError("bad closing bracket");
+      ++pos_;
+      if (inner.kind == Value::Kind::set && inner.text != "pm") {
+        if (inner.items.size() == 2 && !(c == '[' && close == ']' && false)) {
+          if (c == '(' && close == ')') {
+            Value t;
+            t.kind = Value::Kind::tuple;
+            t.items = std::move(inner.items);
+            t.paren_pair = true;
+            return t;
+          }
+          Value interval;
+          interval.kind = Value::Kind::interval;
+          interval.items = std::move(inner.items);
+          interval.left_open = c == '(';
+          interval.right_open = close == ')';
+          for (auto& end : interval.items) require_scalar(end);
+          return interval;
+        }
+        Value t;
+        t.kind = Value::Kind::tuple;
+        t.items = std::move(inner.items);
+        return t;
+      }
+      if (c == '(' && close == ')') return inner;
+      if (c == '[' && close == ']') return inner;
+      throw ParseError("mismatched brackets");
+    }
+    if (c == '{') {
+      auto group = brace_group(s_, pos_);
+      if (!group) throw ParseError("unbalanced braces");
+      pos_ = group->second;
+      if (text::trim(group->first).empty()) throw ParseError("empty group");
+      return parse_sub(group->first);
+    }
+    if (c == '|') {
+      ++pos_;
+      ++abs_depth_;
+      Value inner = parse_sum();
+      --abs_depth_;
+      if (!eat("|")) throw ParseError("missing '|'");
+      require_scalar(inner);
+      return scalar(GiNaC::abs(inner.ex), inner.has_float, inner.only_symbols);
+    }
+    if (c == '\\') return parse_command();
+    if (std::isalpha(static_cast<unsigned char>(c))) {
+      // Multi-letter function names written without a backslash in plain text.
+      std::size_t end = pos_;
+      while (end < s_.size() && std::isalpha(static_cast<unsigned char>(s_[end]))) ++end;
+      std::string word = s_.substr(pos_, end - pos_);
+      for (const std::string& f : {std::string("arcsin"), std::string("arccos"), std::string("arctan"), std::string("sqrt"),
+                                   std::string("sinh"), std::string("cosh"), std::string("tanh"), std::string("sin"),
+                                   std::string("cos"), std::string("tan"), std::string("log"), std::string("exp"), std::string("ln")}) {
+        if (word.rfind(f, 0) == 0 && (word.size() == f.size())) {
+          pos_ = end;
+          return apply_function(f);
+        }
+      }
+      if (word == "pi") {
+        pos_ = end;
+        return scalar(GiNaC::Pi, false, false);
+      }
+      if (word == "infty" || word == "inf" || word == "infinity") {
+        pos_ = end;
+        return scalar(infinity_symbol(), false, false);
+      }
+      ++pos_;
+      if (c == 'e' && !at("_")) return scalar(GiNaC::exp(GiNaC::ex(1)), false, true);
+      return symbol_with_subscript(std::string(1, c));
+    }
+    throw ParseError(std::string("unexpected '") + c + "'");
+  }
+
+  Value parse_command() {
+    std::size_t end = pos_ + 1;
+    while (end < s_.size() && std::isalpha(static_cast<unsigned char>(s_[end]))) ++end;
+    if (end == pos_ + 1) {
+      // "\{" set braces
+      if (starts_with(s_, pos_, "\\{")) {
+        pos_ += 2;
+        skip();
+        Value set;
+        set.kind = Value::Kind::set;
+        if (!eat("\\}")) {
+          Value inner = parse_list('}');
+          if (!eat("\\}")) throw ParseError("missing '\\}'");
+          if (inner.kind == Value::Kind::set && inner.text != "pm") set.items = std::move(inner.items);
+          else set.items.push_back(std::move(inner));
+        }
+        return set;
+      }
+      throw ParseError("unknown escape");
+    }
+    const std::string cmd = s_.substr(pos_ + 1, end - pos_ - 1);
+    pos_ = end;
+    if (cmd == "frac" || cmd == "over") {
+      Value num = parse_sub(raw_argument());
+      Value den = parse_sub(raw_argument());
+      return combine(num, den, divide);
+    }
+    if (cmd == "binom") {
+      Value n = parse_sub(raw_argument());
+      Value k = parse_sub(raw_argument());
+      require_scalar(n);
+      require_scalar(k);
+      if (!GiNaC::is_a<GiNaC::numeric>(n.ex) || !GiNaC::is_a<GiNaC::numeric>(k.ex) ||
+          GiNaC::ex_to<GiNaC::numeric>(n.ex) > kMaxFactorial)
+        throw ParseError("binomial of non-numbers");
+      return scalar(GiNaC::binomial(GiNaC::ex_to<GiNaC::numeric>(n.ex), GiNaC::ex_to<GiNaC::numeric>(k.ex)), false, false);
+    }
+    if (cmd == "sqrt") {
+      skip();
+      std::optional<Value> index;
+      if (at("[")) {
+        std::size_t close = s_.find(']', pos_);
+        if (close == std::string::npos) throw ParseError("missing ']'");
+        index = parse_sub(s_.substr(pos_ + 1, close - pos_ - 1));
+        pos_ = close + 1;
+      }
+      Value radicand = parse_sub(raw_argument());
+      if (index) {
+        return combine(radicand, *index, [this](const Value& a, const Value& n) {
+          return power(a, scalar(1 / n.ex, n.has_float, false));
+        });
+      }
+      require_scalar(radicand);
+      return scalar(GiNaC::sqrt(radicand.ex), radicand.has_float, false);
+    }
+    if (is_function_name(cmd)) return apply_function(cmd);
+    if (cmd == "operatorname") {
+      std::string name = raw_argument();
+      if (is_function_name(name)) return apply_function(name);
+      return symbol_with_subscript(name);
+    }
+    if (cmd == "pi") return scalar(GiNaC::Pi, false, false);
+    if (cmd == "infty" || cmd == "infin") return scalar(infinity_symbol(), false, false);
+    if (cmd == "e") return scalar(GiNaC::exp(GiNaC::ex(1)), false, false);
+    if (cmd == "text" || cmd == "mathrm") {
+      std::string content = raw_argument();
+      if (cmd == "mathrm") return parse_sub(content);
+      return text_value(content);
+    }
+    if (cmd == "boxed" || cmd == "fbox" || cmd == "mathbf" || cmd == "overline" || cmd == "hat" || cmd == "vec") {
+      return parse_sub(raw_argument());
+    }
+    if (cmd == "begin") {
+      std::string env = raw_argument();
+      if (env == "pmatrix" || env == "bmatrix" || env == "matrix" || env == "array" || env == "vmatrix" ||
+          env == "Bmatrix" || env == "smallmatrix")
+        return matrix_environment(env);
+      throw ParseError("unsupported environment " + env);
+    }
+    static const std::vector<std::string> greek = {
+        "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota", "kappa",
+        "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi", "omega",
+        "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"};
+    if (std::find(greek.begin(), greek.end(), cmd) != greek.end()) return symbol_with_subscript(cmd);
+    throw ParseError("unknown command \\" + cmd);
+  }
+};
+
+}  // namespace
+
+std::optional<Value> parse_latex(std::string_view latex, bool plain_expression) {
+  std::lock_guard lock(ginac_mutex());
+  if (latex.size() > kMaxLatexChars * 4) return std::nullopt;
+  std::string normalized = normalize_latex(latex);
+  if (normalized.empty() || normalized.size() > kMaxLatexChars) return std::nullopt;
+  if (symbol_table().size() > kMaxSymbols) symbol_table().clear();
+  auto attempt = [&](const std::string& text) -> std::optional<Value> {
+    try {
+      Parser parser(text, plain_expression);
+      return parser.parse_all();
+    } catch (const std::exception&) {  // ParseError, GiNaC's domain/pole errors, bad_alloc of a bomb
+      return std::nullopt;
+    }
+  };
+  if (auto v = attempt(normalized)) return v;
+  // "1 = \zzz = x = 0": when the whole chain fails, its last part may still be the answer.
+  if (normalized.find(',') == std::string::npos && normalized.find(';') == std::string::npos) {
+    std::vector<std::size_t> equals;
+    for (std::size_t i = 0; i < normalized.size(); ++i) {
+      if (normalized[i] == '=' && (i == 0 || (normalized[i - 1] != '<' && normalized[i - 1] != '>' && normalized[i - 1] != '!')))
+        equals.push_back(i);
+    }
+    if (equals.size() >= 2) return attempt(normalized.substr(equals.back() + 1));
+  }
+  return std::nullopt;
+}
+
+std::string normalize_for_string_compare(std::string_view latex) {
+  std::string s = normalize_latex(latex);
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (starts_with(s, i, "\\text{")) {
+      i += 5;
+      continue;
+    }
+    if (starts_with(s, i, "\\mathrm{")) {
+      i += 7;
+      continue;
+    }
+    char c = s[i];
+    if (std::isspace(static_cast<unsigned char>(c)) || c == '{' || c == '}' || c == '$') continue;
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Equivalence.
+
+namespace {
+
+struct Comparer {
+  const CompareOptions& options;
+  int budget = 20000;  // comparison steps: a hostile set of sets cannot explode combinatorially
+
+  bool spend(int cost = 1) {
+    budget -= cost;
+    return budget > 0;
+  }
+
+  static bool is_matrix(const GiNaC::ex& e) { return GiNaC::is_a<GiNaC::matrix>(e); }
+
+  static std::optional<std::complex<double>> to_complex(const GiNaC::ex& e) {
+    try {
+      GiNaC::ex v = GiNaC::evalf(e);
+      if (!GiNaC::is_a<GiNaC::numeric>(v)) return std::nullopt;
+      const auto& n = GiNaC::ex_to<GiNaC::numeric>(v);
+      return std::complex<double>(GiNaC::real(n).to_double(), GiNaC::imag(n).to_double());
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+
+  static GiNaC::lst free_symbols(const GiNaC::ex& e) {
+    GiNaC::exset found;
+    for (GiNaC::const_preorder_iterator it = e.preorder_begin(); it != e.preorder_end(); ++it) {
+      if (GiNaC::is_a<GiNaC::symbol>(*it)) found.insert(*it);
+    }
+    GiNaC::lst out;
+    for (const auto& s : found) out.append(s);
+    return out;
+  }
+
+  double round_to(double x, int places) const {
+    const double scale = std::pow(10.0, places);
+    return std::floor(x * scale + 0.5) / scale;
+  }
+
+  bool numbers_equal_rounded(std::complex<double> a, std::complex<double> b) const {
+    auto close = [&](double x, double y) {
+      const double rx = round_to(x, options.float_places), ry = round_to(y, options.float_places);
+      return std::abs(rx - ry) <= 1e-9 * std::max(1.0, std::abs(rx));
+    };
+    return close(a.real(), b.real()) && close(a.imag(), b.imag());
+  }
+
+  // Scalars: exact when possible, rounded when a decimal is involved, random points for symbols.
+  bool scalars_equal(const Value& g, const Value& p) {
+    if (!spend(10)) return false;
+    try {
+      GiNaC::ex a = g.ex, b = p.ex;
+      if (is_matrix(a) || is_matrix(b)) {
+        a = a.evalm();
+        b = b.evalm();
+        if (!is_matrix(a) || !is_matrix(b)) return false;
+        const auto& ma = GiNaC::ex_to<GiNaC::matrix>(a);
+        const auto& mb = GiNaC::ex_to<GiNaC::matrix>(b);
+        if (ma.rows() != mb.rows() || ma.cols() != mb.cols()) return false;
+        for (unsigned r = 0; r < ma.rows(); ++r) {
+          for (unsigned c = 0; c < ma.cols(); ++c) {
+            if (!scalars_equal(scalar(ma(r, c), g.has_float, false), scalar(mb(r, c), p.has_float, false))) return false;
+          }
+        }
+        return true;
+      }
+      if ((a - b).is_zero()) return true;
+      GiNaC::lst symbols = free_symbols(a - b);
+      if (symbols.nops() == 0) {
+        auto x = to_complex(a), y = to_complex(b);
+        if (!x || !y) return false;
+        if (g.has_float || p.has_float) return numbers_equal_rounded(*x, *y);
+        return std::abs(*x - *y) <= 1e-10 * std::max(1.0, std::abs(*x));
+      }
+      if (symbols.nops() > 0) {
+        for (const auto& s : symbols) {
+          if (s.is_equal(infinity_symbol())) return false;  // oo is only ever equal to itself
+        }
+      }
+      // Random points, deterministic per comparison: equal at all three is equal.
+      std::mt19937 rng(12345);
+      std::uniform_real_distribution<double> dist(0.6, 2.4);
+      for (int trial = 0; trial < 3; ++trial) {
+        GiNaC::exmap at;
+        for (const auto& s : symbols) at[s] = GiNaC::numeric(dist(rng));
+        auto x = to_complex(a.subs(at)), y = to_complex(b.subs(at));
+        if (!x || !y || !std::isfinite(x->real()) || !std::isfinite(y->real())) {
+          // Not evaluable (pole): fall back to exact simplification.
+          return GiNaC::normal(GiNaC::expand(a - b)).is_zero();
+        }
+        const double tolerance = (g.has_float || p.has_float) ? std::pow(10.0, -options.float_places) : 1e-9;
+        if (std::abs(*x - *y) > tolerance * std::max(1.0, std::abs(*x))) return false;
+      }
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
+  static bool is_assignment(const Value& v) {
+    if (v.kind != Value::Kind::relation) return false;
+    for (Rel r : v.ops) {
+      if (r != Rel::eq) return false;
+    }
+    const Value& lhs = v.items.front();
+    if (lhs.kind == Value::Kind::tuple) {
+      for (const auto& item : lhs.items) {
+        if (!item.only_symbols) return false;
+      }
+      return true;
+    }
+    return lhs.only_symbols && (lhs.kind == Value::Kind::scalar || lhs.kind == Value::Kind::text);
+  }
+  static bool is_equation(const Value& v) {
+    if (v.kind != Value::Kind::relation) return false;
+    for (Rel r : v.ops) {
+      if (r != Rel::eq) return false;
+    }
+    return true;
+  }
+
+  static Rel flip(Rel r) {
+    switch (r) {
+      case Rel::lt: return Rel::gt;
+      case Rel::gt: return Rel::lt;
+      case Rel::le: return Rel::ge;
+      case Rel::ge: return Rel::le;
+      default: return r;
+    }
+  }
+
+  // a op b  vs  c op' d: the same relation up to a constant factor (negative flips inequalities).
+  bool single_relations_equal(const Value& gl, Rel gop, const Value& gr, const Value& pl, Rel pop, const Value& pr) {
+    if (gl.kind != Value::Kind::scalar || gr.kind != Value::Kind::scalar || pl.kind != Value::Kind::scalar ||
+        pr.kind != Value::Kind::scalar) {
+      if (gop == pop) return equal(gl, pl) && equal(gr, pr);
+      if (gop == flip(pop)) return equal(gl, pr) && equal(gr, pl);
+      return false;
+    }
+    try {
+      GiNaC::ex dg = gl.ex - gr.ex, dp = pl.ex - pr.ex;
+      if (dg.is_zero() || dp.is_zero()) return dg.is_zero() && dp.is_zero() && gop == pop;
+      GiNaC::lst symbols = free_symbols(GiNaC::lst{dg, dp});
+      std::mt19937 rng(777);
+      std::uniform_real_distribution<double> dist(0.6, 2.4);
+      std::optional<double> ratio;
+      for (int trial = 0; trial < 3; ++trial) {
+        GiNaC::exmap at;
+        for (const auto& s : symbols) at[s] = GiNaC::numeric(dist(rng));
+        auto x = to_complex(dg.subs(at)), y = to_complex(dp.subs(at));
+        if (!x || !y || std::abs(*y) < 1e-12 || std::abs(x->imag()) > 1e-12 || std::abs(y->imag()) > 1e-12) return false;
+        double r = x->real() / y->real();
+        if (ratio && std::abs(r - *ratio) > 1e-9 * std::max(1.0, std::abs(r))) return false;
+        ratio = r;
+      }
+      if (!ratio || *ratio == 0) return false;
+      if (gop == Rel::eq || gop == Rel::ne) return gop == pop;
+      return *ratio > 0 ? gop == pop : gop == flip(pop);
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
+  bool relations_equal(const Value& g, const Value& p) {
+    if (g.items.size() != p.items.size()) return false;
+    if (g.items.size() == 2) return single_relations_equal(g.items[0], g.ops[0], g.items[1], p.items[0], p.ops[0], p.items[1]);
+    // chains: term by term, either as written or mirrored (a < x < b  ==  b > x > a)
+    bool same = true;
+    for (std::size_t i = 0; i < g.ops.size() && same; ++i) same = g.ops[i] == p.ops[i];
+    for (std::size_t i = 0; i < g.items.size() && same; ++i) same = equal(g.items[i], p.items[i]);
+    if (same) return true;
+    const std::size_t n = g.items.size();
+    bool mirrored = true;
+    for (std::size_t i = 0; i < g.ops.size() && mirrored; ++i) mirrored = g.ops[i] == flip(p.ops[g.ops.size() - 1 - i]);
+    for (std::size_t i = 0; i < n && mirrored; ++i) mirrored = equal(g.items[i], p.items[n - 1 - i]);
+    return mirrored;
+  }
+
+  // "a <= x < b" and "x > a" as intervals, for comparison with interval answers.
+  static std::optional<Value> relation_as_interval(const Value& r) {
+    auto bound = [](const Value& v) { return v.kind == Value::Kind::scalar && !v.only_symbols; };
+    auto make = [](GiNaC::ex lo, bool lo_open, GiNaC::ex hi, bool hi_open) {
+      Value i;
+      i.kind = Value::Kind::interval;
+      i.items = {scalar(lo, false, false), scalar(hi, false, false)};
+      i.left_open = lo_open;
+      i.right_open = hi_open;
+      return i;
+    };
+    const GiNaC::ex inf = infinity_symbol();
+    // a <= |x| <= b  is  [-b, -a] U [a, b]
+    if (r.items.size() == 3 && r.items[1].only_symbols && bound(r.items[0]) && bound(r.items[2]) &&
+        GiNaC::is_a<GiNaC::function>(r.items[1].ex) && GiNaC::ex_to<GiNaC::function>(r.items[1].ex).get_name() == "abs" &&
+        (r.ops[0] == Rel::lt || r.ops[0] == Rel::le) && (r.ops[1] == Rel::lt || r.ops[1] == Rel::le)) {
+      const bool lo_open = r.ops[0] == Rel::lt, hi_open = r.ops[1] == Rel::lt;
+      Value u;
+      u.kind = Value::Kind::union_of;
+      u.items = {make(-r.items[2].ex, hi_open, -r.items[0].ex, lo_open), make(r.items[0].ex, lo_open, r.items[2].ex, hi_open)};
+      return u;
+    }
+    if (r.items.size() == 3 && r.items[1].only_symbols && bound(r.items[0]) && bound(r.items[2])) {
+      Rel a = r.ops[0], b = r.ops[1];
+      if ((a == Rel::lt || a == Rel::le) && (b == Rel::lt || b == Rel::le))
+        return make(r.items[0].ex, a == Rel::lt, r.items[2].ex, b == Rel::lt);
+      if ((a == Rel::gt || a == Rel::ge) && (b == Rel::gt || b == Rel::ge))
+        return make(r.items[2].ex, b == Rel::gt, r.items[0].ex, a == Rel::gt);
+    }
+    if (r.items.size() == 2) {
+      Rel op = r.ops[0];
+      const Value* value = nullptr;
+      if (r.items[0].only_symbols && bound(r.items[1])) {
+        value = &r.items[1];
+      } else if (r.items[1].only_symbols && bound(r.items[0])) {
+        value = &r.items[0];
+        op = flip(op);
+      }
+      if (value) {
+        if (op == Rel::lt || op == Rel::le) return make(-inf, true, value->ex, op == Rel::lt);
+        if (op == Rel::gt || op == Rel::ge) return make(value->ex, op == Rel::gt, inf, true);
+      }
+    }
+    return std::nullopt;
+  }
+
+  static bool set_like(const Value& v) {
+    return v.kind == Value::Kind::set || v.kind == Value::Kind::tuple || v.kind == Value::Kind::interval ||
+           v.kind == Value::Kind::union_of;
+  }
+
+  bool sequences_equal(const std::vector<Value>& a, const std::vector<Value>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (!equal(a[i], b[i])) return false;
+    }
+    return true;
+  }
+
+  // Every element of `a` matched to a distinct element of `b` (sets are unordered).
+  bool multisets_equal(const std::vector<Value>& a, const std::vector<Value>& b) {
+    if (a.size() != b.size()) return false;
+    std::vector<bool> used(b.size(), false);
+    for (const auto& x : a) {
+      bool found = false;
+      for (std::size_t j = 0; j < b.size(); ++j) {
+        if (used[j]) continue;
+        if (!spend()) return false;
+        if (equal(x, b[j])) {
+          used[j] = true;
+          found = true;
+          break;
+        }
+      }
+      if (!found) return false;
+    }
+    return true;
+  }
+
+  // Sets ignore order and repetition: every element of each side is in the other.
+  bool contained(const std::vector<Value>& a, const std::vector<Value>& b) {
+    for (const auto& x : a) {
+      bool found = false;
+      for (const auto& y : b) {
+        if (!spend()) return false;
+        if (equal(x, y)) {
+          found = true;
+          break;
+        }
+      }
+      if (!found) return false;
+    }
+    return true;
+  }
+  bool same_elements(const std::vector<Value>& a, const std::vector<Value>& b) { return contained(a, b) && contained(b, a); }
+
+  bool sets_equal(const Value& g, const Value& p) {
+    using K = Value::Kind;
+    if (g.kind == K::interval && p.kind == K::interval) {
+      return g.left_open == p.left_open && g.right_open == p.right_open && equal(g.items[0], p.items[0]) &&
+             equal(g.items[1], p.items[1]);
+    }
+    // "(a, b)" may be an open interval
+    if (g.kind == K::interval && p.kind == K::tuple && p.paren_pair) return g.left_open && g.right_open && sequences_equal(g.items, p.items);
+    if (p.kind == K::interval && g.kind == K::tuple && g.paren_pair) return p.left_open && p.right_open && sequences_equal(g.items, p.items);
+    if (g.kind == K::tuple && p.kind == K::tuple) return sequences_equal(g.items, p.items);
+    if (g.kind == K::set && p.kind == K::set) return same_elements(g.items, p.items);
+    if (g.kind == K::union_of && p.kind == K::union_of) return multisets_equal(g.items, p.items);
+    // a tuple against a written-out set keeps the order it was written in
+    if ((g.kind == K::tuple && p.kind == K::set) || (g.kind == K::set && p.kind == K::tuple)) {
+      if (sequences_equal(g.items, p.items)) return true;
+      return !options.strict && multisets_equal(g.items, p.items);
+    }
+    // a single value against a one-element set
+    if (g.kind == K::set && g.items.size() == 1 && !set_like(p)) return equal(g.items[0], p);
+    if (p.kind == K::set && p.items.size() == 1 && !set_like(g)) return equal(g, p.items[0]);
+    return false;
+  }
+
+  bool texts_equal(const Value& g, const Value& p) {
+    auto as_text = [](const Value& v) -> std::optional<std::string> {
+      if (v.kind == Value::Kind::text) return v.text;
+      if (v.kind == Value::Kind::scalar && v.only_symbols) {
+        // "Evelyn" parsed as E*v*e*l*y*n: compare the letters
+        std::ostringstream out;
+        out << v.ex;
+        std::string s;
+        for (char c : out.str()) {
+          if (std::isalpha(static_cast<unsigned char>(c))) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        std::sort(s.begin(), s.end());
+        return s;
+      }
+      return std::nullopt;
+    };
+    auto a = as_text(g), b = as_text(p);
+    if (!a || !b) return false;
+    if (g.kind == Value::Kind::text && p.kind == Value::Kind::text) return *a == *b;
+    std::string x = *a, y = *b;
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    return x == y;
+  }
+
+  bool equal(const Value& gold, const Value& pred) {
+    using K = Value::Kind;
+    if (!spend()) return false;
+    Value g = gold, p = pred;
+    const bool ga = is_assignment(g), pa = is_assignment(p);
+    if (ga && !pa && p.kind != K::relation) g = Value(g.items.back());
+    if (pa && !ga && g.kind != K::relation) p = Value(p.items.back());
+    if (ga && pa) {
+      g.items = {g.items.front(), g.items.back()};
+      g.ops = {Rel::eq};
+      p.items = {p.items.front(), p.items.back()};
+      p.ops = {Rel::eq};
+    } else if (is_equation(p) && !is_equation(g) && !pa) {
+      p = Value(p.items.back());
+    }
+    if (g.kind == K::relation && set_like(p)) {
+      if (auto interval = relation_as_interval(g)) g = *interval;
+    }
+    if (options.allow_set_relation && p.kind == K::relation && set_like(g)) {
+      if (auto interval = relation_as_interval(p)) p = *interval;
+    }
+    if (g.kind == K::text || p.kind == K::text) return texts_equal(g, p);
+    if (g.kind == K::relation && p.kind == K::relation) return relations_equal(g, p);
+    if (g.kind == K::relation || p.kind == K::relation) return false;
+    if (set_like(g) || set_like(p)) return sets_equal(g, p);
+    // scalars
+    if (scalars_equal(g, p)) return true;
+    if (g.percent != p.percent) {
+      // "28%" against "28": the percent sign is often dropped or added
+      Value a = g, b = p;
+      if (a.percent) a.ex = a.before_percent;
+      if (b.percent) b.ex = b.before_percent;
+      if (scalars_equal(a, b)) return true;
+    }
+    if (g.only_symbols && p.only_symbols) return texts_equal(g, p);
+    return false;
+  }
+};
+
+// Renames the predicted answer's symbols to the gold's, by sorted name (non-strict mode).
+void collect_symbols(const Value& v, GiNaC::exset& out) {
+  if (v.kind == Value::Kind::scalar) {
+    for (GiNaC::const_preorder_iterator it = v.ex.preorder_begin(); it != v.ex.preorder_end(); ++it) {
+      if (GiNaC::is_a<GiNaC::symbol>(*it)) out.insert(*it);
+    }
+  }
+  for (const auto& item : v.items) collect_symbols(item, out);
+}
+void substitute(Value& v, const GiNaC::exmap& map) {
+  if (v.kind == Value::Kind::scalar) v.ex = v.ex.subs(map);
+  for (auto& item : v.items) substitute(item, map);
+}
+
+}  // namespace
+
+bool values_equal(const Value& gold, const Value& predicted, const CompareOptions& options) {
+  std::lock_guard lock(ginac_mutex());
+  try {
+    Comparer comparer{options};
+    if (comparer.equal(gold, predicted)) return true;
+    if (!options.strict) {
+      GiNaC::exset gs, ps;
+      collect_symbols(gold, gs);
+      collect_symbols(predicted, ps);
+      if (gs.size() == ps.size() && !gs.empty()) {
+        GiNaC::exmap map;
+        auto gi = gs.begin();
+        for (auto pi = ps.begin(); pi != ps.end(); ++pi, ++gi) map[*pi] = *gi;
+        Value renamed = predicted;
+        substitute(renamed, map);
+        Comparer again{options};
+        return again.equal(gold, renamed);
+      }
+    }
+    return false;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace distil::graders::math
