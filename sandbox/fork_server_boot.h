@@ -109,6 +109,8 @@ def run_user_code():
     sys.modules["__main__"] = main
     status = 0
     if compile_error is not None:
+        # As the interpreter reports a syntax error in the main file: no traceback at all.
+        compile_error.__traceback__ = None
         sys.excepthook(type(compile_error), compile_error, None)
         status = 1
     else:

@@ -186,7 +186,10 @@ SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule) {
     if (std::string(name) == "seccomp") continue;
     b.rule(SCMP_ACT_KILL_PROCESS, name);
   }
-  b.rule(SCMP_ACT_KILL_PROCESS, "socket", SCMP_A0(SCMP_CMP_NE, AF_UNIX));
+  // EPERM, not a kill: the fork server's children stack the user policy on this one, and the
+  // strictest action of the stack wins, so the user policy's EPERM for sockets must not become
+  // a kill here.
+  b.rule(SCMP_ACT_ERRNO(EPERM), "socket", SCMP_A0(SCMP_CMP_NE, AF_UNIX));
   add_exec_rule(b, exec_rule);
   return b.export_program();
 }

@@ -151,9 +151,12 @@ class Adversarial : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Adversarial, ContainedWithRightVerdict) {
   const Case& c = GetParam();
-  if (c.needs_namespaces && !sandbox().isolation().mount_namespace)
+  if (c.needs_namespaces && !sandbox().isolation().mount_namespace) {
     GTEST_SKIP() << "needs mount/PID namespaces, unavailable here: " << to_json(sandbox().isolation()).dump();
-  if (c.host_must_not_exist) ASSERT_FALSE(host_path_exists(c.host_must_not_exist));
+  }
+  if (c.host_must_not_exist) {
+    ASSERT_FALSE(host_path_exists(c.host_must_not_exist));
+  }
   setenv("DISTIL_TEST_SECRET", "hunter2", 1);
   Program p;
   p.source = c.source;

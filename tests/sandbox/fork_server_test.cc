@@ -1,0 +1,157 @@
+// The fork server (run_batch): every input must give exactly what a one-shot run gives, and
+// children must not see each other (files, processes, interpreter state).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "sandbox/sandbox.h"
+
+namespace distil::sandbox {
+namespace {
+
+Sandbox& sandbox() {
+  static Sandbox instance{Config{}};
+  return instance;
+}
+
+Limits limits() {
+  Limits l;
+  l.cpu_time_s = 1;
+  l.wall_time_s = 2;
+  l.memory_mb = 256;
+  return l;
+}
+
+Program python(const std::string& source) {
+  Program p;
+  p.source = source;
+  return p;
+}
+
+void require_fork_server(const std::vector<RunResult>& results) {
+  ASSERT_FALSE(results.empty());
+  if (!sandbox().isolation().pid_namespace) GTEST_SKIP() << "fork server needs namespaces";
+  ASSERT_TRUE(results[0].fork_server) << "fork server not used: " << sandbox().fork_server_failure();
+}
+
+struct Equivalence {
+  const char* name;
+  const char* source;
+  std::vector<std::string> inputs;
+};
+
+void PrintTo(const Equivalence& e, std::ostream* os) { *os << e.name; }
+
+class BatchEqualsOneShot : public ::testing::TestWithParam<Equivalence> {};
+
+TEST_P(BatchEqualsOneShot, SameResultPerInput) {
+  const Equivalence& e = GetParam();
+  const auto batch = sandbox().run_batch(python(e.source), e.inputs, limits());
+  require_fork_server(batch);
+  ASSERT_EQ(batch.size(), e.inputs.size());
+  for (std::size_t i = 0; i < e.inputs.size(); ++i) {
+    const RunResult single = sandbox().run(python(e.source), e.inputs[i], limits());
+    SCOPED_TRACE("input " + std::to_string(i));
+    EXPECT_EQ(to_string(batch[i].verdict), to_string(single.verdict));
+    EXPECT_EQ(batch[i].exit_code, single.exit_code);
+    EXPECT_EQ(batch[i].signal, single.signal);
+    EXPECT_EQ(batch[i].stdout_data, single.stdout_data);
+    EXPECT_EQ(batch[i].stderr_data, single.stderr_data);
+    EXPECT_EQ(batch[i].stdout_truncated, single.stdout_truncated);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Programs, BatchEqualsOneShot,
+    ::testing::Values(
+        Equivalence{"sum_stdin", "import sys\nprint(sum(map(int, sys.stdin.read().split())))\n", {"1 2", "", "x", "5"}},
+        Equivalence{"input_until_eof", "while True:\n    print(input()[::-1])\n", {"ab\ncd\n", "", "x"}},
+        Equivalence{"syntax_error", "def f(:\n    pass\n", {"", "1"}},
+        Equivalence{"exit_codes", "import sys\nv = input()\nsys.exit(int(v) if v.isdigit() else v)\n", {"0", "3", "300", "oops"}},
+        Equivalence{"set_order", "print(list({'apple', 'pear', 'fig', 'kiwi', input()}))\n", {"a", "b", "plum"}},
+        Equivalence{"atexit_and_threads",
+                    "import atexit, threading, sys\natexit.register(lambda: print('bye'))\n"
+                    "t = threading.Thread(target=lambda: print('thread', input()))\nt.start()\nt.join()\n"
+                    "print('main', file=sys.stderr)\n",
+                    {"one", "two"}},
+        Equivalence{"nested_exception",
+                    "def f(n):\n    return 1 // n\ntry:\n    f(int(input()))\nexcept ZeroDivisionError as e:\n"
+                    "    raise ValueError('wrapped') from e\nprint('fine')\n",
+                    {"0", "2"}},
+        Equivalence{"recursion", "import sys\nsys.setrecursionlimit(100000)\ndef f(n): return f(n + 1)\nf(0)\n", {"", ""}},
+        Equivalence{"unicode_no_newline", "import sys\nsys.stdout.write('h\\u00e9llo \\u4e16\\u754c ' + input())\n", {"x", "y"}},
+        Equivalence{"name_and_argv", "import sys\nprint(__name__, sys.argv, __file__)\n", {"", ""}},
+        Equivalence{"stdout_flood", "import sys\nif input() == 'flood':\n    while True: print('z' * 1000)\nprint('small')\n", {"flood", "ok"}},
+        Equivalence{"infinite_loop", "if input() == 'spin':\n    while True: pass\nprint('done')\n", {"spin", "no"}},
+        Equivalence{"memory_bomb", "x = []\nif input() == 'eat':\n    while True: x.append(bytearray(1 << 24))\nprint(len(x))\n", {"eat", "no"}},
+        Equivalence{"socket_denied", "import socket\nsocket.socket()\n", {"", ""}},
+        Equivalence{"ptrace_denied", "import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)\n", {"", ""}},
+        Equivalence{"exec_denied", "import os\nos.execv('/bin/true', ['true'])\n", {"", ""}}),
+    [](const ::testing::TestParamInfo<Equivalence>& info) { return std::string(info.param.name); });
+
+TEST(ForkServerIsolation, FilesDoNotLeakBetweenInputs) {
+  const auto results = sandbox().run_batch(
+      python("import os\nif input() == 'write':\n    open('/tmp/secret', 'w').write('s')\n    os.mkdir('/tmp/d')\n"
+             "    os.chmod('/tmp/d', 0)\nprint(sorted(os.listdir('/tmp')))\n"),
+      {"write", "read", "read"}, limits());
+  require_fork_server(results);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].stdout_data, "['d', 'secret']\n");
+  EXPECT_EQ(results[1].stdout_data, "[]\n") << results[1].stderr_data;
+  EXPECT_EQ(results[2].stdout_data, "[]\n");
+}
+
+TEST(ForkServerIsolation, NoProcessOutlivesItsInput) {
+  const auto results = sandbox().run_batch(
+      python("import os, time\nif input() == 'spawn':\n    if os.fork() == 0:\n        time.sleep(30)\n"
+             "        os._exit(0)\n"
+             "others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]\n"
+             "print(len(others))\n"),
+      {"spawn", "look"}, limits());
+  require_fork_server(results);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].stdout_data, "1\n");
+  EXPECT_EQ(results[1].stdout_data, "0\n") << "a process of the first input survived into the second";
+}
+
+TEST(ForkServerIsolation, InterpreterStateDoesNotLeak) {
+  const auto results = sandbox().run_batch(
+      python("import builtins, sys\nprint(hasattr(builtins, 'leak'), 'leak_mod' in sys.modules)\n"
+             "builtins.leak = 1\nsys.modules['leak_mod'] = sys\n"),
+      {"", "", ""}, limits());
+  require_fork_server(results);
+  for (const auto& r : results) EXPECT_EQ(r.stdout_data, "False False\n");
+}
+
+TEST(ForkServerIsolation, ChildCannotKillTheServer) {
+  const auto results = sandbox().run_batch(
+      python("import os, signal\nif input() == 'kill':\n    os.kill(1, signal.SIGKILL)\nprint('alive')\n"),
+      {"kill", "after", "after"}, limits());
+  require_fork_server(results);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].verdict, Verdict::runtime_error);
+  EXPECT_NE(results[0].stderr_data.find("PermissionError"), std::string::npos) << results[0].stderr_data;
+  EXPECT_TRUE(results[1].fork_server);
+  EXPECT_EQ(results[2].stdout_data, "alive\n");
+}
+
+TEST(ForkServerIsolation, StopsAtFirstFailure) {
+  const auto results = sandbox().run_batch(python("v = int(input())\nassert v < 3\nprint(v)\n"),
+                                           {"1", "2", "5", "1"}, limits(), true);
+  require_fork_server(results);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[2].verdict, Verdict::runtime_error);
+}
+
+TEST(ForkServerIsolation, ProgramArgumentsReachTheProgram) {
+  Program p = python("import sys\nprint(sys.argv[1:])\n");
+  p.args = {"--flag", "value"};
+  const auto results = sandbox().run_batch(p, {"", ""}, limits());
+  require_fork_server(results);
+  EXPECT_EQ(results[1].stdout_data, "['--flag', 'value']\n");
+  EXPECT_EQ(sandbox().run(p, "", limits()).stdout_data, "['--flag', 'value']\n");
+}
+
+}  // namespace
+}  // namespace distil::sandbox
