@@ -1,0 +1,81 @@
+// C++ programs: compiled with g++ inside a sandbox, the binary run in another.
+#include <gtest/gtest.h>
+
+#include "sandbox/sandbox.h"
+
+namespace distil::sandbox {
+namespace {
+
+Sandbox& sandbox() {
+  static Sandbox instance{Config{}};
+  return instance;
+}
+
+Program cpp(const std::string& source) {
+  Program p;
+  p.language = Language::cpp;
+  p.source = source;
+  return p;
+}
+
+Limits limits() {
+  Limits l;
+  l.cpu_time_s = 1;
+  l.wall_time_s = 2;
+  l.memory_mb = 256;
+  return l;
+}
+
+TEST(SandboxCpp, CompilesAndRunsEachInput) {
+  const auto results = sandbox().run_batch(
+      cpp("#include <iostream>\nint main() { long a, b; std::cin >> a >> b; std::cout << a + b << '\\n'; }\n"),
+      {"1 2", "40 2", "-5 5"}, limits());
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].stdout_data, "3\n") << to_json(results[0]).dump();
+  EXPECT_EQ(results[1].stdout_data, "42\n");
+  EXPECT_EQ(results[2].stdout_data, "0\n");
+  for (const auto& r : results) EXPECT_EQ(r.verdict, Verdict::ok) << to_json(r).dump();
+}
+
+TEST(SandboxCpp, CompileErrorIsReportedWithDiagnostics) {
+  const auto r = sandbox().run(cpp("int main() { return undefined_name; }\n"), "", limits());
+  EXPECT_EQ(r.verdict, Verdict::runtime_error);
+  EXPECT_TRUE(r.compile_error);
+  EXPECT_NE(r.stderr_data.find("undefined_name"), std::string::npos) << r.stderr_data;
+}
+
+TEST(SandboxCpp, HostileBinaryIsContained) {
+  // One program, several behaviours chosen by stdin, so the compile is paid once.
+  const char* source = R"(
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <unistd.h>
+#include <sys/socket.h>
+int main() {
+  char what[32] = {0};
+  if (scanf("%31s", what) != 1) return 2;
+  if (!strcmp(what, "segv")) { volatile int* p = nullptr; *p = 1; }
+  if (!strcmp(what, "spin")) { for (volatile unsigned long i = 0;; ++i) {} }
+  if (!strcmp(what, "eat")) { std::vector<char*> v; for (;;) { char* b = new char[1 << 24]; memset(b, 1, 1 << 24); v.push_back(b); } }
+  if (!strcmp(what, "shell")) { execl("/bin/sh", "sh", "-c", "echo pwned", (char*)nullptr); perror("execl"); return 3; }
+  if (!strcmp(what, "socket")) { if (socket(AF_INET, SOCK_STREAM, 0) < 0) { perror("socket"); return 4; } }
+  if (!strcmp(what, "forkbomb")) { for (;;) fork(); }
+  puts("ok");
+}
+)";
+  const auto results = sandbox().run_batch(cpp(source), {"segv", "spin", "eat", "shell", "socket", "fine"}, limits());
+  ASSERT_EQ(results.size(), 6u);
+  EXPECT_EQ(results[0].verdict, Verdict::runtime_error) << to_json(results[0]).dump();
+  EXPECT_EQ(results[0].signal, 11);
+  EXPECT_EQ(results[1].verdict, Verdict::time_limit);
+  EXPECT_EQ(results[2].verdict, Verdict::memory_limit) << to_json(results[2]).dump();
+  EXPECT_EQ(results[3].exit_code, 3) << to_json(results[3]).dump();
+  EXPECT_EQ(results[3].stdout_data.find("pwned"), std::string::npos);
+  EXPECT_EQ(results[4].exit_code, 4);
+  EXPECT_EQ(results[5].stdout_data, "ok\n");
+}
+
+}  // namespace
+}  // namespace distil::sandbox
