@@ -66,6 +66,7 @@ Registry& Registry::builtin() {
     // One line per built-in grader; a new domain adds its own line here (docs/graders.md).
     r->add("science", make_science_grader);
     r->add("math", make_math_grader);
+    r->add("code", make_code_grader);
     r->set_domain_default("science", "science");
     r->set_domain_default("math", "math");
     r->set_domain_default("code", "code");
