@@ -28,18 +28,22 @@ if [[ -z "${SMOKE_SKIP_BUILD:-}" ]]; then
   log "built in $(( $(date +%s) - start )) s; size $(podman image inspect "$image" --format '{{.Size}}' | numfmt --to=iec)"
 fi
 
+# This host's runtime cannot raise rlimits above the defaults it computes (runc: "error setting
+# rlimit ... operation not permitted"); explicit, modest limits work everywhere.
+run_opts=(--runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
+
 # What the runtime image must not contain.
-if podman run --rm --runtime runc --entrypoint /bin/sh "$image" -c 'ls /usr/lib/x86_64-linux-gnu | grep -qi torch'; then
+if podman run --rm "${run_opts[@]}" --entrypoint /bin/sh "$image" -c 'ls /usr/lib/x86_64-linux-gnu | grep -qi torch'; then
   fail "the runtime image contains LibTorch"
 fi
-podman run --rm --runtime runc --entrypoint /usr/bin/python3 "$image" -c 'print("python ok")' >/dev/null ||
+podman run --rm "${run_opts[@]}" --entrypoint /usr/bin/python3 "$image" -c 'print("python ok")' >/dev/null ||
   fail "python3 missing in the runtime image"
 [[ "$(podman image inspect "$image" --format '{{.Config.User}}')" == "10001:10001" ]] || fail "image does not run as uid 10001"
 
 cleanup() { podman rm -f "$name" >/dev/null 2>&1 || true; rm -rf "${context:-/nonexistent-smoke}"; }
 trap cleanup EXIT
 log "starting $name on 127.0.0.1:$port"
-podman run -d --runtime runc --name "$name" -p "127.0.0.1:$port:8080" \
+podman run -d "${run_opts[@]}" --name "$name" -p "127.0.0.1:$port:8080" \
   --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt unmask=ALL \
   "$image" >/dev/null
 
