@@ -67,6 +67,7 @@ Registry& Registry::builtin() {
     r->add("science", make_science_grader);
     r->add("math", make_math_grader);
     r->add("code", make_code_grader);
+    r->add("script", make_script_grader);
     r->set_domain_default("science", "science");
     r->set_domain_default("math", "math");
     r->set_domain_default("code", "code");
