@@ -52,8 +52,9 @@ bool send_with_fds(int socket, char tag, const int (&fds)[3]) {
 
 }  // namespace
 
-ForkServer::ForkServer(ChildProcess process, UniqueFd control, const Limits& limits)
-    : process_(std::move(process)), control_(std::move(control)), limits_(limits) {
+ForkServer::ForkServer(ChildProcess process, UniqueFd control, const Limits& limits,
+                       std::unique_ptr<RunCgroup> cgroup)
+    : process_(std::move(process)), control_(std::move(control)), limits_(limits), cgroup_(std::move(cgroup)) {
   // The server itself never writes to stdout; its stderr only carries a crash traceback.
   process_.stdin_w.reset();
   fcntl(process_.stderr_r.get(), F_SETFL, O_NONBLOCK);
@@ -106,6 +107,7 @@ RunResult ForkServer::run(const std::string& stdin_data) {
   UniqueFd child_in(in[0]), child_out(out[1]), child_err(err[1]);
   StdioPump pump(UniqueFd(in[1]), stdin_data, UniqueFd(out[0]), UniqueFd(err[0]), limits_.output_bytes);
 
+  const long oom_kills_before = cgroup_ ? cgroup_->oom_kills() : -1;
   const auto started = Clock::now();
   if (!send_with_fds(control_.get(), 'R', {child_in.get(), child_out.get(), child_err.get()}))
     return server_failure(std::string("sending the request: ") + std::strerror(errno));
@@ -171,6 +173,7 @@ RunResult ForkServer::run(const std::string& stdin_data) {
     if (!replied && (fds[1].revents & POLLIN)) return server_failure("the server exited");
   }
   pump.close_all();
+  if (cgroup_) t.memory_exceeded = cgroup_->oom_kills() > oom_kills_before;
   return make_result(t, pump, limits_);
 }
 

@@ -3,7 +3,10 @@
 // pipes (sent over the control socket), so output capping and verdicts are the one-shot code.
 #pragma once
 
+#include <memory>
 #include <string>
+
+#include "sandbox/cgroup.h"
 
 #include "sandbox/sandbox.h"
 #include "sandbox/supervisor.h"
@@ -15,7 +18,7 @@ class ForkServer {
  public:
   // `process` has exec'd the interpreter with the boot script; `control` is our end of the
   // SOCK_SEQPACKET pair whose other end is the server's fd 3.
-  ForkServer(ChildProcess process, UniqueFd control, const Limits& limits);
+  ForkServer(ChildProcess process, UniqueFd control, const Limits& limits, std::unique_ptr<RunCgroup> cgroup);
   ~ForkServer();
   ForkServer(const ForkServer&) = delete;
   ForkServer& operator=(const ForkServer&) = delete;
@@ -31,6 +34,7 @@ class ForkServer {
   ChildProcess process_;
   UniqueFd control_;
   Limits limits_;
+  std::unique_ptr<RunCgroup> cgroup_;  // may be null
   bool alive_ = true;
 };
 

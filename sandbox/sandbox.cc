@@ -22,6 +22,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "sandbox/cgroup.h"
 #include "sandbox/fork_server.h"
 #include "sandbox/fork_server_boot.h"
 #include "sandbox/namespaces.h"
@@ -90,6 +91,7 @@ struct Sandbox::Impl {
   SeccompProgram compiler_filter;     // g++ and its subprocesses
   SeccompProgram server_filter;       // the fork server before its children add user_filter_deny
   std::atomic<unsigned> run_counter{0};
+  std::unique_ptr<CgroupManager> cgroups;
   std::mutex notes_mutex;
   std::string last_fork_server_failure;
   void note_fork_server_failure(const std::string& why) {
@@ -137,6 +139,7 @@ struct Sandbox::Impl {
     std::string executable;
   };
   std::unique_ptr<Prepared> prepare(const Launch& l);
+  std::unique_ptr<RunCgroup> make_cgroup(const Limits& limits, std::size_t extra_bytes, int extra_pids);
   RunResult launch(const Launch& l, const std::string& stdin_data);
   std::unique_ptr<ForkServer> start_fork_server(const Program& program, const Limits& limits, std::string& error);
   bool fork_server_usable() const { return config.use_fork_server && namespaces && privileged && report.seccomp; }
@@ -174,8 +177,15 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
   }
   r.rlimits = true;
   r.no_new_privs = true;
-  r.cgroup = false;
-  r.notes.push_back("cgroup limits not active: memory is bounded by RLIMIT_AS, processes by RLIMIT_NPROC");
+  if (d.config.use_cgroups) {
+    std::string why;
+    d.cgroups = CgroupManager::detect(why);
+    r.cgroup = d.cgroups != nullptr;
+    if (!r.cgroup) r.notes.push_back("cgroup limits off (" + why + "): memory is bounded per process by RLIMIT_AS, processes by RLIMIT_NPROC");
+    else r.notes.push_back("cgroup: " + d.cgroups->description());
+  } else {
+    r.notes.push_back("cgroups disabled by configuration");
+  }
 
   const bool basic_ok = r.seccomp && r.rlimits;
   const bool ns_ok = basic_ok && d.namespaces;
@@ -276,11 +286,23 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
   return prepared;
 }
 
+std::unique_ptr<RunCgroup> Sandbox::Impl::make_cgroup(const Limits& limits, std::size_t extra_bytes, int extra_pids) {
+  if (!cgroups) return nullptr;
+  std::string error;
+  // The cgroup bounds the whole tree; the init stub and the interpreter's first pages are in it.
+  auto cg = cgroups->create((limits.memory_mb << 20) + extra_bytes, std::max(1, limits.max_processes) + extra_pids, error);
+  if (!cg) throw std::runtime_error("creating the run's cgroup: " + error);
+  return cg;
+}
+
 RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) {
   std::unique_ptr<Prepared> p;
+  std::unique_ptr<RunCgroup> cgroup;
   ChildProcess child;
   try {
     p = prepare(l);
+    cgroup = make_cgroup(l.limits, 0, 2);
+    p->options.cgroup = cgroup.get();
     child = spawn_child(p->options);
   } catch (const std::exception& e) {
     RunResult r;
@@ -290,7 +312,11 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
   }
   StdioPump pump(std::move(child.stdin_w), stdin_data, std::move(child.stdout_r), std::move(child.stderr_r),
                  l.limits.output_bytes);
-  const Termination t = supervise(child, pump, wall_deadline_s(l.limits), &p->step_targets);
+  Termination t = supervise(child, pump, wall_deadline_s(l.limits), &p->step_targets);
+  if (cgroup) {
+    t.memory_exceeded = cgroup->oom_kills() > 0;
+    t.peak_memory_kb = std::max(t.peak_memory_kb, cgroup->peak_kb());
+  }
   return make_result(t, pump, l.limits);
 }
 
@@ -328,6 +354,9 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
   l.stay_namespace_root = true;
   try {
     auto p = prepare(l);
+    // One cgroup for the batch: the server, plus one child at a time.
+    auto cgroup = make_cgroup(limits, 64u << 20, 4);
+    p->options.cgroup = cgroup.get();
     ChildProcess child = spawn_child(p->options);
     theirs.reset();
     SetupMonitor monitor(child, &p->step_targets);
@@ -340,7 +369,7 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
     }
     // Closing the listener makes every later exec attempt fail (ENOSYS).
     monitor.close_listener();
-    return std::make_unique<ForkServer>(std::move(child), std::move(ours), limits);
+    return std::make_unique<ForkServer>(std::move(child), std::move(ours), limits, std::move(cgroup));
   } catch (const std::exception& e) {
     error = e.what();
     return nullptr;

@@ -71,7 +71,7 @@ ArgvBuilder::ArgvBuilder(std::vector<std::string> items) : items_(std::move(item
 ChildProcess spawn_child(SpawnOptions& options) {
   Pipe in = make_pipe(), out = make_pipe(), err = make_pipe(), status = make_pipe();
   std::optional<Pipe> sync;
-  if (options.namespaces) sync = make_pipe();
+  if (options.namespaces || options.cgroup) sync = make_pipe();
 
   ChildPlan& plan = options.plan;
   plan.stdin_fd = in.read.get();
@@ -104,7 +104,15 @@ ChildProcess spawn_child(SpawnOptions& options) {
   status.write.reset();
   if (sync) {
     sync->read.reset();
-    const std::string map_error = write_id_maps(child.pid, options.outside_root, options.privileged_maps);
+    if (options.cgroup) {
+      if (const std::string error = options.cgroup->add(child.pid); !error.empty()) {
+        kill_tree(child);
+        waitpid(child.pid, nullptr, 0);
+        throw std::runtime_error("moving the sandbox into its cgroup: " + error);
+      }
+    }
+    const std::string map_error =
+        options.namespaces ? write_id_maps(child.pid, options.outside_root, options.privileged_maps) : std::string();
     if (!map_error.empty()) {
       kill_tree(child);
       waitpid(child.pid, nullptr, 0);
@@ -414,7 +422,12 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
     return r;
   }
   const double cpu_limit = limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0;
-  if (t.killed_for_time) {
+  if (t.memory_exceeded) {
+    // An OOM kill inside the run explains whatever followed (a hang waiting for a killed
+    // process, a broken pipe), so it outranks the other verdicts.
+    r.verdict = Verdict::memory_limit;
+    r.message = "memory limit exceeded (cgroup OOM kill)";
+  } else if (t.killed_for_time) {
     r.verdict = Verdict::time_limit;
     r.message = "wall-clock limit exceeded";
   } else if (t.signal == SIGXCPU || r.cpu_time_s > cpu_limit) {
@@ -423,9 +436,6 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
   } else if (t.killed_for_output || r.stdout_truncated) {
     r.verdict = Verdict::output_limit;
     r.message = "stdout exceeded " + std::to_string(limits.output_bytes) + " bytes";
-  } else if (t.memory_exceeded) {
-    r.verdict = Verdict::memory_limit;
-    r.message = "memory limit exceeded";
   } else if (t.signal == SIGSYS) {
     r.verdict = Verdict::syscall_denied;
     r.message = "killed by the seccomp filter (forbidden system call)";

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "sandbox/cgroup.h"
 #include "sandbox/child.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/unique_fd.h"
@@ -24,7 +25,7 @@ struct SpawnOptions {
   unsigned outside_root = 0;     // outside id of inside uid 0 (inside 1000 is +1)
   ChildPlan plan;                // fds are filled in by spawn_child
   int keep_fd = -1;              // passed to the child as fd 3 (fork-server socket)
-  int cgroup_fd = -1;            // cgroup v2 directory to start the child in (CLONE_INTO_CGROUP)
+  const RunCgroup* cgroup = nullptr;  // moved in before it is released to run
 };
 
 struct ChildProcess {

@@ -47,6 +47,55 @@ TEST(SandboxBasic, ExceptionIsRuntimeErrorWithTraceback) {
   EXPECT_NE(r.stderr_data.find("line 2"), std::string::npos) << r.stderr_data;
 }
 
+TEST(SandboxBasic, IsolationReportIsComplete) {
+  const auto report = to_json(shared_sandbox().isolation());
+  for (const char* key : {"user_namespace", "pid_namespace", "mount_namespace", "network_namespace", "ipc_namespace",
+                          "uts_namespace", "readonly_root", "seccomp", "rlimits", "cgroup", "no_new_privs", "notes"})
+    EXPECT_TRUE(report.contains(key)) << key;
+  EXPECT_TRUE(report["seccomp"].get<bool>()) << report.dump();
+}
+
+TEST(SandboxBasic, MinimumThatCannotBeMetRefusesToStart) {
+  Config config;
+  config.use_namespaces = false;
+  config.minimum = MinimumIsolation::namespaces;
+  EXPECT_THROW(Sandbox{config}, std::runtime_error);
+}
+
+TEST(SandboxBasic, DegradedModeStillRunsAndLimits) {
+  Config config;
+  config.use_namespaces = false;
+  config.use_cgroups = false;
+  Sandbox degraded(config);
+  EXPECT_FALSE(degraded.isolation().pid_namespace);
+  EXPECT_TRUE(degraded.isolation().seccomp);
+  auto ok = degraded.run(python("print(input())"), "hi\n", fast_limits());
+  EXPECT_EQ(ok.verdict, Verdict::ok) << to_json(ok).dump();
+  EXPECT_EQ(ok.stdout_data, "hi\n");
+  auto net = degraded.run(python("import socket\nsocket.socket()"), "", fast_limits());
+  EXPECT_EQ(net.verdict, Verdict::runtime_error);
+  auto loop = degraded.run(python("while True: pass"), "", fast_limits());
+  EXPECT_EQ(loop.verdict, Verdict::time_limit);
+  auto fork = degraded.run(python("import os, time\nif os.fork() == 0:\n    time.sleep(30)\nprint('x')"), "", fast_limits());
+  EXPECT_EQ(fork.verdict, Verdict::ok);
+}
+
+TEST(SandboxBasic, CgroupBoundsTheWholeProcessTree) {
+  if (!shared_sandbox().isolation().cgroup) GTEST_SKIP() << "no writable cgroup hierarchy here";
+  // Each process stays under RLIMIT_AS; together they exceed the cgroup's memory ceiling.
+  const char* source =
+      "import os, time\n"
+      "for _ in range(4):\n"
+      "    if os.fork() == 0:\n"
+      "        b = bytearray(150 << 20)\n"
+      "        for i in range(0, len(b), 4096): b[i] = 1\n"
+      "        time.sleep(5)\n"
+      "        os._exit(0)\n"
+      "for _ in range(4): os.wait()\n";
+  auto r = shared_sandbox().run(python(source), "", fast_limits());
+  EXPECT_EQ(r.verdict, Verdict::memory_limit) << to_json(r).dump();
+}
+
 TEST(SandboxBatch, ForkServerMatchesOneShot) {
   auto& sandbox = shared_sandbox();
   const Program p = python(

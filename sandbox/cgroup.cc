@@ -1,0 +1,299 @@
+#include "sandbox/cgroup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace distil::sandbox::detail {
+namespace {
+
+std::string write_file(const std::string& path, const std::string& value) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return path + ": " + std::strerror(errno);
+  const ssize_t n = write(fd, value.data(), value.size());
+  const int err = errno;
+  close(fd);
+  if (n != static_cast<ssize_t>(value.size())) return path + ": " + std::strerror(n < 0 ? err : EIO);
+  return {};
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Value of "key N" in a flat-keyed file (memory.events, memory.oom_control); -1 if absent.
+long keyed_value(const std::string& text, const std::string& key) {
+  std::istringstream in(text);
+  std::string k;
+  long v;
+  while (in >> k >> v)
+    if (k == key) return v;
+  return -1;
+}
+
+// Mount points by filesystem type and (for v1) controller, from /proc/self/mountinfo.
+std::string find_mount(const std::string& fstype, const std::string& controller) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream pre(line.substr(0, dash)), post(line.substr(dash + 3));
+    std::string id, parent, devno, root, mount_point, type, source, options;
+    pre >> id >> parent >> devno >> root >> mount_point;
+    post >> type >> source >> options;
+    if (type != fstype) continue;
+    if (controller.empty()) return mount_point;
+    std::istringstream opts(options);
+    std::string opt;
+    while (std::getline(opts, opt, ','))
+      if (opt == controller) return mount_point;
+  }
+  return {};
+}
+
+// Our own cgroup path in a hierarchy, from /proc/self/cgroup ("" controller list: v2).
+std::string own_path(const std::string& controller) {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto first = line.find(':');
+    const auto second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1);
+    const std::string path = line.substr(second + 1);
+    if (controller.empty() ? controllers.empty() : ("," + controllers + ",").find("," + controller + ",") != std::string::npos)
+      return path == "/" ? std::string() : path;
+  }
+  return {};
+}
+
+int open_control(const std::string& path, int flags) { return open(path.c_str(), flags | O_CLOEXEC); }
+
+std::string fd_read(const UniqueFd& fd) {
+  if (!fd.valid()) return {};
+  char buf[4096];
+  const ssize_t n = pread(fd.get(), buf, sizeof(buf) - 1, 0);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+
+std::string fd_write(const UniqueFd& fd, const std::string& value, const char* what) {
+  if (!fd.valid()) return std::string(what) + ": not open";
+  const ssize_t n = pwrite(fd.get(), value.data(), value.size(), 0);
+  if (n != static_cast<ssize_t>(value.size())) return std::string(what) + ": " + std::strerror(n < 0 ? errno : EIO);
+  return {};
+}
+
+bool make_dir(const std::string& path, std::string& error) {
+  if (mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return true;
+  error = "mkdir " + path + ": " + std::strerror(errno);
+  return false;
+}
+
+}  // namespace
+
+RunCgroup::RunCgroup(CgroupManager* owner, CgroupSlot* slot, bool v2) : owner_(owner), slot_(slot), v2_(v2) {
+  oom_baseline_ = std::max(0L, oom_kills_total());
+  // v1 keeps the peak since the last reset; start this run's from zero.
+  if (!v2_ && slot_->peak.valid()) fd_write(slot_->peak, "0", "memory.max_usage_in_bytes");
+}
+
+RunCgroup::~RunCgroup() {
+  kill_all();
+  // Processes killed a moment ago may still be exiting; a cgroup that does not empty is not
+  // reused (it is removed with the manager).
+  for (int attempt = 0; attempt < 20 && !empty(); ++attempt) usleep(500);
+  if (empty()) owner_->give_back(slot_);
+}
+
+bool RunCgroup::empty() const {
+  for (const auto& procs : slot_->procs)
+    if (procs.valid() && fd_read(procs).find_first_of("0123456789") != std::string::npos) return false;
+  return true;
+}
+
+std::string RunCgroup::add(pid_t pid) const {
+  for (const auto& procs : slot_->procs)
+    if (procs.valid())
+      if (auto err = fd_write(procs, std::to_string(pid), "cgroup.procs"); !err.empty()) return err;
+  return {};
+}
+
+long RunCgroup::oom_kills_total() const { return keyed_value(fd_read(slot_->oom_events), "oom_kill"); }
+
+long RunCgroup::oom_kills() const {
+  const long total = oom_kills_total();
+  return total < 0 ? -1 : total - oom_baseline_;
+}
+
+std::size_t RunCgroup::peak_kb() const {
+  // cgroup v2's memory.peak cannot be reset for a reused cgroup; rusage covers it there.
+  if (v2_) return 0;
+  const std::string text = fd_read(slot_->peak);
+  return text.empty() ? 0 : static_cast<std::size_t>(std::strtoull(text.c_str(), nullptr, 10) / 1024);
+}
+
+void RunCgroup::kill_all() const {
+  if (v2_ && slot_->kill.valid() && fd_write(slot_->kill, "1", "cgroup.kill").empty()) return;
+  for (int round = 0; round < 3; ++round) {
+    std::istringstream pids(fd_read(slot_->procs[0]));
+    pid_t pid;
+    bool any = false;
+    while (pids >> pid) {
+      kill(pid, SIGKILL);
+      any = true;
+    }
+    if (!any) return;
+  }
+}
+
+std::unique_ptr<CgroupManager> CgroupManager::detect(std::string& why_not) {
+  std::unique_ptr<CgroupManager> m(new CgroupManager());
+  // One directory per manager: several Sandbox objects may live in one process.
+  static std::atomic<unsigned> instances{0};
+  const std::string leaf = "distil-sandbox-" + std::to_string(getpid()) + "-" + std::to_string(instances.fetch_add(1));
+  std::string error;
+
+  const std::string v2_mount = find_mount("cgroup2", "");
+  if (!v2_mount.empty()) {
+    const std::string own = v2_mount + own_path("");
+    const std::string delegated = read_file(own + "/cgroup.subtree_control");
+    if (delegated.find("memory") != std::string::npos && delegated.find("pids") != std::string::npos) {
+      const std::string base = own + "/" + leaf;
+      if (make_dir(base, error) && write_file(base + "/cgroup.subtree_control", "+memory +pids").empty()) {
+        m->v2_ = true;
+        m->bases_ = {base};
+        return m;
+      }
+      rmdir(base.c_str());
+    }
+  }
+  // cgroup v1: the memory controller only. Moving a process into a v1 cgroup takes the global
+  // threadgroup lock (an RCU grace period, ~0.3 ms idle and far more on a busy host) once per
+  // hierarchy, and processes are already bounded per run by RLIMIT_NPROC (each run has its own
+  // uid), so the pids hierarchy is not worth a second move.
+  const std::string memory_mount = find_mount("cgroup", "memory");
+  if (!memory_mount.empty()) {
+    const std::string memory_base = memory_mount + own_path("memory") + "/" + leaf;
+    if (make_dir(memory_base, error)) {
+      m->bases_ = {memory_base};
+      return m;
+    }
+    why_not = "cgroup v1 memory hierarchy not writable: " + error;
+    return nullptr;
+  }
+  why_not = v2_mount.empty() ? "no cgroup hierarchy with memory and pids controllers is mounted"
+                             : "cgroup v2 subtree at " + v2_mount + own_path("") +
+                                   " does not delegate the memory and pids controllers";
+  return nullptr;
+}
+
+std::string CgroupManager::description() const {
+  std::string s = v2_ ? "cgroup v2 (memory, pids) at " : "cgroup v1 memory (processes: per-run RLIMIT_NPROC) at ";
+  for (std::size_t i = 0; i < bases_.size(); ++i) s += (i ? ", " : "") + bases_[i];
+  return s;
+}
+
+CgroupManager::~CgroupManager() {
+  for (const auto& slot : all_) {
+    for (auto& fd : slot->procs) fd.reset();
+    for (auto it = slot->dirs.rbegin(); it != slot->dirs.rend(); ++it) rmdir(it->c_str());
+  }
+  for (const auto& base : bases_) rmdir(base.c_str());
+}
+
+void CgroupManager::give_back(CgroupSlot* slot) {
+  std::lock_guard lock(mutex_);
+  idle_.push_back(slot);
+}
+
+CgroupSlot* CgroupManager::make_slot(std::string& error) {
+  auto slot = std::make_unique<CgroupSlot>();
+  const std::string name = "/run-" + std::to_string(counter_.fetch_add(1));
+  for (const auto& base : bases_) {
+    if (!make_dir(base + name, error)) {
+      for (const auto& d : slot->dirs) rmdir(d.c_str());
+      return nullptr;
+    }
+    slot->dirs.push_back(base + name);
+  }
+  const std::string& mem = slot->dirs[0];
+  for (std::size_t i = 0; i < slot->dirs.size() && i < 1; ++i)
+    slot->procs[i].reset(open_control(slot->dirs[i] + "/cgroup.procs", O_RDWR));
+  if (v2_) {
+    slot->memory_limit.reset(open_control(mem + "/memory.max", O_WRONLY));
+    slot->memsw_limit.reset(open_control(mem + "/memory.swap.max", O_WRONLY));
+    slot->pids_max.reset(open_control(mem + "/pids.max", O_WRONLY));
+    slot->oom_events.reset(open_control(mem + "/memory.events", O_RDONLY));
+    slot->kill.reset(open_control(mem + "/cgroup.kill", O_WRONLY));
+  } else {
+    slot->memory_limit.reset(open_control(mem + "/memory.limit_in_bytes", O_WRONLY));
+    slot->memsw_limit.reset(open_control(mem + "/memory.memsw.limit_in_bytes", O_WRONLY));
+    slot->oom_events.reset(open_control(mem + "/memory.oom_control", O_RDONLY));
+    slot->peak.reset(open_control(mem + "/memory.max_usage_in_bytes", O_RDWR));
+  }
+  if (!slot->procs[0].valid() || !slot->memory_limit.valid() || (v2_ && !slot->pids_max.valid())) {
+    error = "opening the control files of " + mem + ": " + std::strerror(errno);
+    for (auto it = slot->dirs.rbegin(); it != slot->dirs.rend(); ++it) rmdir(it->c_str());
+    return nullptr;
+  }
+  std::lock_guard lock(mutex_);
+  all_.push_back(std::move(slot));
+  return all_.back().get();
+}
+
+std::string CgroupManager::set_limits(CgroupSlot& slot, std::size_t memory_bytes, int pids_max) {
+  if (slot.memory_bytes != memory_bytes) {
+    const std::string memory = std::to_string(memory_bytes);
+    std::string error;
+    if (v2_) {
+      error = fd_write(slot.memory_limit, memory, "memory.max");
+      if (error.empty() && slot.memsw_limit.valid()) error = fd_write(slot.memsw_limit, "0", "memory.swap.max");
+    } else {
+      // With swap accounting, swap must not extend the limit; the kernel keeps memsw >= memory
+      // at every step, so the order depends on the direction of the change.
+      const bool raising = memory_bytes > slot.memory_bytes && slot.memory_bytes != 0;
+      if (raising && slot.memsw_limit.valid()) error = fd_write(slot.memsw_limit, memory, "memory.memsw.limit_in_bytes");
+      if (error.empty()) error = fd_write(slot.memory_limit, memory, "memory.limit_in_bytes");
+      if (error.empty() && !raising && slot.memsw_limit.valid())
+        error = fd_write(slot.memsw_limit, memory, "memory.memsw.limit_in_bytes");
+    }
+    if (!error.empty()) return error;
+    slot.memory_bytes = memory_bytes;
+  }
+  if (slot.pids_max.valid() && slot.pids != pids_max) {
+    if (auto error = fd_write(slot.pids_max, std::to_string(pids_max), "pids.max"); !error.empty()) return error;
+    slot.pids = pids_max;
+  }
+  return {};
+}
+
+std::unique_ptr<RunCgroup> CgroupManager::create(std::size_t memory_bytes, int pids_max, std::string& error) {
+  CgroupSlot* slot = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (!idle_.empty()) {
+      slot = idle_.back();
+      idle_.pop_back();
+    }
+  }
+  if (!slot && !(slot = make_slot(error))) return nullptr;
+  error = set_limits(*slot, memory_bytes, pids_max);
+  if (!error.empty()) {
+    give_back(slot);
+    return nullptr;
+  }
+  return std::make_unique<RunCgroup>(this, slot, v2_);
+}
+
+}  // namespace distil::sandbox::detail
