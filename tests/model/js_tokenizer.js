@@ -15,7 +15,9 @@ if (mode === "encode") {
   process.stdout.write(JSON.stringify({ ids, decoded }));
 } else if (mode === "bench") {
   const text = fs.readFileSync(file, "utf8");
-  const lines = text.split("\n").map((l) => l + "\n");
+  const parts = text.split("\n");
+  if (parts.length && parts[parts.length - 1] === "") parts.pop();  // text ends with a newline
+  const lines = parts.map((l) => l + "\n");
   tokenizer.encode(lines[0], { add_special_tokens: false });  // warm up
   const start = process.hrtime.bigint();
   let tokens = 0;

@@ -432,6 +432,43 @@ TEST(Training, ChunkedGatherLogprobsGradientsMatchDirect) {
   for (size_t i = 0; i < direct_grads.size(); ++i) expect_close(chunked_grads[i], direct_grads[i], 1e-4, "grad " + std::to_string(i));
 }
 
+// The hand-written backward passes (RMSNorm, RoPE) against central finite differences in fp64.
+TEST(Training, GradientsMatchFiniteDifferences) {
+  for (const char* variant : {"qwen3", "olmo2", "llama3"}) {
+    CausalLM model = spicy_model(tiny_config(variant), 71);
+    model->to(torch::kFloat64);
+    const Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6}, torch::kLong).view({2, -1});
+    Tensor mask = torch::ones_like(ids);
+    mask[1][0] = 0;
+    const Tensor coeff = torch::randn({2, 4, 300}, at::detail::createCPUGenerator(3), torch::kFloat64);
+    const auto loss = [&] { return (model->forward(ids, mask) * coeff).sum(); };
+    model->zero_grad();
+    loss().backward();
+    auto gen = at::detail::createCPUGenerator(9);
+    for (auto& item : model->named_parameters()) {
+      const std::string& name = item.key();
+      Tensor& param = item.value();
+      const Tensor flat = param.view({-1});
+      const Tensor grad = param.grad().view({-1});
+      for (int probe = 0; probe < 3; ++probe) {
+        const int64_t i = torch::randint(flat.size(0), {1}, gen, torch::kLong).item<int64_t>();
+        const double h = 1e-6, saved = flat[i].item<double>();
+        double plus, minus;
+        {
+          torch::NoGradGuard no_grad;
+          flat[i].fill_(saved + h);
+          plus = loss().item<double>();
+          flat[i].fill_(saved - h);
+          minus = loss().item<double>();
+          flat[i].fill_(saved);
+        }
+        const double numeric = (plus - minus) / (2 * h), analytic = grad[i].item<double>();
+        EXPECT_NEAR(analytic, numeric, 1e-5 * std::max(1.0, std::abs(numeric))) << variant << " " << name << "[" << i << "]";
+      }
+    }
+  }
+}
+
 TEST(Training, GradientCheckpointingGivesTheSameGradients) {
   for (const char* variant : {"qwen3", "olmo2"}) {
     CausalLM model = spicy_model(tiny_config(variant), 51);

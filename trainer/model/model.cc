@@ -49,14 +49,40 @@ std::optional<int64_t> optional_token(const nlohmann::json& j, const char* field
   return require_int(j, field);
 }
 
+// Norms and softmax run in fp32 (fp64 when the model is fp64, e.g. for finite-difference tests).
+torch::Dtype accumulate_type(const Tensor& x) { return x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat32; }
+
 // RMSNorm over the last dimension in fp32. Qwen/Llama cast back before the weight multiply,
-// OLMo 2 multiplies in fp32 first; identical in fp32, different rounding in bf16.
+// OLMo 2 multiplies in fp32 first; identical in fp32, different rounding in bf16. A hand-written
+// backward keeps the autograd graph at one node per norm (small models are overhead-bound).
+struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& weight, double eps,
+                        bool weight_in_fp32) {
+    const auto dtype = x.scalar_type();
+    const Tensor xf = x.to(accumulate_type(x));
+    const Tensor r = torch::rsqrt(xf.pow(2).mean(-1, true).add_(eps));
+    ctx->save_for_backward({x, weight, r});
+    const Tensor normed = xf * r;
+    if (weight_in_fp32) return (weight.to(accumulate_type(x)) * normed).to(dtype);
+    return weight.to(dtype) * normed.to(dtype);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &weight = saved[1], &r = saved[2];
+    const auto acc = accumulate_type(x);
+    const Tensor xf = x.to(acc), g = grads[0].to(acc);
+    const Tensor normed = xf * r;
+    const Tensor gw = g * weight.to(acc);
+    // d(x_j r)/dx_i = r (delta_ij - x_i x_j r^2 / n)
+    const Tensor grad_x = (r * (gw - normed * (gw * normed).mean(-1, true))).to(x.scalar_type());
+    Tensor grad_w = (g * normed).reshape({-1, normed.size(-1)}).sum(0).to(weight.scalar_type());
+    return {grad_x, grad_w, Tensor(), Tensor()};
+  }
+};
+
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, bool weight_in_fp32) {
-  const auto dtype = x.scalar_type();
-  const Tensor xf = x.to(torch::kFloat32);
-  const Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
-  if (weight_in_fp32) return (weight.to(torch::kFloat32) * normed).to(dtype);
-  return weight.to(dtype) * normed.to(dtype);
+  return RmsNormFunction::apply(x, weight, eps, weight_in_fp32);
 }
 
 Tensor rotate_half(const Tensor& x) {
@@ -327,12 +353,29 @@ Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const T
   const Tensor grouped = q.reshape({B, KV, rep * T, D});
   Tensor scores = torch::matmul(grouped, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(static_cast<double>(D)));
   scores = scores.view({B, KV, rep, T, S}).masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-  const Tensor probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  const Tensor probs = torch::softmax(scores, -1, accumulate_type(q)).to(q.scalar_type());
   return torch::matmul(probs.view({B, KV, rep * T, S}), v).view({B, H, T, D});
 #endif
 }
 
-Tensor apply_rope(const Tensor& x, const Tensor& cos, const Tensor& sin) { return x * cos + rotate_half(x) * sin; }
+// x * cos + rotate_half(x) * sin, with backward g * cos + rotate_half^T(g * sin) as one node.
+struct RopeFunction : public torch::autograd::Function<RopeFunction> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& cos, const Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return x * cos + rotate_half(x) * sin;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& g = grads[0];
+    const Tensor gs = g * saved[1];
+    const int64_t half = gs.size(-1) / 2;
+    const Tensor rotated_back = torch::cat({gs.narrow(-1, half, half), -gs.narrow(-1, 0, half)}, -1);
+    return {g * saved[0] + rotated_back, Tensor(), Tensor()};
+  }
+};
+
+Tensor apply_rope(const Tensor& x, const Tensor& cos, const Tensor& sin) { return RopeFunction::apply(x, cos, sin); }
 
 Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const Tensor& x, const LayerInputs& in) {
   const auto dtype = x.scalar_type();

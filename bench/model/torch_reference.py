@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""The benchmark's reference: the same Qwen3-style decoder written the usual way in PyTorch
+(separate q/k/v/gate/up projections, repeat_kv, as in transformers' modeling code), timing one
+training step (forward + backward, loss = mean token cross-entropy).
+
+Usage: torch_reference.py VOCAB HIDDEN INTER LAYERS HEADS KV_HEADS HEAD_DIM BATCH SEQ STEPS THREADS
+Prints one JSON line: {"tokens_per_s": ..., "seconds_per_step": ..., "loss": ...}.
+"""
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+(vocab, hidden, inter, layers, heads, kv_heads, head_dim, batch, seq, steps, threads) = map(int, sys.argv[1:12])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, n, eps=1e-6):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(n))
+        self.eps = eps
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Layer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q_proj = torch.nn.Linear(hidden, heads * head_dim, bias=False)
+        self.k_proj = torch.nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        self.v_proj = torch.nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        self.o_proj = torch.nn.Linear(heads * head_dim, hidden, bias=False)
+        self.q_norm = RMSNorm(head_dim)
+        self.k_norm = RMSNorm(head_dim)
+        self.gate_proj = torch.nn.Linear(hidden, inter, bias=False)
+        self.up_proj = torch.nn.Linear(hidden, inter, bias=False)
+        self.down_proj = torch.nn.Linear(inter, hidden, bias=False)
+        self.input_layernorm = RMSNorm(hidden)
+        self.post_attention_layernorm = RMSNorm(hidden)
+
+    def forward(self, x, cos, sin, mask):
+        b, t, _ = x.shape
+        h = self.input_layernorm(x)
+        q = self.q_norm(self.q_proj(h).view(b, t, heads, head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(h).view(b, t, kv_heads, head_dim)).transpose(1, 2)
+        v = self.v_proj(h).view(b, t, kv_heads, head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = heads // kv_heads
+        k = k[:, :, None].expand(b, kv_heads, rep, t, head_dim).reshape(b, heads, t, head_dim)
+        v = v[:, :, None].expand(b, kv_heads, rep, t, head_dim).reshape(b, heads, t, head_dim)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + mask
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        attn = (probs @ v).transpose(1, 2).reshape(b, t, heads * head_dim)
+        x = x + self.o_proj(attn)
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = torch.nn.Embedding(vocab, hidden)
+        self.layers = torch.nn.ModuleList(Layer() for _ in range(layers))
+        self.norm = RMSNorm(hidden)
+        inv = 1.0 / (1e6 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv)
+
+    def forward(self, ids):
+        b, t = ids.shape
+        pos = torch.arange(t).float()
+        freqs = pos[:, None] * self.inv_freq[None]
+        emb = torch.cat((freqs, freqs), -1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        mask = torch.full((t, t), float("-inf")).triu(1)
+        x = self.embed_tokens(ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.norm(x) @ self.embed_tokens.weight.t()
+
+
+model = Model()
+for p in model.parameters():
+    if p.dim() > 1:
+        torch.nn.init.normal_(p, std=0.02)
+ids = torch.randint(vocab, (batch, seq))
+
+
+def step():
+    logits = model(ids)
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), ids[:, 1:].reshape(-1))
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.item()
+
+
+step()  # warm-up
+start = time.perf_counter()
+for _ in range(steps):
+    loss = step()
+elapsed = time.perf_counter() - start
+print(json.dumps({"tokens_per_s": batch * seq * steps / elapsed, "seconds_per_step": elapsed / steps, "loss": loss}))
