@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   distil::env::add_serve_command(app, exit_code);
   distil::graders::add_grade_command(app, exit_code);
+  distil::graders::add_convert_command(app, exit_code);
   distil::sandbox::add_run_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

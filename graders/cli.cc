@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "graders/grader.h"
+#include "tasks/converters.h"
 
 namespace distil::graders {
 namespace {
@@ -84,6 +85,47 @@ void add_grade_command(CLI::App& app, int& exit_code) {
       exit_code = 0;
     } catch (const std::exception& e) {
       std::cerr << "distil-env grade: " << e.what() << "\n";
+      exit_code = 2;
+    }
+  });
+}
+
+void add_convert_command(CLI::App& app, int& exit_code) {
+  struct Args {
+    std::string format, input, output, id_prefix;
+    bool skip_bad_lines = false, no_instructions = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("convert", "Convert a public benchmark file (LiveCodeBench, MATH/AIME/AMC/HMMT/Minerva, "
+                                                "SciKnowEval) into task JSONL");
+  cmd->add_option("--format", args->format, "lcb, math, math500, aime, amc, hmmt, minerva or sciknoweval")->required();
+  cmd->add_option("input", args->input, "source JSONL (or JSON array) file")->required();
+  cmd->add_option("output", args->output, "task JSONL to write ('-' for stdout)")->required();
+  cmd->add_option("--id-prefix", args->id_prefix, "prefix of the task ids (default: the format)");
+  cmd->add_flag("--skip-bad-lines", args->skip_bad_lines, "report bad records on stderr and convert the rest");
+  cmd->add_flag("--no-instructions", args->no_instructions, "do not append the answer-format instruction to prompts");
+  cmd->callback([args, &exit_code] {
+    try {
+      tasks::ConvertOptions options;
+      options.id_prefix = args->id_prefix;
+      options.skip_bad_lines = args->skip_bad_lines;
+      options.add_instructions = !args->no_instructions;
+      const auto result = tasks::convert_file(args->input, tasks::source_format_from_string(args->format), options);
+      std::ofstream file;
+      std::ostream* out = &std::cout;
+      if (args->output != "-") {
+        file.open(args->output, std::ios::binary | std::ios::trunc);
+        if (!file) throw std::runtime_error(args->output + ": cannot write");
+        out = &file;
+      }
+      for (const auto& task : result.tasks) *out << tasks::to_json(task).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      out->flush();
+      if (!*out) throw std::runtime_error(args->output + ": write failed");
+      for (const auto& error : result.errors) std::cerr << "skipped " << error.to_string() << "\n";
+      std::cerr << "converted " << result.tasks.size() << " records, skipped " << result.errors.size() << "\n";
+      exit_code = result.errors.empty() ? 0 : 1;
+    } catch (const std::exception& e) {
+      std::cerr << "distil-env convert: " << e.what() << "\n";
       exit_code = 2;
     }
   });
