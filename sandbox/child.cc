@@ -50,10 +50,10 @@ int exec_program(void* arg) {
 // pid 1 of the sandbox: starts the program (vfork-style, so it costs no page-table copy), then
 // reaps until the program ends, reports its wait status and exits, which makes the kernel kill
 // everything else left in the namespace.
-[[noreturn]] void run_init_stub(const ChildPlan& p) {
-  constexpr std::size_t kStackSize = 64 * 1024;
-  void* stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) report_and_exit(p.status_fd, ChildStep::init_stub, errno, -1);
+constexpr std::size_t kStubStackSize = 64 * 1024;
+
+[[noreturn]] void run_init_stub(const ChildPlan& p, void* stack) {
+  const std::size_t kStackSize = kStubStackSize;
   ProgramStart start{&p, 0};
   const pid_t program = clone(exec_program, static_cast<char*>(stack) + kStackSize, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
   if (program < 0) report_and_exit(p.status_fd, ChildStep::init_stub, errno, -1);
@@ -159,6 +159,13 @@ int child_main(void* arg) {
 
   if (!move_fd(p.stdin_fd, 0) || !move_fd(p.stdout_fd, 1) || !move_fd(p.stderr_fd, 2)) fail(ChildStep::stdio);
   if (p.keep_fd >= 0 && !move_fd(p.keep_fd, 3)) fail(ChildStep::stdio);
+  // Mapped before RLIMIT_AS applies: this process is a copy of the supervisor, whose address
+  // space (thread stacks, malloc arenas) may already exceed the program's limit.
+  void* stub_stack = nullptr;
+  if (p.init_stub) {
+    stub_stack = mmap(nullptr, kStubStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stub_stack == MAP_FAILED) fail(ChildStep::init_stub);
+  }
   // Every other inherited descriptor closes at exec; the status pipe stays open until then so
   // a failure below can still be reported, and its EOF tells the supervisor exec succeeded.
   const unsigned first_closed = p.keep_fd >= 0 ? 4 : 3;
@@ -196,7 +203,7 @@ int child_main(void* arg) {
       if (write(status, &record, sizeof(record)) != sizeof(record)) fail(ChildStep::seccomp);
     }
   }
-  if (p.init_stub) run_init_stub(p);
+  if (p.init_stub) run_init_stub(p, stub_stack);
   execve(p.executable, p.argv, p.envp);
   fail(ChildStep::exec);
   return 127;

@@ -34,6 +34,25 @@ int apply_rlimits(const RlimitPlan& plan, int* failed) noexcept {
   return 0;
 }
 
+std::string validate_limits(const Limits& l) {
+  auto out_of_range = [](const char* field, double value, double lo, double hi) {
+    return std::string("limits.") + field + ": " + std::to_string(value) + " is outside [" + std::to_string(lo) +
+           ", " + std::to_string(hi) + "]";
+  };
+  if (!(l.cpu_time_s > 0 && l.cpu_time_s <= 3600)) return out_of_range("cpu_time_s", l.cpu_time_s, 0.001, 3600);
+  if (!(l.wall_time_s >= 0 && l.wall_time_s <= 7200)) return out_of_range("wall_time_s", l.wall_time_s, 0, 7200);
+  if (l.memory_mb < 16 || l.memory_mb > (1u << 20))
+    return out_of_range("memory_mb", static_cast<double>(l.memory_mb), 16, 1 << 20);
+  if (l.output_bytes < 1 || l.output_bytes > (1u << 30))
+    return out_of_range("output_bytes", static_cast<double>(l.output_bytes), 1, 1 << 30);
+  if (l.file_size_mb < 1 || l.file_size_mb > (1u << 16))
+    return out_of_range("file_size_mb", static_cast<double>(l.file_size_mb), 1, 1 << 16);
+  if (l.max_processes < 1 || l.max_processes > 4096) return out_of_range("max_processes", l.max_processes, 1, 4096);
+  if (l.max_open_files < 8 || l.max_open_files > 65536)
+    return out_of_range("max_open_files", l.max_open_files, 8, 65536);
+  return {};
+}
+
 double wall_deadline_s(const Limits& limits) {
   if (limits.wall_time_s > 0) return limits.wall_time_s;
   const double cpu = limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0;

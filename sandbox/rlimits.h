@@ -4,6 +4,8 @@
 
 #include <sys/resource.h>
 
+#include <string>
+
 #include "sandbox/sandbox.h"
 
 namespace distil::sandbox::detail {
@@ -23,6 +25,10 @@ RlimitPlan plan_rlimits(const Limits& limits);
 
 // Applies every entry; returns 0 or the errno of the first failure, with its index in `failed`.
 int apply_rlimits(const RlimitPlan& plan, int* failed) noexcept;
+
+// Empty when every field is in range, else "limits.<field>: <problem>". Limits may come from
+// task files and requests, so nothing is assumed about them.
+std::string validate_limits(const Limits& limits);
 
 // Wall-clock deadline in seconds for `limits`.
 double wall_deadline_s(const Limits& limits);

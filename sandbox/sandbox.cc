@@ -140,6 +140,8 @@ struct Sandbox::Impl {
   };
   std::unique_ptr<Prepared> prepare(const Launch& l);
   std::unique_ptr<RunCgroup> make_cgroup(const Limits& limits, std::size_t extra_bytes, int extra_pids);
+  std::vector<RunResult> run_cpp_batch(const Program& program, const std::vector<std::string>& stdin_data,
+                                       const Limits& limits, bool stop_at_first_failure);
   RunResult launch(const Launch& l, const std::string& stdin_data);
   std::unique_ptr<ForkServer> start_fork_server(const Program& program, const Limits& limits, std::string& error);
   bool fork_server_usable() const { return config.use_fork_server && namespaces && privileged && report.seccomp; }
@@ -376,8 +378,78 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
   }
 }
 
+namespace {
+
+// Checks what a caller (a task file, a request) controls; empty when fine.
+std::string validate_request(const Program& program, const Limits& limits) {
+  if (auto error = validate_limits(limits); !error.empty()) return error;
+  if (program.source.size() > (64u << 20)) return "program.source: larger than 64 MiB";
+  if (program.args.size() > 1024) return "program.args: more than 1024 arguments";
+  for (const auto& a : program.args)
+    if (a.find('\0') != std::string::npos) return "program.args: an argument contains a NUL byte";
+  return {};
+}
+
+RunResult invalid_request(const std::string& why) {
+  RunResult r;
+  r.verdict = Verdict::sandbox_error;
+  r.message = "invalid request: " + why;
+  return r;
+}
+
+}  // namespace
+
+std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, const std::vector<std::string>& stdin_data,
+                                                    const Limits& limits, bool stop_at_first_failure) {
+  std::vector<RunResult> results;
+  // Compile once in a sandbox that may exec (cc1plus, as, ld), into a scratch directory bound
+  // at /tmp, then run the binary like any other program.
+  ScratchDir build(kScratchBase);
+  if (chmod(build.path().c_str(), 0777) != 0)
+    throw std::runtime_error("chmod " + build.path() + ": " + std::strerror(errno));
+  Impl::Launch compile;
+  compile.executable = config.cxx_path;
+  compile.argv = {config.cxx_path, "-std=c++17", "-O2", "-pipe", "-o", "/tmp/main", kCxxSourcePath};
+  compile.files = {{kCxxSourcePath, program.source}};
+  compile.filter = &compiler_filter;
+  compile.limits.cpu_time_s = 20;
+  compile.limits.wall_time_s = 40;
+  compile.limits.memory_mb = 2048;
+  compile.limits.file_size_mb = 64;
+  compile.limits.max_processes = 16;
+  compile.limits.max_open_files = 256;
+  compile.limits.output_bytes = limits.output_bytes;
+  compile.work_dir_host = build.path();
+  RunResult compiled = launch(compile, "");
+  if (compiled.verdict != Verdict::ok) {
+    compiled.compile_error = compiled.verdict != Verdict::sandbox_error;
+    if (compiled.compile_error) compiled.verdict = Verdict::runtime_error;
+    if (compiled.message.empty()) compiled.message = "compilation failed";
+    else compiled.message = "compilation failed: " + compiled.message;
+    const std::size_t count = stop_at_first_failure ? std::min<std::size_t>(1, stdin_data.size()) : stdin_data.size();
+    return std::vector<RunResult>(count, compiled);
+  }
+  std::ifstream in(build.path() + "/main", std::ios::binary);
+  std::stringstream binary;
+  binary << in.rdbuf();
+  Impl::Launch run;
+  run.executable = kCxxBinaryPath;
+  run.argv = {kCxxBinaryPath};
+  run.argv.insert(run.argv.end(), program.args.begin(), program.args.end());
+  run.files = {{kCxxBinaryPath, binary.str(), true}};
+  run.filter = &user_filter_notify;
+  run.exec_notify = true;
+  run.limits = limits;
+  for (const auto& input : stdin_data) {
+    results.push_back(launch(run, input));
+    if (stop_at_first_failure && results.back().verdict != Verdict::ok) break;
+  }
+  return results;
+}
+
 RunResult Sandbox::run(const Program& program, const std::string& stdin_data, const Limits& limits) {
   Impl& d = *impl_;
+  if (auto why = validate_request(program, limits); !why.empty()) return invalid_request(why);
   if (program.language == Language::python) {
     Impl::Launch l;
     l.executable = d.config.python_path;
@@ -399,50 +471,20 @@ std::vector<RunResult> Sandbox::run_batch(const Program& program, const std::vec
                                           const Limits& limits, bool stop_at_first_failure) {
   Impl& d = *impl_;
   std::vector<RunResult> results;
-  if (program.language == Language::cpp) {
-    // Compile once in a sandbox that may exec (cc1plus, as, ld), into a scratch directory bound
-    // at /tmp, then run the binary like any other program.
-    ScratchDir build(kScratchBase);
-    if (chmod(build.path().c_str(), 0777) != 0)
-      throw std::runtime_error("chmod " + build.path() + ": " + std::strerror(errno));
-    Impl::Launch compile;
-    compile.executable = d.config.cxx_path;
-    compile.argv = {d.config.cxx_path, "-std=c++17", "-O2", "-pipe", "-o", "/tmp/main", kCxxSourcePath};
-    compile.files = {{kCxxSourcePath, program.source}};
-    compile.filter = &d.compiler_filter;
-    compile.limits.cpu_time_s = 20;
-    compile.limits.wall_time_s = 40;
-    compile.limits.memory_mb = 2048;
-    compile.limits.file_size_mb = 64;
-    compile.limits.max_processes = 16;
-    compile.limits.max_open_files = 256;
-    compile.limits.output_bytes = limits.output_bytes;
-    compile.work_dir_host = build.path();
-    RunResult compiled = d.launch(compile, "");
-    if (compiled.verdict != Verdict::ok) {
-      compiled.compile_error = compiled.verdict != Verdict::sandbox_error;
-      if (compiled.compile_error) compiled.verdict = Verdict::runtime_error;
-      if (compiled.message.empty()) compiled.message = "compilation failed";
-      else compiled.message = "compilation failed: " + compiled.message;
-      const std::size_t count = stop_at_first_failure ? 1 : stdin_data.size();
-      return std::vector<RunResult>(count, compiled);
-    }
-    std::ifstream in(build.path() + "/main", std::ios::binary);
-    std::stringstream binary;
-    binary << in.rdbuf();
-    Impl::Launch run;
-    run.executable = kCxxBinaryPath;
-    run.argv = {kCxxBinaryPath};
-    run.argv.insert(run.argv.end(), program.args.begin(), program.args.end());
-    run.files = {{kCxxBinaryPath, binary.str(), true}};
-    run.filter = &d.user_filter_notify;
-    run.exec_notify = true;
-    run.limits = limits;
-    for (const auto& input : stdin_data) {
-      results.push_back(d.launch(run, input));
-      if (stop_at_first_failure && results.back().verdict != Verdict::ok) break;
-    }
+  if (auto why = validate_request(program, limits); !why.empty()) {
+    results.assign(stop_at_first_failure ? std::min<std::size_t>(1, stdin_data.size()) : stdin_data.size(),
+                   invalid_request(why));
     return results;
+  }
+  if (program.language == Language::cpp) {
+    try {
+      return d.run_cpp_batch(program, stdin_data, limits, stop_at_first_failure);
+    } catch (const std::exception& e) {
+      results.assign(stop_at_first_failure ? std::min<std::size_t>(1, stdin_data.size()) : stdin_data.size(),
+                     invalid_request(std::string("sandbox could not prepare the C++ build: ") + e.what()));
+      results.front().message = std::string("sandbox could not prepare the C++ build: ") + e.what();
+      return results;
+    }
   }
   std::unique_ptr<ForkServer> server;
   if (d.fork_server_usable() && stdin_data.size() >= 2) {

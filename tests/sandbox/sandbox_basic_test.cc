@@ -1,6 +1,10 @@
 // Core behaviour of one sandboxed run: output, exit codes, stdin, verdicts, limits.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <limits>
+#include <thread>
+
 #include "sandbox/sandbox.h"
 
 namespace distil::sandbox {
@@ -89,11 +93,75 @@ TEST(SandboxBasic, CgroupBoundsTheWholeProcessTree) {
       "    if os.fork() == 0:\n"
       "        b = bytearray(150 << 20)\n"
       "        for i in range(0, len(b), 4096): b[i] = 1\n"
-      "        time.sleep(5)\n"
+      "        time.sleep(1)\n"
       "        os._exit(0)\n"
       "for _ in range(4): os.wait()\n";
   auto r = shared_sandbox().run(python(source), "", fast_limits());
   EXPECT_EQ(r.verdict, Verdict::memory_limit) << to_json(r).dump();
+}
+
+TEST(SandboxBasic, HostileLimitsAreRejectedNamingTheField) {
+  struct Bad {
+    const char* field;
+    Limits limits;
+  };
+  std::vector<Bad> bad;
+  Limits l = fast_limits();
+  l.cpu_time_s = -1;
+  bad.push_back({"cpu_time_s", l});
+  l = fast_limits();
+  l.cpu_time_s = std::numeric_limits<double>::quiet_NaN();
+  bad.push_back({"cpu_time_s", l});
+  l = fast_limits();
+  l.memory_mb = 0;
+  bad.push_back({"memory_mb", l});
+  l = fast_limits();
+  l.output_bytes = 0;
+  bad.push_back({"output_bytes", l});
+  l = fast_limits();
+  l.max_processes = -3;
+  bad.push_back({"max_processes", l});
+  l = fast_limits();
+  l.wall_time_s = 1e300;
+  bad.push_back({"wall_time_s", l});
+  for (const auto& b : bad) {
+    auto r = shared_sandbox().run(python("print(1)"), "", b.limits);
+    EXPECT_EQ(r.verdict, Verdict::sandbox_error) << b.field;
+    EXPECT_NE(r.message.find(std::string("limits.") + b.field), std::string::npos) << r.message;
+    auto batch = shared_sandbox().run_batch(python("print(1)"), {"", ""}, b.limits);
+    ASSERT_EQ(batch.size(), 2u);
+    EXPECT_EQ(batch[1].verdict, Verdict::sandbox_error);
+  }
+  Program p = python("print(1)");
+  p.args = {std::string("a\0b", 3)};
+  EXPECT_NE(shared_sandbox().run(p, "", fast_limits()).message.find("program.args"), std::string::npos);
+}
+
+TEST(SandboxBasic, BinaryOutputSerialisesAsJson) {
+  auto r = shared_sandbox().run(python("import sys\nsys.stdout.buffer.write(bytes(range(256)))"), "", fast_limits());
+  EXPECT_EQ(r.verdict, Verdict::ok);
+  EXPECT_EQ(r.stdout_data.size(), 256u);
+  EXPECT_NO_THROW((void)to_json(r).dump());
+}
+
+TEST(SandboxBasic, ConcurrentRunsStayApart) {
+  // Several threads at once, each writing its own file to /tmp and checking it is alone there.
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t, &good] {
+      for (int i = 0; i < 3; ++i) {
+        const std::string tag = std::to_string(t) + "-" + std::to_string(i);
+        auto r = shared_sandbox().run(
+            python("import os\ntag = input()\nopen('/tmp/' + tag, 'w').write(tag)\nprint(os.listdir('/tmp'))"),
+            tag + "\n", fast_limits());
+        if (r.verdict == Verdict::ok && r.stdout_data == "['" + tag + "']\n") ++good;
+        else ADD_FAILURE() << to_json(r).dump();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(good.load(), 12);
 }
 
 TEST(SandboxBatch, ForkServerMatchesOneShot) {
