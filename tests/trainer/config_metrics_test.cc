@@ -1,0 +1,155 @@
+// Configuration loading/validation and the evaluation metrics.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "trainer/config.h"
+#include "trainer/metrics.h"
+
+namespace distil::trainer {
+namespace {
+
+std::string error_key(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    load_config_text(yaml, overrides);
+  } catch (const ConfigError& e) {
+    return e.key();
+  }
+  return "<no error>";
+}
+
+TEST(Config, ShippedDefaultFileIsTheBuiltInDefaults) {
+  std::ifstream in(std::string(DISTIL_SOURCE_DIR) + "/configs/default.yaml");
+  ASSERT_TRUE(in) << "configs/default.yaml missing";
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), kDefaultConfigYaml);
+  auto c = load_config_text("");
+  EXPECT_EQ(c.algo.objective.name, "distil");
+  EXPECT_EQ(c.algo.top_k, 20);
+  EXPECT_EQ(c.rollout.group_size, 4);
+  EXPECT_EQ(c.teacher.reprompt_template, "{prompt}{solution}{feedback}\n\nCorrectly solve the original question.");
+}
+
+TEST(Config, FileThenOverridesApplyInOrder) {
+  auto c = load_config_text("algo:\n  objective: grpo\n  top_k: 7\noptim:\n  lr: 0.5\n",
+                            {"algo.top_k=9", "env.endpoints=[http://127.0.0.1:1, http://h:2]",
+                             "env.options={reveal_answer: true}", "model.system_prompt="});
+  EXPECT_EQ(c.algo.objective.name, "grpo");
+  EXPECT_EQ(c.algo.top_k, 9);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.5);
+  ASSERT_EQ(c.env.endpoints.size(), 2u);
+  EXPECT_EQ(c.env.options["reveal_answer"], true);
+  EXPECT_EQ(c.model.system_prompt, "");
+  // The merged document round-trips.
+  auto again = load_config_text(c.yaml);
+  EXPECT_EQ(again.yaml, c.yaml);
+}
+
+TEST(Config, UnknownKeysAndBadValuesNameTheKey) {
+  EXPECT_EQ(error_key("algo:\n  topk: 3\n"), "algo.topk");
+  EXPECT_EQ(error_key("nonsense: 1\n"), "nonsense");
+  EXPECT_EQ(error_key("", {"optim.lr=fast"}), "optim.lr");
+  EXPECT_EQ(error_key("", {"algo.objective=ppo"}), "algo.objective");
+  EXPECT_EQ(error_key("", {"rollout.group_size=0"}), "rollout.group_size");
+  EXPECT_EQ(error_key("", {"algo.jsd_mix=1.5"}), "algo.jsd_mix");
+  EXPECT_EQ(error_key("", {"env.endpoints=[ftp://x]"}), "env.endpoints[0]");
+  EXPECT_EQ(error_key("", {"teacher.weights=remote"}), "teacher.remote_url");
+  EXPECT_EQ(error_key("", {"eval.k=[1, 8]"}), "eval.k[1]");
+  EXPECT_EQ(error_key("", {"no_equals_sign"}), "no_equals_sign");
+  EXPECT_EQ(error_key("", {"algo.nope.deeper=1"}), "algo.nope");
+  EXPECT_EQ(error_key("algo: 3\n"), "algo");
+  EXPECT_EQ(error_key("teacher:\n  solution_template: \"no placeholder\"\n"), "teacher.solution_template");
+  EXPECT_EQ(error_key("[1, 2"), "<config>");
+}
+
+TEST(Config, TeacherDefaultsFollowTheObjective) {
+  EXPECT_EQ(load_config_text("", {"algo.objective=sdpo"}).resolved_teacher_weights(), "ema");
+  auto opsd = load_config_text("", {"algo.objective=opsd"});
+  EXPECT_EQ(opsd.resolved_teacher_weights(), "initial");
+  EXPECT_EQ(opsd.resolved_teacher_context(), "reference");
+  EXPECT_EQ(load_config_text("").resolved_teacher_weights(), "current");
+}
+
+TEST(PassAtK, MatchesTheCombinatorialDefinition) {
+  // 1 - C(n-c,k)/C(n,k): n=5, c=2, k=2 -> 1 - 3/10.
+  EXPECT_NEAR(pass_at_k(5, 2, 2), 0.7, 1e-12);
+  EXPECT_NEAR(pass_at_k(4, 1, 1), 0.25, 1e-12);
+  EXPECT_EQ(pass_at_k(4, 0, 3), 0.0);
+  EXPECT_EQ(pass_at_k(4, 2, 3), 1.0);
+  EXPECT_THROW(pass_at_k(2, 1, 3), std::invalid_argument);
+}
+
+GradedSample sample(bool passed, const std::string& extracted, bool graded = true) {
+  GradedSample s;
+  s.graded = graded;
+  s.passed = passed;
+  s.reward = passed ? 1.0 : 0.0;
+  s.extracted = extracted;
+  s.test_fraction = s.reward;
+  return s;
+}
+
+TEST(MajorityAtK, MostFrequentAnswerTiesGoToTheEarliest) {
+  std::vector<GradedSample> s = {sample(false, "3"), sample(true, "2"), sample(true, "2"), sample(false, "3")};
+  EXPECT_TRUE(majority_correct(s, 3));   // "2" twice vs "3" once
+  EXPECT_FALSE(majority_correct(s, 4));  // tie 2-2: "3" came first
+  EXPECT_FALSE(majority_correct(s, 1));
+  std::vector<GradedSample> none = {sample(false, ""), sample(false, "")};
+  EXPECT_FALSE(majority_correct(none, 2));
+}
+
+TEST(SummarizeEval, AveragesPerPromptAndPerDomainAndSkipsFailedFeedback) {
+  std::vector<PromptSamples> prompts = {
+      {"m1", "math", {sample(true, "2"), sample(false, "3"), sample(false, "", false)}},
+      {"m2", "math", {sample(false, "1"), sample(false, "1")}},
+      {"c1", "code", {sample(true, "x"), sample(true, "x")}},
+  };
+  prompts[2].samples[1].passed = false;
+  prompts[2].samples[1].test_fraction = 0.5;
+  auto j = summarize_eval(prompts, {1, 2});
+  const auto& overall = j["overall"];
+  EXPECT_EQ(overall["prompts"], 3);
+  EXPECT_EQ(overall["samples"], 6);
+  EXPECT_EQ(overall["failed_feedback"], 1);
+  EXPECT_NEAR(overall["avg@n"].get<double>(), (0.5 + 0.0 + 0.5) / 3, 1e-12);
+  EXPECT_NEAR(overall["pass@2"].get<double>(), (1.0 + 0.0 + 1.0) / 3, 1e-12);
+  EXPECT_NEAR(j["per_domain"]["code"]["score"].get<double>(), 0.75, 1e-12);
+  EXPECT_NEAR(j["per_domain"]["code"]["accuracy"].get<double>(), 0.5, 1e-12);
+  EXPECT_NEAR(j["per_domain"]["math"]["maj@2"].get<double>(), 0.5, 1e-12);
+}
+
+TEST(TestFraction, ReadsDetailsElseReward) {
+  EXPECT_NEAR(test_fraction_from_result({{"reward", 0.2}, {"details", {{"tests_passed", 3}, {"tests_total", 4}}}}),
+              0.75, 1e-12);
+  EXPECT_NEAR(test_fraction_from_result({{"reward", 0.2}}), 0.2, 1e-12);
+}
+
+TEST(Plot, WritesOneSvgPerNumericMetricAndReportsBadLines) {
+  const auto dir = std::filesystem::path(DISTIL_BINARY_DIR) / "tests" / "trainer" / "plot_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream out(dir / "metrics.jsonl");
+    out << R"({"step": 1, "loss": 1.5, "time": {"student": 0.1}, "objective": "distil"})" << "\n"
+        << "not json\n"
+        << R"({"step": 2, "loss": 1.0, "time": {"student": 0.2}})" << "\n";
+  }
+  std::vector<std::string> errors;
+  auto files = plot_metrics(dir / "metrics.jsonl", dir / "plots", &errors);
+  EXPECT_EQ(errors.size(), 1u);
+  ASSERT_TRUE(std::filesystem::exists(dir / "plots" / "loss.svg"));
+  ASSERT_TRUE(std::filesystem::exists(dir / "plots" / "time_student.svg"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "plots" / "objective.svg"));
+  std::ifstream svg(dir / "plots" / "loss.svg");
+  std::stringstream text;
+  text << svg.rdbuf();
+  EXPECT_NE(text.str().find("<polyline"), std::string::npos);
+  EXPECT_NE(text.str().find("</svg>"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace distil::trainer

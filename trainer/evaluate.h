@@ -1,0 +1,25 @@
+// Evaluation: n samples per held-out prompt at a temperature, graded by the env servers, reduced
+// to avg@n, pass@k, best@k, maj@k (and code accuracy/score) overall and per domain.
+#pragma once
+
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "env_server/client.h"
+#include "tasks/task.h"
+#include "trainer/config.h"
+#include "trainer/model/model.h"
+#include "trainer/rollout.h"
+#include "trainer/text/tokenizer.h"
+
+namespace distil::trainer {
+
+// Returns {"metrics": summarize_eval(...), "samples": [{"task_id", "sample", "passed", "reward",
+// "verdict", "extracted", "response"} ...] (when keep_samples)}.
+nlohmann::json evaluate(model::CausalLM& model, const text::Tokenizer& tokenizer,
+                        const PromptRenderer& renderer, const std::vector<tasks::Task>& tasks,
+                        env::FeedbackClient& client, const EnvSection& env, const EvalSection& eval,
+                        uint64_t seed, bool keep_samples);
+
+}  // namespace distil::trainer

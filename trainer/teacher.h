@@ -1,0 +1,75 @@
+// The teacher: its context (DESIGN.md "Data flow", step 3) and its weights (step 4): the current
+// student, an EMA of it, the initial weights, another local model, or a remote blackbox that
+// returns top-k log-probs over HTTP.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "trainer/config.h"
+#include "trainer/model/model.h"
+#include "trainer/scoring.h"
+
+namespace distil::trainer {
+
+// Removes <think>...</think> blocks (an unclosed <think> removes the rest) and trims whitespace.
+std::string strip_reasoning(const std::string& text);
+
+// Fills "{name}" placeholders; unknown placeholders are left as they are.
+std::string fill_template(std::string tmpl, const std::vector<std::pair<std::string, std::string>>& values);
+
+struct RolloutView {
+  bool passed = false;
+  std::string response;
+  std::string feedback;
+};
+
+// The teacher's user message for rollout `index` of a group, or nullopt when it has no context
+// (that rollout is masked out of the distillation loss). mode "feedback": the first other
+// successful sibling's response as the solution, else the env feedback; "reference": the
+// reference solution. The same chat format as the student prompt wraps the result.
+std::optional<std::string> teacher_message(const TeacherSection& config, const std::string& mode,
+                                           const std::string& prompt,
+                                           const std::vector<RolloutView>& group, std::size_t index,
+                                           const std::optional<std::string>& reference);
+
+// Teacher log-probs at response positions.
+class TeacherScorer {
+ public:
+  virtual ~TeacherScorer() = default;
+  // Top-k at each position of each response, rows in sequence-then-position order.
+  virtual PositionTopK topk(const TokenRows& prompts, const TokenRows& responses, int64_t k) = 0;
+  // Log-probs at given ids [N,K] (sdpo). Remote teachers cannot, and throw.
+  virtual torch::Tensor logprobs_at(const TokenRows& prompts, const TokenRows& responses,
+                                    const torch::Tensor& ids) = 0;
+};
+
+struct ScoringLimits {
+  int32_t pad_id = 0;
+  int64_t chunk_tokens = 1024;
+  int64_t token_budget = 8192;
+};
+
+// A local model (which may be the student itself: its weights are read under no_grad).
+std::unique_ptr<TeacherScorer> make_local_teacher(model::CausalLM model, ScoringLimits limits);
+
+// POST {url} {"prompt_tokens": [...], "response_tokens": [...], "top_k": k} ->
+// {"topk_ids": [[k ids] per response token], "topk_logprobs": [[k floats] ...]}. The reply is
+// validated (shape, id range, finite non-positive log-probs, distinct ids, total mass <= 1).
+std::unique_ptr<TeacherScorer> make_remote_teacher(const std::string& url, double timeout_s,
+                                                   int64_t vocab_size);
+// The validation of a remote reply, exposed for tests: throws std::runtime_error naming the field.
+PositionTopK parse_remote_topk(const nlohmann::json& reply, std::size_t response_length, int64_t k,
+                               int64_t vocab_size);
+
+// teacher <- (1 - rate) teacher + rate student, parameter by parameter.
+void ema_update(model::CausalLM& teacher, model::CausalLM& student, double rate);
+// A deep copy with the same weights (for the EMA and initial teachers).
+model::CausalLM clone_model(model::CausalLM& source);
+
+}  // namespace distil::trainer

@@ -1,0 +1,155 @@
+// distil-train train / plot and distil-eval: command-line parsing only; the work is in Trainer,
+// evaluate() and plot_metrics().
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+#include "env_server/client.h"
+#include "trainer/cli.h"
+#include "trainer/config.h"
+#include "trainer/evaluate.h"
+#include "trainer/metrics.h"
+#include "trainer/rollout.h"
+#include "trainer/trainer.h"
+
+namespace distil::trainer {
+namespace {
+
+struct TrainArgs {
+  std::vector<std::string> configs;
+  std::vector<std::string> overrides;
+  std::string resume;
+  bool print_only = false;
+};
+
+int run_train(const TrainArgs& args) {
+  try {
+    TrainConfig config = load_config(args.configs, args.overrides);
+    std::cout << "# distil-train configuration\n" << config.yaml << std::flush;
+    if (args.print_only) return 0;
+    Trainer trainer(std::move(config), args.resume);
+    trainer.run();
+    return 0;
+  } catch (const ConfigError& e) {
+    std::cerr << "distil-train: config error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "distil-train: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<TrainArgs>();
+  auto* cmd = app.add_subcommand("train", "Train with DistIL or a baseline (see docs/trainer.md)");
+  cmd->add_option("--config,-c", args->configs, "YAML config file(s), merged in order over the defaults");
+  cmd->add_option("--set", args->overrides, "Override one key: section.key=value (repeatable)");
+  cmd->add_option("--resume", args->resume, "Checkpoint directory, or 'latest' in train.output_dir");
+  cmd->add_flag("--print-config", args->print_only, "Print the merged configuration and exit");
+  cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
+}
+
+void add_plot_command(CLI::App& app, int& exit_code) {
+  auto metrics = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("plot", "Render a metrics.jsonl to SVG line charts (one per metric)");
+  cmd->add_option("--metrics", *metrics, "metrics.jsonl written by train")->required();
+  cmd->add_option("--out", *out, "Output directory (index.html + one SVG per metric)")->required();
+  cmd->callback([metrics, out, &exit_code] {
+    try {
+      std::vector<std::string> errors;
+      auto files = plot_metrics(*metrics, *out, &errors);
+      for (const auto& e : errors) std::cerr << "skipped: " << e << "\n";
+      std::cout << "wrote " << files.size() << " files to " << *out << "\n";
+      exit_code = 0;
+    } catch (const std::exception& e) {
+      std::cerr << "distil-train plot: " << e.what() << "\n";
+      exit_code = 1;
+    }
+  });
+}
+
+void configure_eval_app(CLI::App& app, int& exit_code) {
+  struct EvalArgs {
+    std::vector<std::string> configs, overrides, tasks, endpoints;
+    std::string model, out;
+    int samples = 0, max_new_tokens = 0, max_prompts = -1;
+    double temperature = -1;
+    std::vector<int> k;
+    bool keep_samples = false;
+  };
+  auto args = std::make_shared<EvalArgs>();
+  app.add_option("--config,-c", args->configs, "YAML config file(s) (the train config works)");
+  app.add_option("--set", args->overrides, "Override one key: section.key=value (repeatable)");
+  app.add_option("--model", args->model, "Model directory (model.path)");
+  app.add_option("--tasks", args->tasks, "Task JSONL files (data.eval_tasks)");
+  app.add_option("--endpoint", args->endpoints, "distil-env base URL (env.endpoints)");
+  app.add_option("--samples,-n", args->samples, "Samples per prompt (eval.samples)");
+  app.add_option("--temperature", args->temperature, "Sampling temperature (eval.temperature)");
+  app.add_option("--max-new-tokens", args->max_new_tokens, "eval.max_new_tokens");
+  app.add_option("--max-prompts", args->max_prompts, "eval.max_prompts (0 = all)");
+  app.add_option("--k", args->k, "k values for pass@k / maj@k (eval.k)")->delimiter(',');
+  app.add_option("--out,-o", args->out, "Write the JSON result here (default: stdout)");
+  app.add_flag("--samples-out", args->keep_samples, "Include every sample in the JSON");
+  app.callback([args, &exit_code] {
+    try {
+      auto overrides = args->overrides;
+      auto list = [](const std::vector<std::string>& v) {
+        std::string s = "[";
+        for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + nlohmann::json(v[i]).dump();
+        return s + "]";
+      };
+      if (!args->model.empty()) overrides.push_back("model.path=" + nlohmann::json(args->model).dump());
+      if (!args->tasks.empty()) overrides.push_back("data.eval_tasks=" + list(args->tasks));
+      if (!args->endpoints.empty()) overrides.push_back("env.endpoints=" + list(args->endpoints));
+      if (args->samples > 0) overrides.push_back("eval.samples=" + std::to_string(args->samples));
+      if (args->temperature >= 0) overrides.push_back("eval.temperature=" + std::to_string(args->temperature));
+      if (args->max_new_tokens > 0) overrides.push_back("eval.max_new_tokens=" + std::to_string(args->max_new_tokens));
+      if (args->max_prompts >= 0) overrides.push_back("eval.max_prompts=" + std::to_string(args->max_prompts));
+      if (!args->k.empty()) {
+        std::string s = "[";
+        for (std::size_t i = 0; i < args->k.size(); ++i) s += (i ? ", " : "") + std::to_string(args->k[i]);
+        overrides.push_back("eval.k=" + s + "]");
+      }
+      TrainConfig config = load_config(args->configs, overrides);
+      if (config.model.path.empty()) throw ConfigError("model.path", "required (--model)");
+      if (config.env.endpoints.empty()) throw ConfigError("env.endpoints", "required (--endpoint)");
+      auto tasks = load_task_files(config.data.eval_tasks, config.data.domains, "data.eval_tasks");
+      const auto device = resolve_device(config.model.device);
+      auto tokenizer = text::Tokenizer::from_model_dir(config.model.path);
+      auto model = model::load_pretrained(config.model.path, device, model::dtype_from_name(config.model.dtype));
+      if (!config.model.compute_dtype.empty()) {
+        model->set_compute_dtype(model::dtype_from_name(config.model.compute_dtype));
+      }
+      PromptRenderer renderer(config.model, tokenizer);
+      env::FeedbackClient client(client_config(config.env));
+      auto result = evaluate(model, tokenizer, renderer, tasks, client, config.env, config.eval,
+                             config.train.seed, args->keep_samples);
+      result["model"] = config.model.path;
+      result["config"] = {{"samples", config.eval.samples}, {"temperature", config.eval.temperature},
+                          {"max_new_tokens", config.eval.max_new_tokens}};
+      const std::string text = result.dump(2) + "\n";
+      if (args->out.empty()) {
+        std::cout << text;
+      } else {
+        std::ofstream out(args->out);
+        if (!out) throw std::runtime_error("cannot write " + args->out);
+        out << text;
+      }
+      exit_code = 0;
+    } catch (const ConfigError& e) {
+      std::cerr << "distil-eval: config error: " << e.what() << "\n";
+      exit_code = 2;
+    } catch (const std::exception& e) {
+      std::cerr << "distil-eval: " << e.what() << "\n";
+      exit_code = 1;
+    }
+  });
+}
+
+}  // namespace distil::trainer

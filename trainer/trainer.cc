@@ -1,0 +1,789 @@
+#include "trainer/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
+
+#include "env_server/client.h"
+#include "trainer/distributed.h"
+#include "trainer/evaluate.h"
+#include "trainer/metrics.h"
+#include "trainer/model/generate.h"
+#include "trainer/rollout.h"
+#include "trainer/scoring.h"
+#include "trainer/teacher.h"
+#include "trainer/text/tokenizer.h"
+
+namespace distil::trainer {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// A deterministic seed from a few counters (splitmix64 mixing), so every step's sampling depends
+// only on (seed, step, batch, rank) and a resumed run draws the same samples.
+uint64_t mix_seed(std::initializer_list<uint64_t> parts) {
+  uint64_t h = 0x9e3779b97f4a7c15ULL;
+  for (uint64_t p : parts) {
+    h ^= p + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    h += 0x9e3779b97f4a7c15ULL;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+  }
+  return h;
+}
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02lld:%02lld:%02lld", static_cast<long long>(s / 3600),
+                static_cast<long long>((s / 60) % 60), static_cast<long long>(s % 60));
+  return buf;
+}
+
+// Parts that are sums over the batch (already divided by the global normaliser); the others are
+// per-token or per-sequence averages and are combined weighted by tokens.
+bool is_additive_part(const std::string& key) {
+  static const std::set<std::string> additive = {"local", "future_credit", "jsd", "nll", "policy",
+                                                 "active_sequences"};
+  return additive.count(key) > 0;
+}
+
+struct Batch {
+  std::vector<Rollout> rollouts;  // graded rollouts only, ordered by group
+  std::vector<std::size_t> task_of_group;
+  int64_t generated = 0, failed_feedback = 0, empty_responses = 0;
+  double time_generation = 0, time_feedback = 0;
+};
+
+}  // namespace
+
+struct Trainer::Impl {
+  TrainConfig config;
+  DistributedEnv dist;
+  std::unique_ptr<Communicator> comm;
+  torch::Device device = torch::kCPU;
+  fs::path output_dir;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  std::unique_ptr<PromptRenderer> renderer;
+  model::CausalLM model{nullptr};
+  model::CausalLM teacher_model{nullptr};  // ema / initial / model; null for current and remote
+  std::unique_ptr<TeacherScorer> teacher;
+  std::unique_ptr<Objective> objective;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::vector<torch::Tensor> parameters;
+  std::unique_ptr<env::FeedbackClient> client;
+  std::vector<tasks::Task> train_tasks, eval_tasks;
+  std::vector<std::vector<int32_t>> prompt_cache;  // encoded student prompt per train task
+  MetricsWriter metrics;
+  int32_t pad_id = 0;
+  int32_t end_of_response_id = -1;
+  std::string teacher_weights, teacher_context;
+
+  int64_t step = 0;     // optimiser steps done
+  int64_t cursor = 0;   // global prompts consumed
+  int64_t updates = 0;  // optimiser updates (> step for off-policy GRPO)
+  int64_t skipped = 0;  // non-finite updates skipped
+  int64_t cached_epoch = -1;
+  std::vector<std::size_t> epoch_order;
+
+  bool is_main() const { return dist.rank == 0; }
+
+  void load(const std::string& resume) {
+    dist = distributed_env_from_environment();
+    device = resolve_device(config.model.device);
+    if (device.is_cuda()) device = torch::Device(torch::kCUDA, device.index() < 0 ? 0 : device.index());
+    comm = make_communicator(dist, device);
+    output_dir = config.train.output_dir;
+    fs::create_directories(output_dir);
+    objective = make_objective(config.algo.objective);
+    teacher_weights = config.resolved_teacher_weights();
+    teacher_context = config.resolved_teacher_context();
+    if (config.algo.off_policy_minibatches > 1 && config.optim.grad_accumulation > 1) {
+      throw ConfigError("algo.off_policy_minibatches",
+                        "off-policy minibatch updates cannot be combined with optim.grad_accumulation > 1");
+    }
+    if (config.model.path.empty()) throw ConfigError("model.path", "required");
+
+    fs::path checkpoint;
+    if (!resume.empty()) {
+      checkpoint = resume == "latest" ? latest_checkpoint(output_dir) : fs::path(resume);
+      if (checkpoint.empty() || !fs::exists(checkpoint / "trainer_state.json")) {
+        throw std::runtime_error("--resume: no checkpoint (trainer_state.json) at '" +
+                                 (checkpoint.empty() ? resume : checkpoint.string()) + "'");
+      }
+    }
+    const fs::path weights_dir = checkpoint.empty() ? fs::path(config.model.path) : checkpoint;
+    tokenizer = std::make_unique<text::Tokenizer>(text::Tokenizer::from_model_dir(weights_dir));
+    renderer = std::make_unique<PromptRenderer>(config.model, *tokenizer);
+    pad_id = tokenizer->pad_token_id().value_or(
+        tokenizer->eos_token_ids().empty() ? 0 : tokenizer->eos_token_ids().front());
+    if (!tokenizer->eos_token_ids().empty()) end_of_response_id = tokenizer->eos_token_ids().front();
+
+    const auto dtype = model::dtype_from_name(config.model.dtype);
+    model = model::load_pretrained(weights_dir, device, dtype);
+    if (!config.model.compute_dtype.empty()) {
+      model->set_compute_dtype(model::dtype_from_name(config.model.compute_dtype));
+    }
+    model->set_gradient_checkpointing(config.model.gradient_checkpointing);
+    for (auto& p : model->parameters()) {
+      if (p.requires_grad()) parameters.push_back(p);
+    }
+    torch::optim::AdamWOptions options(config.optim.lr);
+    options.betas({config.optim.beta1, config.optim.beta2})
+        .eps(config.optim.eps)
+        .weight_decay(config.optim.weight_decay);
+    optimizer = std::make_unique<torch::optim::AdamW>(parameters, options);
+
+    ScoringLimits limits{pad_id, config.optim.chunk_tokens, config.optim.micro_batch_tokens};
+    if (objective->needs_teacher()) {
+      if (teacher_weights == "current") {
+        teacher = make_local_teacher(model, limits);
+      } else if (teacher_weights == "remote") {
+        teacher = make_remote_teacher(config.teacher.remote_url, config.teacher.remote_timeout_s,
+                                      tokenizer->vocab_size());
+      } else {
+        fs::path source = teacher_weights == "model" ? fs::path(config.teacher.model_path)
+                                                     : fs::path(config.model.path);
+        if (teacher_weights == "ema" && !checkpoint.empty()) source = checkpoint / "teacher_ema";
+        teacher_model = model::load_pretrained(source, device, dtype);
+        if (!config.model.compute_dtype.empty()) {
+          teacher_model->set_compute_dtype(model::dtype_from_name(config.model.compute_dtype));
+        }
+        for (auto& p : teacher_model->parameters()) p.set_requires_grad(false);
+        if (teacher_weights == "ema" && checkpoint.empty()) teacher_model = clone_model(model);
+        teacher = make_local_teacher(teacher_model, limits);
+      }
+    }
+
+    train_tasks = load_task_files(config.data.train_tasks, config.data.domains, "data.train_tasks");
+    if (!config.data.eval_tasks.empty()) {
+      eval_tasks = load_task_files(config.data.eval_tasks, config.data.domains, "data.eval_tasks");
+    }
+    prompt_cache.resize(train_tasks.size());
+    const bool needs_env = !(config.algo.objective.name == "sft" && config.algo.sft_source == "reference");
+    if (config.env.endpoints.empty() && (needs_env || !eval_tasks.empty())) {
+      throw ConfigError("env.endpoints", "at least one distil-env endpoint is required");
+    }
+    if (!config.env.endpoints.empty()) client = std::make_unique<env::FeedbackClient>(client_config(config.env));
+
+    if (!checkpoint.empty()) restore(checkpoint);
+    if (is_main()) {
+      std::ofstream(output_dir / "config.yaml") << config.yaml;
+      metrics = MetricsWriter(output_dir / "metrics.jsonl", !checkpoint.empty());
+    }
+  }
+
+  // --- data -------------------------------------------------------------------------------------
+  std::size_t task_at(int64_t global_position) {
+    const int64_t n = static_cast<int64_t>(train_tasks.size());
+    const int64_t epoch = global_position / n;
+    if (epoch != cached_epoch) {
+      epoch_order.resize(train_tasks.size());
+      std::iota(epoch_order.begin(), epoch_order.end(), 0);
+      std::mt19937_64 rng(mix_seed({config.data.shuffle_seed, static_cast<uint64_t>(epoch)}));
+      // Fisher-Yates with our own draws: std::shuffle's use of the engine is unspecified.
+      for (std::size_t i = epoch_order.size(); i > 1; --i) std::swap(epoch_order[i - 1], epoch_order[rng() % i]);
+      cached_epoch = epoch;
+    }
+    return epoch_order[global_position % n];
+  }
+
+  const std::vector<int32_t>& prompt_tokens(std::size_t task) {
+    if (prompt_cache[task].empty()) prompt_cache[task] = renderer->encode(train_tasks[task].prompt);
+    return prompt_cache[task];
+  }
+
+  // --- rollouts ---------------------------------------------------------------------------------
+  Batch collect(int64_t accumulation_index) {
+    Batch batch;
+    const int prompts = config.rollout.prompts_per_step;
+    const int g = config.rollout.group_size;
+    for (int i = 0; i < prompts; ++i) {
+      batch.task_of_group.push_back(task_at(cursor + static_cast<int64_t>(dist.rank) * prompts + i));
+    }
+    cursor += static_cast<int64_t>(prompts) * dist.world_size;
+
+    std::vector<Rollout> rollouts;
+    if (config.algo.objective.name == "sft" && config.algo.sft_source == "reference") {
+      for (int i = 0; i < prompts; ++i) {
+        const auto& task = train_tasks[batch.task_of_group[i]];
+        auto reference = reference_solution(task);
+        if (!reference) continue;
+        Rollout r;
+        r.task_index = batch.task_of_group[i];
+        r.group = i;
+        r.prompt_tokens = prompt_tokens(r.task_index);
+        r.response_text = *reference;
+        r.response_tokens = tokenizer->encode(*reference, false);
+        if (end_of_response_id >= 0) r.response_tokens.push_back(end_of_response_id);
+        r.graded = r.passed = true;
+        r.reward = 1.0;
+        rollouts.push_back(std::move(r));
+      }
+      batch.generated = static_cast<int64_t>(rollouts.size());
+    } else {
+      auto start = Clock::now();
+      std::vector<std::vector<int32_t>> prompt_rows;
+      for (int i = 0; i < prompts; ++i) {
+        for (int s = 0; s < g; ++s) prompt_rows.push_back(prompt_tokens(batch.task_of_group[i]));
+      }
+      auto params = sampling_params(config.rollout.temperature, config.rollout.top_p, config.rollout.top_k,
+                                    config.rollout.max_new_tokens, config.rollout.stop_strings,
+                                    mix_seed({config.train.seed, static_cast<uint64_t>(step),
+                                              static_cast<uint64_t>(accumulation_index),
+                                              static_cast<uint64_t>(dist.rank)}));
+      std::vector<model::GeneratedSequence> generated;
+      {
+        torch::NoGradGuard no_grad;
+        generated = model::generate(model, *tokenizer, prompt_rows, params);
+      }
+      batch.time_generation = seconds_since(start);
+      batch.generated = static_cast<int64_t>(generated.size());
+
+      start = Clock::now();
+      std::vector<env::FeedbackItem> items;
+      for (std::size_t j = 0; j < generated.size(); ++j) {
+        Rollout r;
+        r.group = static_cast<int64_t>(j) / g;
+        r.task_index = batch.task_of_group[r.group];
+        r.prompt_tokens = prompt_rows[j];
+        r.response_tokens = generated[j].tokens;
+        r.response_text = generated[j].text;
+        items.push_back(feedback_item(train_tasks[r.task_index], r.response_text, config.env));
+        rollouts.push_back(std::move(r));
+      }
+      apply_feedback(rollouts, client->feedback(items));
+      batch.time_feedback = seconds_since(start);
+    }
+    for (auto& r : rollouts) {
+      if (!r.graded) {
+        ++batch.failed_feedback;
+        spdlog::warn("step {}: feedback for task {} failed and the rollout is dropped: {}", step + 1,
+                     train_tasks[r.task_index].id, r.feedback_error);
+        continue;
+      }
+      if (r.response_tokens.empty()) {
+        ++batch.empty_responses;
+        continue;
+      }
+      batch.rollouts.push_back(std::move(r));
+    }
+    return batch;
+  }
+
+  // --- teacher and targets ----------------------------------------------------------------------
+  struct Prepared {
+    PositionTargets targets;             // all positions of all rollouts
+    torch::Tensor active;                // [n_rollouts]
+    torch::Tensor old_logq;              // [positions] or undefined
+    std::vector<int64_t> offsets;        // first position row of each rollout
+    int64_t positions = 0;
+    int64_t masked = 0;
+    double time_teacher = 0, time_old = 0;
+  };
+
+  Prepared prepare(const Batch& batch) {
+    Prepared p;
+    const auto& rs = batch.rollouts;
+    for (const auto& r : rs) {
+      p.offsets.push_back(p.positions);
+      p.positions += static_cast<int64_t>(r.response_tokens.size());
+    }
+    std::vector<int64_t> sampled;
+    sampled.reserve(p.positions);
+    for (const auto& r : rs) sampled.insert(sampled.end(), r.response_tokens.begin(), r.response_tokens.end());
+    p.targets.sampled = torch::tensor(sampled, torch::kLong);
+    p.active = torch::ones({static_cast<int64_t>(rs.size())}, torch::kFloat);
+
+    TokenRows prompts, responses;
+    for (const auto& r : rs) {
+      prompts.push_back(r.prompt_tokens);
+      responses.push_back(r.response_tokens);
+    }
+    // The student's own pass without grad: old log-probs (importance ratios) and, for sdpo, its top-k.
+    const bool want_old = (config.algo.objective.name == "grpo" && config.algo.off_policy_minibatches > 1) ||
+                          config.algo.objective.name == "sdpo";
+    torch::Tensor student_topk;
+    if (want_old && !rs.empty()) {
+      auto start = Clock::now();
+      std::vector<torch::Tensor> old, top;
+      const bool sdpo = objective->teacher_scores_student_topk();
+      for_each_response_logprobs(model, prompts, responses, pad_id, config.optim.chunk_tokens,
+                                 config.optim.micro_batch_tokens, [&](const torch::Tensor& lp, int64_t first) {
+                                   auto rows = p.targets.sampled.slice(0, first, first + lp.size(0)).to(lp.device());
+                                   old.push_back(lp.gather(1, rows.unsqueeze(1)).squeeze(1).cpu());
+                                   if (sdpo) {
+                                     auto k = std::min<int64_t>(config.algo.sdpo_top_k, lp.size(1));
+                                     top.push_back(std::get<1>(lp.topk(k, 1)).cpu());
+                                   }
+                                 });
+      p.old_logq = torch::cat(old);
+      if (sdpo) student_topk = torch::cat(top);
+      p.time_old = seconds_since(start);
+    }
+
+    if (config.algo.objective.name == "sft") {
+      for (std::size_t i = 0; i < rs.size(); ++i) p.active[i] = rs[i].passed ? 1.0f : 0.0f;
+      p.masked = static_cast<int64_t>(rs.size()) - static_cast<int64_t>(p.active.sum().item<double>());
+      return p;
+    }
+    if (!objective->needs_teacher()) return p;
+
+    auto start = Clock::now();
+    // Teacher messages per rollout, from its group's siblings.
+    std::vector<std::optional<std::string>> messages(rs.size());
+    for (std::size_t begin = 0; begin < rs.size();) {
+      std::size_t end = begin;
+      while (end < rs.size() && rs[end].group == rs[begin].group) ++end;
+      std::vector<RolloutView> views;
+      for (std::size_t j = begin; j < end; ++j) views.push_back({rs[j].passed, rs[j].response_text, rs[j].feedback});
+      const auto& task = train_tasks[rs[begin].task_index];
+      const auto reference = reference_solution(task);
+      for (std::size_t j = begin; j < end; ++j) {
+        messages[j] = teacher_message(config.teacher, teacher_context, task.prompt, views, j - begin, reference);
+      }
+      begin = end;
+    }
+    const int64_t k = objective->teacher_scores_student_topk() ? student_topk.size(1) : config.algo.top_k;
+    const int64_t vocab = model->config().vocab_size;
+    const int64_t k_eff = std::min<int64_t>(k, vocab);
+    // Inactive rows get a harmless placeholder (uniform over the first k ids); they carry no weight.
+    p.targets.teacher_ids = objective->teacher_scores_student_topk()
+                                ? student_topk.clone()
+                                : torch::arange(k_eff, torch::kLong).unsqueeze(0).repeat({p.positions, 1});
+    p.targets.teacher_logp = torch::full({p.positions, k_eff}, -std::log(static_cast<double>(k_eff)), torch::kFloat);
+    TokenRows teacher_prompts, teacher_responses;
+    std::vector<std::size_t> scored;
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      if (!messages[i]) {
+        p.active[i] = 0.0f;
+        ++p.masked;
+        continue;
+      }
+      teacher_prompts.push_back(renderer->encode(*messages[i]));
+      teacher_responses.push_back(rs[i].response_tokens);
+      scored.push_back(i);
+    }
+    if (!scored.empty()) {
+      torch::Tensor ids, logp;
+      if (objective->teacher_scores_student_topk()) {
+        std::vector<torch::Tensor> rows;
+        for (auto i : scored) rows.push_back(student_topk.slice(0, p.offsets[i], p.offsets[i] + rs[i].response_tokens.size()));
+        ids = torch::cat(rows);
+        logp = teacher->logprobs_at(teacher_prompts, teacher_responses, ids);
+      } else {
+        auto top = teacher->topk(teacher_prompts, teacher_responses, k_eff);
+        ids = top.ids;
+        logp = top.logp;
+      }
+      int64_t row = 0;
+      for (auto i : scored) {
+        const int64_t len = static_cast<int64_t>(rs[i].response_tokens.size());
+        p.targets.teacher_ids.slice(0, p.offsets[i], p.offsets[i] + len).copy_(ids.slice(0, row, row + len));
+        p.targets.teacher_logp.slice(0, p.offsets[i], p.offsets[i] + len).copy_(logp.slice(0, row, row + len));
+        row += len;
+      }
+    }
+    p.time_teacher = seconds_since(start);
+    return p;
+  }
+
+  // --- student ----------------------------------------------------------------------------------
+  struct PartsAccumulator {
+    std::map<std::string, double> sums, weighted;
+    double weight = 0.0, loss = 0.0;
+    void add(const LossOutput& out, double tokens) {
+      loss += out.loss.item<double>();
+      for (const auto& [key, value] : out.parts) {
+        if (is_additive_part(key)) {
+          sums[key] += value;
+        } else {
+          weighted[key] += value * tokens;
+        }
+      }
+      weight += tokens;
+    }
+    void into(nlohmann::json& record) const {
+      record["loss"] = loss;
+      for (const auto& [key, value] : sums) record[key] = value;
+      for (const auto& [key, value] : weighted) record[key] = weight > 0 ? value / weight : 0.0;
+    }
+  };
+
+  // Backward over the rollouts of `groups` (a contiguous range of rollouts), micro-batched by
+  // whole prompt groups within the token budget.
+  void backward_range(const Batch& batch, const Prepared& prep, std::size_t begin, std::size_t end,
+                      double normalizer, PartsAccumulator& parts) {
+    const auto& rs = batch.rollouts;
+    std::size_t mb_begin = begin;
+    while (mb_begin < end) {
+      // Grow by whole groups while the padded size fits the budget (at least one group).
+      std::size_t mb_end = mb_begin;
+      int64_t widest = 0;
+      while (mb_end < end) {
+        std::size_t group_end = mb_end;
+        int64_t group_widest = widest;
+        while (group_end < end && rs[group_end].group == rs[mb_end].group) {
+          group_widest = std::max<int64_t>(group_widest, rs[group_end].prompt_tokens.size() +
+                                                             rs[group_end].response_tokens.size());
+          ++group_end;
+        }
+        const int64_t rows = static_cast<int64_t>(group_end - mb_begin);
+        if (mb_end > mb_begin && rows * group_widest > config.optim.micro_batch_tokens) break;
+        mb_end = group_end;
+        widest = group_widest;
+      }
+      StudentMicroBatch micro;
+      const int64_t b = static_cast<int64_t>(mb_end - mb_begin);
+      int64_t t_max = 0;
+      for (std::size_t i = mb_begin; i < mb_end; ++i) {
+        micro.prompts.push_back(rs[i].prompt_tokens);
+        micro.responses.push_back(rs[i].response_tokens);
+        t_max = std::max<int64_t>(t_max, rs[i].response_tokens.size());
+      }
+      const int64_t row_begin = prep.offsets[mb_begin];
+      const int64_t row_end = mb_end < rs.size() ? prep.offsets[mb_end] : prep.positions;
+      micro.targets.sampled = prep.targets.sampled.slice(0, row_begin, row_end);
+      if (prep.targets.teacher_ids.defined()) {
+        micro.targets.teacher_ids = prep.targets.teacher_ids.slice(0, row_begin, row_end);
+        micro.targets.teacher_logp = prep.targets.teacher_logp.slice(0, row_begin, row_end);
+      }
+      auto mask = torch::zeros({b, t_max});
+      auto group = torch::zeros({b}, torch::kLong);
+      auto reward = torch::zeros({b});
+      torch::Tensor old;
+      if (prep.old_logq.defined()) old = torch::zeros({b, t_max});
+      int64_t group_id = -1, last_group = -1;
+      for (int64_t i = 0; i < b; ++i) {
+        const auto& r = rs[mb_begin + i];
+        const int64_t len = static_cast<int64_t>(r.response_tokens.size());
+        mask[i].slice(0, 0, len).fill_(1.0);
+        if (r.group != last_group) {
+          ++group_id;
+          last_group = r.group;
+        }
+        group[i] = group_id;
+        reward[i] = r.reward;
+        if (old.defined()) {
+          const int64_t off = prep.offsets[mb_begin + i];
+          old[i].slice(0, 0, len).copy_(prep.old_logq.slice(0, off, off + len));
+        }
+      }
+      micro.batch.mask = mask;
+      micro.batch.group = group;
+      micro.batch.reward = reward;
+      micro.batch.active = prep.active.slice(0, mb_begin, mb_end);
+      micro.batch.old_logq = old;
+      micro.batch.normalizer = normalizer;
+      auto out = student_backward(model, *objective, micro, pad_id, config.optim.chunk_tokens);
+      parts.add(out, mask.sum().item<double>());
+      mb_begin = mb_end;
+    }
+  }
+
+  double learning_rate(int64_t at_step) const {
+    const auto& o = config.optim;
+    if (o.warmup_steps > 0 && at_step < o.warmup_steps) {
+      return o.lr * static_cast<double>(at_step + 1) / o.warmup_steps;
+    }
+    if (o.schedule == "constant") return o.lr;
+    const double span = std::max(1, config.train.steps - o.warmup_steps);
+    const double progress = std::clamp((at_step - o.warmup_steps) / span, 0.0, 1.0);
+    const double floor = o.lr * o.min_lr_ratio;
+    return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+  }
+
+  // All-reduce, clip, guard against non-finite gradients, AdamW, EMA. Returns (grad norm, applied).
+  std::pair<double, bool> apply_update(nlohmann::json& record) {
+    all_reduce_gradients(*comm, parameters);
+    double norm = 0.0;
+    {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> norms;
+      for (const auto& p : parameters) {
+        if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kFloat).norm().pow(2));
+      }
+      norm = norms.empty() ? 0.0 : std::sqrt(torch::stack(norms).sum().item<double>());
+    }
+    if (!std::isfinite(norm)) {
+      ++skipped;
+      spdlog::warn("step {}: non-finite gradient norm ({}); update skipped", step + 1, norm);
+      optimizer->zero_grad();
+      record["skipped_nonfinite"] = skipped;
+      return {norm, false};
+    }
+    if (config.optim.grad_clip > 0 && norm > config.optim.grad_clip) {
+      torch::NoGradGuard no_grad;
+      const double scale = config.optim.grad_clip / (norm + 1e-6);
+      for (auto& p : parameters) {
+        if (p.grad().defined()) p.mutable_grad().mul_(scale);
+      }
+    }
+    const double lr = learning_rate(step);
+    for (auto& group : optimizer->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    }
+    optimizer->step();
+    optimizer->zero_grad();
+    ++updates;
+    if (teacher_weights == "ema" && teacher_model) ema_update(teacher_model, model, config.teacher.ema_rate);
+    record["lr"] = lr;
+    return {norm, true};
+  }
+
+  nlohmann::json do_step() {
+    const auto step_start = Clock::now();
+    nlohmann::json record;
+    record["step"] = step + 1;
+    PartsAccumulator parts;
+    double t_gen = 0, t_feedback = 0, t_teacher = 0, t_student = 0, t_old = 0;
+    int64_t rollouts = 0, failed = 0, masked = 0, passed = 0, response_tokens = 0, empty = 0;
+    double reward_sum = 0;
+    double grad_norm = 0;
+    bool applied = true;
+    optimizer->zero_grad();
+    const int accumulation = config.optim.grad_accumulation;
+    for (int a = 0; a < accumulation; ++a) {
+      Batch batch = collect(a);
+      t_gen += batch.time_generation;
+      t_feedback += batch.time_feedback;
+      failed += batch.failed_feedback;
+      empty += batch.empty_responses;
+      Prepared prep = prepare(batch);
+      t_teacher += prep.time_teacher;
+      t_old += prep.time_old;
+      masked += prep.masked;
+      for (const auto& r : batch.rollouts) {
+        ++rollouts;
+        passed += r.passed ? 1 : 0;
+        reward_sum += r.reward;
+        response_tokens += static_cast<int64_t>(r.response_tokens.size());
+      }
+      // The global per-batch constant: every process's tokens (or sequences) in this batch.
+      const double local_units = config.algo.objective.normalizer == Normalizer::sequences
+                                     ? static_cast<double>(batch.rollouts.size())
+                                     : static_cast<double>(prep.positions);
+      const double normalizer = std::max(1.0, comm->all_reduce_sum(local_units)) * accumulation;
+      const auto student_start = Clock::now();
+      const int minibatches = config.algo.off_policy_minibatches;
+      if (minibatches <= 1) {
+        backward_range(batch, prep, 0, batch.rollouts.size(), normalizer, parts);
+      } else {
+        // Off-policy GRPO: several updates on slices of whole groups, ratios against the rollout policy.
+        std::vector<std::size_t> group_starts;
+        for (std::size_t i = 0; i < batch.rollouts.size(); ++i) {
+          if (i == 0 || batch.rollouts[i].group != batch.rollouts[i - 1].group) group_starts.push_back(i);
+        }
+        group_starts.push_back(batch.rollouts.size());
+        const std::size_t groups = group_starts.size() - 1;
+        for (int m = 0; m < minibatches; ++m) {
+          const std::size_t g0 = groups * m / minibatches, g1 = groups * (m + 1) / minibatches;
+          if (g0 == g1) continue;
+          backward_range(batch, prep, group_starts[g0], group_starts[g1], normalizer / minibatches, parts);
+          if (m + 1 < minibatches) {
+            auto [norm, ok] = apply_update(record);
+            grad_norm = norm;
+            applied = applied && ok;
+          }
+        }
+      }
+      t_student += seconds_since(student_start);
+    }
+    const auto update_start = Clock::now();
+    auto [norm, ok] = apply_update(record);
+    grad_norm = norm;
+    applied = applied && ok;
+    t_student += seconds_since(update_start);
+    ++step;
+
+    parts.into(record);
+    record["objective"] = objective->name();
+    record["grad_norm"] = grad_norm;
+    record["update_applied"] = applied;
+    record["rollouts"] = rollouts;
+    record["failed_feedback"] = failed;
+    record["empty_responses"] = empty;
+    record["masked_rollouts"] = masked;
+    record["reward_mean"] = rollouts ? reward_sum / rollouts : 0.0;
+    record["accuracy"] = rollouts ? static_cast<double>(passed) / rollouts : 0.0;
+    record["response_length"] = rollouts ? static_cast<double>(response_tokens) / rollouts : 0.0;
+    const double total = seconds_since(step_start);
+    record["time"] = {{"generation", t_gen}, {"feedback", t_feedback}, {"teacher", t_teacher},
+                      {"old_logprobs", t_old}, {"student", t_student}, {"total", total}};
+    record["tokens_per_s"] = total > 0 ? response_tokens / total : 0.0;
+    metrics.write(record);
+    return record;
+  }
+
+  // --- checkpoints ------------------------------------------------------------------------------
+  fs::path save() {
+    char name[32];
+    std::snprintf(name, sizeof name, "checkpoint-%06lld", static_cast<long long>(step));
+    const fs::path final_dir = output_dir / name;
+    if (!is_main()) return final_dir;
+    const fs::path tmp = output_dir / (std::string(name) + ".tmp");
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    const auto save_dtype = model::dtype_from_name(config.checkpoint.save_dtype);
+    const fs::path tokenizer_dir = fs::exists(fs::path(config.model.path) / "tokenizer.json")
+                                       ? fs::path(config.model.path)
+                                       : fs::path();
+    model::save_pretrained(model, tmp, save_dtype,
+                           tokenizer_dir.empty() ? std::nullopt : std::optional<fs::path>(tokenizer_dir));
+    torch::save(*optimizer, (tmp / "optimizer.pt").string());
+    if (teacher_weights == "ema" && teacher_model) {
+      model::save_pretrained(teacher_model, tmp / "teacher_ema", save_dtype,
+                             tokenizer_dir.empty() ? std::nullopt : std::optional<fs::path>(tokenizer_dir));
+    }
+    auto generator = at::detail::getDefaultCPUGenerator();
+    auto rng_state = generator.get_state();
+    torch::save(rng_state, (tmp / "rng.pt").string());
+    nlohmann::json state = {{"step", step}, {"cursor", cursor}, {"updates", updates}, {"skipped", skipped},
+                            {"world_size", dist.world_size}, {"objective", objective->name()}};
+    std::ofstream(tmp / "trainer_state.json") << state.dump(2) << "\n";
+    std::ofstream(tmp / "config.yaml") << config.yaml;
+    fs::remove_all(final_dir);
+    fs::rename(tmp, final_dir);
+    prune();
+    return final_dir;
+  }
+
+  void prune() {
+    std::vector<fs::path> found;
+    for (const auto& entry : fs::directory_iterator(output_dir)) {
+      const auto name = entry.path().filename().string();
+      if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp") == std::string::npos) {
+        found.push_back(entry.path());
+      }
+    }
+    std::sort(found.begin(), found.end());
+    while (found.size() > static_cast<std::size_t>(config.checkpoint.keep_last)) {
+      fs::remove_all(found.front());
+      found.erase(found.begin());
+    }
+  }
+
+  void restore(const fs::path& checkpoint) {
+    nlohmann::json state;
+    try {
+      state = nlohmann::json::parse(std::ifstream(checkpoint / "trainer_state.json"));
+      step = state.at("step").get<int64_t>();
+      cursor = state.at("cursor").get<int64_t>();
+      updates = state.at("updates").get<int64_t>();
+      skipped = state.value("skipped", int64_t{0});
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error((checkpoint / "trainer_state.json").string() + ": " + e.what());
+    }
+    if (state.value("world_size", 1) != dist.world_size) {
+      throw std::runtime_error("--resume: checkpoint was written with world_size " +
+                               std::to_string(state.value("world_size", 1)) + ", now " +
+                               std::to_string(dist.world_size) + " (the data order would differ)");
+    }
+    torch::load(*optimizer, (checkpoint / "optimizer.pt").string());
+    torch::Tensor rng_state;
+    torch::load(rng_state, (checkpoint / "rng.pt").string());
+    auto generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(rng_state);
+    spdlog::info("resumed from {} at step {}", checkpoint.string(), step);
+  }
+
+  nlohmann::json run_eval() {
+    if (eval_tasks.empty()) throw ConfigError("data.eval_tasks", "no evaluation tasks configured");
+    auto result = trainer::evaluate(model, *tokenizer, *renderer, eval_tasks, *client, config.env, config.eval,
+                                    mix_seed({config.train.seed, 0xe7a1ULL}), true);
+    if (is_main()) {
+      fs::create_directories(output_dir / "eval");
+      char name[32];
+      std::snprintf(name, sizeof name, "step-%06lld.json", static_cast<long long>(step));
+      std::ofstream(output_dir / "eval" / name) << result.dump(2) << "\n";
+      metrics.write({{"step", step}, {"eval", result["metrics"]["overall"]}});
+    }
+    return result;
+  }
+};
+
+Trainer::Trainer(TrainConfig config, const std::string& resume) : impl_(std::make_unique<Impl>()) {
+  impl_->config = std::move(config);
+  impl_->load(resume);
+}
+
+Trainer::~Trainer() = default;
+
+nlohmann::json Trainer::step() { return impl_->do_step(); }
+
+nlohmann::json Trainer::evaluate_now() { return impl_->run_eval(); }
+
+fs::path Trainer::save_checkpoint() { return impl_->save(); }
+
+int64_t Trainer::steps_done() const { return impl_->step; }
+
+model::CausalLM& Trainer::model() { return impl_->model; }
+
+const TrainConfig& Trainer::config() const { return impl_->config; }
+
+void Trainer::run() {
+  auto& s = *impl_;
+  const auto& c = s.config;
+  const bool tty = c.train.progress && isatty(STDERR_FILENO) && s.is_main();
+  const auto start = Clock::now();
+  const int64_t first = s.step;
+  while (s.step < c.train.steps) {
+    auto record = s.do_step();
+    if (s.is_main()) {
+      const double elapsed = seconds_since(start);
+      const double per_step = elapsed / static_cast<double>(s.step - first);
+      const double eta = per_step * static_cast<double>(c.train.steps - s.step);
+      char line[512];
+      std::snprintf(line, sizeof line, "step %lld/%d loss %.4f reward %.3f acc %.3f len %.0f %.1fs/step ETA %s",
+                    static_cast<long long>(s.step), c.train.steps, record.value("loss", 0.0),
+                    record.value("reward_mean", 0.0), record.value("accuracy", 0.0),
+                    record.value("response_length", 0.0), per_step, format_duration(eta).c_str());
+      if (tty) {
+        const int width = 24;
+        const int filled = static_cast<int>(width * s.step / std::max(1, c.train.steps));
+        std::fprintf(stderr, "\r[%s%s] %s", std::string(filled, '#').c_str(),
+                     std::string(width - filled, '.').c_str(), line);
+        std::fflush(stderr);
+      } else if (s.step % c.train.log_every == 0 || s.step == c.train.steps) {
+        std::fprintf(stderr, "%s\n", line);
+      }
+    }
+    if (c.eval.every > 0 && s.step % c.eval.every == 0 && !s.eval_tasks.empty()) s.run_eval();
+    if (c.checkpoint.every > 0 && s.step % c.checkpoint.every == 0 && s.step < c.train.steps) s.save();
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  if (s.step > first || !fs::exists(latest_checkpoint(s.output_dir))) s.save();
+  if (!s.eval_tasks.empty() && (c.eval.every == 0 || s.step % c.eval.every != 0)) s.run_eval();
+}
+
+fs::path latest_checkpoint(const fs::path& output_dir) {
+  if (!fs::exists(output_dir)) return {};
+  fs::path best;
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    const auto name = entry.path().filename().string();
+    if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp") == std::string::npos &&
+        fs::exists(entry.path() / "trainer_state.json") && (best.empty() || entry.path() > best)) {
+      best = entry.path();
+    }
+  }
+  return best;
+}
+
+}  // namespace distil::trainer
