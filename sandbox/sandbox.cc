@@ -154,6 +154,10 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
   // Writing to a program that closed its stdin must give EPIPE, not kill the server.
   signal(SIGPIPE, SIG_IGN);
   d.privileged = geteuid() == 0;
+  if (d.config.outside_id_base == 0)
+    d.config.outside_id_base = 1'600'000u + 65536u * (static_cast<unsigned>(getpid()) % 4096u);
+  if (d.config.outside_id_base > 0xFFFFFFFFu - 65536u)
+    throw std::invalid_argument("config.outside_id_base: must leave room for 65536 ids below 2^32");
 
   if (d.config.use_namespaces) {
     const std::string why = probe_namespaces();

@@ -99,9 +99,10 @@ struct Config {
   // Extra host paths bind-mounted read-only at the same place inside the sandbox root
   // (e.g. an interpreter installed outside /usr). /usr and the /lib* and /bin links always are.
   std::vector<std::string> readonly_paths;
-  // First outside uid/gid of the range sandboxed processes map to; each concurrent run gets
-  // its own pair so RLIMIT_NPROC counts per run. Must be unused on the host.
-  unsigned outside_id_base = 1'600'000;
+  // First outside uid/gid of the 65536 ids sandboxed processes map to; each run gets its own
+  // pair so RLIMIT_NPROC counts per run. Must be unused on the host. 0: automatic, a range per
+  // server process (1'600'000 + 65536 * (pid % 4096)); config() then reports the one chosen.
+  unsigned outside_id_base = 0;
 };
 
 class Sandbox {

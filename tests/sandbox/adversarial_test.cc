@@ -35,7 +35,7 @@ int sandbox_processes() {
     while (std::getline(status, line)) {
       if (line.rfind("Uid:", 0) == 0) {
         const unsigned uid = static_cast<unsigned>(std::strtoul(line.c_str() + 4, nullptr, 10));
-        if (uid >= base && uid < base + 2 * 32768) ++count;
+        if (uid >= base && uid < base + 65536) ++count;
         break;
       }
     }
