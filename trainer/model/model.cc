@@ -76,7 +76,7 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
     const Tensor gw = g * weight.to(acc);
     // d(x_j r)/dx_i = r (delta_ij - x_i x_j r^2 / n)
     const Tensor grad_x = (r * (gw - normed * (gw * normed).mean(-1, true))).to(x.scalar_type());
-    Tensor grad_w = (g * normed).reshape({-1, normed.size(-1)}).sum(0).to(weight.scalar_type());
+    Tensor grad_w = (g * normed).sum_to_size(weight.sizes()).to(weight.scalar_type());
     return {grad_x, grad_w, Tensor(), Tensor()};
   }
 };
@@ -332,31 +332,50 @@ struct LayerInputs {
   Tensor cos, sin;          // [B, 1, T, D] in the compute dtype
   Tensor allowed;           // [B, 1, 1, T, S] bool: which keys each query attends to
   Tensor allowed_sliding;   // same, restricted to the sliding window (OLMo 3), or undefined
+  // The same masks as additive 0/-inf biases shaped for grouped-query scores [B*KV or 1, rep*T, S]
+  // (built once per forward, used by the LibTorch 1.x attention path).
+  Tensor additive, additive_sliding;
   bool causal_dense = false;  // no padding, no cache: plain causal attention (fast SDPA path)
   KVCache* cache = nullptr;
   int64_t layer_index = 0;
   int64_t start = 0;        // positions already in the cache
 };
 
-Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& allowed, bool causal_dense) {
-  // q [B, H, T, D]; k, v [B, KV, S, D]. Query heads are grouped per kv head so K/V are never
-  // repeated: [B, KV, rep*T, D] x [B, KV, S, D]^T.
+// q [B, H, T, D]; k, v [B, KV, S, D]. Query heads are grouped per kv head so K/V are never
+// repeated: [B*KV, rep*T, D] x [B*KV, S, D]^T.
+Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& allowed, const Tensor& additive,
+                      bool causal_dense) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
   const int64_t KV = k.size(1), S = k.size(2), rep = H / KV;
 #if TORCH_VERSION_MAJOR >= 2
+  (void)additive;
   if (causal_dense && rep == 1) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
   const Tensor grouped = q.reshape({B, KV, rep * T, D});
   const Tensor mask = allowed.expand({B, 1, rep, T, S}).reshape({B, 1, rep * T, S});
   return at::scaled_dot_product_attention(grouped, k, v, mask).view({B, H, T, D});
 #else
   (void)causal_dense;
-  const Tensor grouped = q.reshape({B, KV, rep * T, D});
-  Tensor scores = torch::matmul(grouped, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(static_cast<double>(D)));
-  scores = scores.view({B, KV, rep, T, S}).masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  (void)allowed;
+  const Tensor grouped = q.reshape({B * KV, rep * T, D});
+  // scores = mask + scale * q k^T in one kernel.
+  const Tensor scores = torch::baddbmm(additive, grouped, k.reshape({B * KV, S, D}).transpose(1, 2), 1.0,
+                                       1.0 / std::sqrt(static_cast<double>(D)));
   const Tensor probs = torch::softmax(scores, -1, accumulate_type(q)).to(q.scalar_type());
-  return torch::matmul(probs.view({B, KV, rep * T, S}), v).view({B, H, T, D});
+  return torch::bmm(probs, v.reshape({B * KV, S, D})).view({B, H, T, D});
 #endif
 }
+
+#if TORCH_VERSION_MAJOR < 2
+// Additive 0/-inf form of `allowed` [B,1,1,T,S] for grouped scores; one shared row block when
+// every row of the batch has the same mask (no padding).
+Tensor additive_mask(const Tensor& allowed, int64_t kv_heads, int64_t rep, bool rows_identical, torch::Dtype dtype) {
+  const int64_t B = allowed.size(0), T = allowed.size(3), S = allowed.size(4);
+  const Tensor bias = torch::zeros(allowed.sizes(), allowed.options().dtype(dtype))
+                          .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  if (rows_identical) return bias.narrow(0, 0, 1).expand({1, 1, rep, T, S}).reshape({1, rep * T, S});
+  return bias.expand({B, kv_heads, rep, T, S}).reshape({B * kv_heads, rep * T, S});
+}
+#endif
 
 // x * cos + rotate_half(x) * sin, with backward g * cos + rotate_half^T(g * sin) as one node.
 struct RopeFunction : public torch::autograd::Function<RopeFunction> {
@@ -386,20 +405,22 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
 
   const Tensor attn_in = olmo ? x : rms_norm(x, L.input_norm, eps, false);
   const Tensor qkv = F::linear(attn_in, w(L.qkv_weight), L.qkv_bias.defined() ? w(L.qkv_bias) : Tensor());
-  Tensor q = qkv.narrow(-1, 0, H * D), k = qkv.narrow(-1, H * D, KV * D), v = qkv.narrow(-1, (H + KV) * D, KV * D);
+  // q and k travel together as [B, T, H+KV, D] through the norm (Qwen3) and RoPE: one node each.
+  Tensor qk = qkv.narrow(-1, 0, (H + KV) * D);
   if (olmo) {
-    q = rms_norm(q, L.q_norm, eps, true);
-    k = rms_norm(k, L.k_norm, eps, true);
+    qk = torch::cat({rms_norm(qk.narrow(-1, 0, H * D), L.q_norm, eps, true),
+                     rms_norm(qk.narrow(-1, H * D, KV * D), L.k_norm, eps, true)},
+                    -1);
   }
-  q = q.reshape({B, T, H, D});
-  k = k.reshape({B, T, KV, D});
-  v = v.reshape({B, T, KV, D}).transpose(1, 2);
+  qk = qk.view({B, T, H + KV, D});
   if (c.family == Family::qwen3) {
-    q = rms_norm(q, L.q_norm, eps, false);
-    k = rms_norm(k, L.k_norm, eps, false);
+    const Tensor weight = torch::cat({L.q_norm.expand({H, D}), L.k_norm.expand({KV, D})}, 0);
+    qk = rms_norm(qk, weight, eps, false);
   }
-  q = apply_rope(q.transpose(1, 2), in.cos, in.sin);
-  k = apply_rope(k.transpose(1, 2), in.cos, in.sin);
+  qk = apply_rope(qk, in.cos, in.sin);
+  const Tensor q = qk.narrow(2, 0, H).transpose(1, 2);
+  Tensor k = qk.narrow(2, H, KV).transpose(1, 2);
+  Tensor v = qkv.narrow(-1, (H + KV) * D, KV * D).view({B, T, KV, D}).transpose(1, 2);
   bool causal_dense = in.causal_dense;
   if (in.cache) {
     auto& keys = in.cache->keys[in.layer_index];
@@ -409,9 +430,12 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
     k = keys.narrow(2, 0, in.start + T);
     v = values.narrow(2, 0, in.start + T);
   }
-  const Tensor& allowed = L.sliding && in.allowed_sliding.defined() ? in.allowed_sliding : in.allowed;
-  if (L.sliding && in.allowed_sliding.defined()) causal_dense = false;
-  const Tensor attn = attention_core(q, k, v, allowed, causal_dense).transpose(1, 2).reshape({B, T, H * D});
+  const bool sliding = L.sliding && in.allowed_sliding.defined();
+  if (sliding) causal_dense = false;
+  const Tensor attn = attention_core(q, k, v, sliding ? in.allowed_sliding : in.allowed,
+                                     sliding ? in.additive_sliding : in.additive, causal_dense)
+                          .transpose(1, 2)
+                          .reshape({B, T, H * D});
   Tensor attn_out = F::linear(attn, w(L.o_weight));
 
   Tensor h;
@@ -439,6 +463,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["sin"] = inputs->sin;
     ctx->saved_data["allowed"] = inputs->allowed;
     ctx->saved_data["allowed_sliding"] = inputs->allowed_sliding;
+    ctx->saved_data["additive"] = inputs->additive;
+    ctx->saved_data["additive_sliding"] = inputs->additive_sliding;
     ctx->saved_data["causal_dense"] = inputs->causal_dense;
     ctx->save_for_backward({x});
     return layer_forward(*layer, *config, x, *inputs);
@@ -453,6 +479,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     inputs.allowed = ctx->saved_data["allowed"].toTensor();
     const auto sliding = ctx->saved_data["allowed_sliding"];
     if (sliding.isTensor()) inputs.allowed_sliding = sliding.toTensor();
+    inputs.additive = ctx->saved_data["additive"].toTensor();
+    const auto additive_sliding = ctx->saved_data["additive_sliding"];
+    if (additive_sliding.isTensor()) inputs.additive_sliding = additive_sliding.toTensor();
     inputs.causal_dense = ctx->saved_data["causal_dense"].toBool();
     Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     Tensor out;
@@ -551,7 +580,7 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   in.start = start;
   {
     const Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * rope_inv_freq_;  // [B, T, D/2]
-    const Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                      // [B, 1, T, D]
+    const Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(2);                      // [B, T, 1, D]
     in.cos = emb.cos().to(dtype);
     in.sin = emb.sin().to(dtype);
     const auto long_options = torch::TensorOptions().device(device).dtype(torch::kLong);
@@ -561,9 +590,15 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
     const Tensor diagonal = key_index == query_index;
     // Padding queries attend to themselves so no row is empty (their outputs are never used).
     in.allowed = causal.logical_and(key_mask.to(torch::kBool).view({B, 1, S})).logical_or(diagonal).view({B, 1, 1, T, S});
-    in.causal_dense = cache == nullptr && mask.min().item<int64_t>() == 1;
+    const bool no_padding = key_mask.min().item<int64_t>() == 1;
+    in.causal_dense = cache == nullptr && no_padding;
     if (config_.sliding_window > 0 && !config_.sliding_layers.empty())
       in.allowed_sliding = in.allowed.logical_and((key_index > query_index - config_.sliding_window).view({1, 1, 1, T, S}));
+#if TORCH_VERSION_MAJOR < 2
+    const int64_t kv = config_.num_key_value_heads, rep = config_.num_attention_heads / kv;
+    in.additive = additive_mask(in.allowed, kv, rep, no_padding, dtype);
+    if (in.allowed_sliding.defined()) in.additive_sliding = additive_mask(in.allowed_sliding, kv, rep, no_padding, dtype);
+#endif
   }
   Tensor x = F::embedding(ids, embed_tokens_);
   if (x.scalar_type() != dtype) x = x.to(dtype);
