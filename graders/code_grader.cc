@@ -37,6 +37,11 @@ def _distil_run_functional():
 _distil_run_functional()
 )PY";
 
+constexpr const char* kFunctionalPrelude =
+    "from typing import *; from collections import *; from heapq import *; from bisect import *; "
+    "from itertools import *; from functools import *; import math, heapq, bisect, itertools, functools, collections, "
+    "string, re, sys\n";
+
 std::string python_string_literal(const std::string& s) {
   return nlohmann::json(s).dump();  // a JSON string is a valid Python string literal
 }
@@ -126,6 +131,9 @@ class CodeGrader final : public Grader {
       throw tasks::TaskError("tests", "functional tests are only supported for Python solutions");
     program.source = block.code;
     if (functional) {
+      // LeetCode starter code uses typing names (List[int]) and the usual modules unimported;
+      // one prefixed line (tracebacks shift by one line) makes them available as on LeetCode.
+      program.source = std::string(kFunctionalPrelude) + program.source;
       program.source += "\n\n_DISTIL_FUNC_NAME = " + python_string_literal(func_name) + kFunctionalHarness;
     }
     if (!context.sandbox) throw std::runtime_error("the code grader needs a sandbox and none is configured");
