@@ -192,9 +192,9 @@ std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
   return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
 }
 
-class FamilyTest : public ::testing::TestWithParam<std::string> {};
+class ModelFamilyTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(FamilyTest, ForwardMatchesReferenceImplementation) {
+TEST_P(ModelFamilyTest, ForwardMatchesReferenceImplementation) {
   const auto config = tiny_config(GetParam());
   CausalLM model = spicy_model(config, 7);
   const fs::path dir = fresh_dir("ref_" + GetParam());
@@ -210,7 +210,7 @@ TEST_P(FamilyTest, ForwardMatchesReferenceImplementation) {
   expect_close(model->forward(input, torch::ones_like(input)).squeeze(0), ours, 1e-6, "save/load");
 }
 
-TEST_P(FamilyTest, LogitsInvariantToLeftPadding) {
+TEST_P(ModelFamilyTest, LogitsInvariantToLeftPadding) {
   const auto config = tiny_config(GetParam());
   CausalLM model = spicy_model(config, 11);
   torch::NoGradGuard no_grad;
@@ -231,7 +231,7 @@ TEST_P(FamilyTest, LogitsInvariantToLeftPadding) {
   }
 }
 
-TEST_P(FamilyTest, KvCacheStepsEqualFullRecomputation) {
+TEST_P(ModelFamilyTest, KvCacheStepsEqualFullRecomputation) {
   const auto config = tiny_config(GetParam());
   CausalLM model = spicy_model(config, 13);
   torch::NoGradGuard no_grad;
@@ -256,7 +256,7 @@ TEST_P(FamilyTest, KvCacheStepsEqualFullRecomputation) {
                std::invalid_argument);  // capacity 12 is used up
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, FamilyTest, ::testing::Values("qwen3", "llama3", "olmo2", "olmo3"));
+INSTANTIATE_TEST_SUITE_P(Families, ModelFamilyTest, ::testing::Values("qwen3", "llama3", "olmo2", "olmo3"));
 
 // ---------------------------------------------------------------- sampling
 
@@ -281,7 +281,7 @@ std::vector<std::vector<int32_t>> prompts_for(const distil::text::Tokenizer& tok
   return {tok.encode("the cat sat on the mat"), tok.encode("an"), tok.encode("<|im_start|>user\nhello there")};
 }
 
-TEST(Generate, KvCacheAndRecomputationSampleTheSameTokens) {
+TEST(ModelGenerate, KvCacheAndRecomputationSampleTheSameTokens) {
   auto s = tiny_setup("gen_cache");
   distil::model::SamplingParams p;
   p.temperature = 0.9;
@@ -304,7 +304,7 @@ TEST(Generate, KvCacheAndRecomputationSampleTheSameTokens) {
   }
 }
 
-TEST(Generate, SeededAndReproducibleAndGreedyMatchesArgmax) {
+TEST(ModelGenerate, SeededAndReproducibleAndGreedyMatchesArgmax) {
   auto s = tiny_setup("gen_seed");
   distil::model::SamplingParams p;
   p.max_new_tokens = 8;
@@ -339,7 +339,7 @@ TEST(Generate, SeededAndReproducibleAndGreedyMatchesArgmax) {
   }
 }
 
-TEST(Generate, StopsAtEosAndStopStrings) {
+TEST(ModelGenerate, StopsAtEosAndStopStrings) {
   auto s = tiny_setup("gen_stop");
   distil::model::SamplingParams p;
   p.max_new_tokens = 10;
@@ -368,7 +368,7 @@ TEST(Generate, StopsAtEosAndStopStrings) {
   EXPECT_EQ(full_text.substr(0, stopped[0].text.size()), stopped[0].text);
 }
 
-TEST(Generate, RejectsHostileInput) {
+TEST(ModelGenerate, RejectsHostileInput) {
   auto s = tiny_setup("gen_bad");
   distil::model::SamplingParams p;
   EXPECT_THROW(distil::model::generate(s.model, s.tokenizer, {{}}, p), std::invalid_argument);
@@ -382,7 +382,7 @@ TEST(Generate, RejectsHostileInput) {
 
 // ---------------------------------------------------------------- scoring and training helpers
 
-TEST(Score, ChunkedMatchesFullLogSoftmax) {
+TEST(ModelScore, ChunkedMatchesFullLogSoftmax) {
   const auto config = tiny_config("llama3");
   CausalLM model = spicy_model(config, 31);
   const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {7}, {9, 9, 9, 9, 9}};
@@ -409,7 +409,7 @@ TEST(Score, ChunkedMatchesFullLogSoftmax) {
   }
 }
 
-TEST(Training, ChunkedGatherLogprobsGradientsMatchDirect) {
+TEST(ModelTraining, ChunkedGatherLogprobsGradientsMatchDirect) {
   const auto config = tiny_config("qwen3");  // tied embeddings: lm_head gradient flows to the embedding
   CausalLM model = spicy_model(config, 41);
   const Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6}, torch::kLong).view({1, -1});
@@ -433,7 +433,7 @@ TEST(Training, ChunkedGatherLogprobsGradientsMatchDirect) {
 }
 
 // The hand-written backward passes (RMSNorm, RoPE) against central finite differences in fp64.
-TEST(Training, GradientsMatchFiniteDifferences) {
+TEST(ModelTraining, GradientsMatchFiniteDifferences) {
   for (const char* variant : {"qwen3", "olmo2", "llama3"}) {
     CausalLM model = spicy_model(tiny_config(variant), 71);
     model->to(torch::kFloat64);
@@ -469,7 +469,7 @@ TEST(Training, GradientsMatchFiniteDifferences) {
   }
 }
 
-TEST(Training, GradientCheckpointingGivesTheSameGradients) {
+TEST(ModelTraining, GradientCheckpointingGivesTheSameGradients) {
   for (const char* variant : {"qwen3", "olmo2"}) {
     CausalLM model = spicy_model(tiny_config(variant), 51);
     const Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6, 5, 3}, torch::kLong).view({2, -1});
@@ -490,7 +490,7 @@ TEST(Training, GradientCheckpointingGivesTheSameGradients) {
   }
 }
 
-TEST(Training, Bf16ComputeWithFp32MasterWeights) {
+TEST(ModelTraining, Bf16ComputeWithFp32MasterWeights) {
   CausalLM model = spicy_model(tiny_config("qwen3"), 61);
   const Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9}, torch::kLong).view({1, -1});
   Tensor fp32;
@@ -511,7 +511,7 @@ TEST(Training, Bf16ComputeWithFp32MasterWeights) {
 
 // ---------------------------------------------------------------- checkpoints
 
-TEST(Checkpoint, ShardedBf16SaveLoadsBackAndCopiesTokenizer) {
+TEST(ModelCheckpoint, ShardedBf16SaveLoadsBackAndCopiesTokenizer) {
   auto s = tiny_setup("ckpt_tok");
   const fs::path dir = fresh_dir("ckpt_sharded");
   distil::model::save_pretrained(s.model, dir, torch::kBFloat16, s.dir, /*max_shard_bytes=*/20000);
@@ -537,7 +537,7 @@ TEST(Checkpoint, ShardedBf16SaveLoadsBackAndCopiesTokenizer) {
   EXPECT_FALSE(fs::exists(dir / "model.safetensors.index.json"));
 }
 
-TEST(Checkpoint, ErrorsNameTheProblem) {
+TEST(ModelCheckpoint, ErrorsNameTheProblem) {
   const auto config = tiny_config("llama3");
   CausalLM model = distil::model::make_random(config, 1);
   const fs::path dir = fresh_dir("ckpt_errors");
@@ -580,7 +580,7 @@ TEST(Checkpoint, ErrorsNameTheProblem) {
   EXPECT_THROW(model->forward(torch::tensor({{1, 300}}), torch::ones({1, 2}, torch::kLong)), std::invalid_argument);
 }
 
-TEST(Checkpoint, ConfigRoundTripsThroughJson) {
+TEST(ModelCheckpoint, ConfigRoundTripsThroughJson) {
   for (const char* variant : {"qwen3", "llama3", "olmo2", "olmo3"}) {
     const auto c = tiny_config(variant);
     const auto back = ModelConfig::from_json(c.to_json());

