@@ -119,6 +119,9 @@ TEST(MathGrader, FeedbackAndFormatErrors) {
 TEST(MathGrader, HostileInputIsBoundedAndNeverThrows) {
   const std::vector<std::string> hostile = {
       "\\boxed{2^{2^{2^{2^{2^{99999999}}}}}}",
+      "\\boxed{((2^{4096})^{4096})^{4096}}",
+      "\\boxed{\\exp(10^{4000})}",
+      "\\boxed{\\sin(10^{4000})}",
       "\\boxed{(x+1)^{100000}}",
       "\\boxed{99999999!}",
       "\\boxed{" + std::string(5000, '{') + "1" + std::string(5000, '}') + "}",
@@ -143,6 +146,11 @@ TEST(MathGrader, HostileInputIsBoundedAndNeverThrows) {
     // Not a timing assertion on normal work: a hostile answer must not hang a worker.
     EXPECT_LT(seconds, 10.0) << response.substr(0, 60);
   }
+}
+
+TEST(MathGrader, OverflowIsNotEquality) {
+  EXPECT_FALSE(accepted("1", "\\boxed{\\exp(10^{4000})}"));
+  EXPECT_FALSE(accepted("\\exp(10^{4000})", "\\boxed{\\exp(10^{4000}) + 1}"));
 }
 
 TEST(MathGrader, ConcurrentGradingIsSafe) {
