@@ -5,6 +5,7 @@
 //   fork server Sandbox::run_batch per input, (T(n) - T(2)) / (n - 2)
 // Usage: sandbox_bench [runs=40] [python=/usr/bin/python3]. Prints medians and ratios.
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,10 +29,30 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
-double time_ms(const std::function<void()>& f) {
+// CPU of this process and of its reaped children (the sandbox supervises in-process; the fork
+// server's children are reaped by the server, which is reaped here).
+double cpu_ms() {
+  rusage self{}, children{};
+  getrusage(RUSAGE_SELF, &self);
+  getrusage(RUSAGE_CHILDREN, &children);
+  auto ms = [](const timeval& tv) { return tv.tv_sec * 1e3 + tv.tv_usec / 1e3; };
+  return ms(self.ru_utime) + ms(self.ru_stime) + ms(children.ru_utime) + ms(children.ru_stime);
+}
+
+struct Sample {
+  std::vector<double> wall, cpu;
+};
+
+double time_ms(const std::function<void()>& f, Sample* sample = nullptr) {
+  const double c0 = cpu_ms();
   const auto t0 = Clock::now();
   f();
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  const double wall = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  if (sample) {
+    sample->wall.push_back(wall);
+    sample->cpu.push_back(cpu_ms() - c0);
+  }
+  return wall;
 }
 
 bool spawn_and_wait(const std::vector<std::string>& argv) {
@@ -69,37 +90,49 @@ int main(int argc, char** argv) {
   const bool have_bwrap = access("/usr/bin/bwrap", X_OK) == 0 && spawn_and_wait(bwrap);
 
   // Interleaved so that machine load affects every column alike.
-  std::vector<double> t_bare, t_bwrap, t_oneshot;
+  Sample s_bare, s_bwrap, s_oneshot;
   int failures = 0;
   for (int i = 0; i < runs; ++i) {
-    t_bare.push_back(time_ms([&] { failures += !spawn_and_wait(bare); }));
-    if (have_bwrap) t_bwrap.push_back(time_ms([&] { failures += !spawn_and_wait(bwrap); }));
-    t_oneshot.push_back(time_ms([&] { failures += sandbox.run(pass, "", limits).verdict != Verdict::ok; }));
+    time_ms([&] { failures += !spawn_and_wait(bare); }, &s_bare);
+    if (have_bwrap) time_ms([&] { failures += !spawn_and_wait(bwrap); }, &s_bwrap);
+    time_ms([&] { failures += sandbox.run(pass, "", limits).verdict != Verdict::ok; }, &s_oneshot);
   }
 
   const int batch = 22;
-  std::vector<double> t_server_per_test;
+  Sample s_server;
   bool used_server = false;
   for (int i = 0; i < std::max(3, runs / 8); ++i) {
     std::vector<RunResult> small, large;
-    const double t_small = time_ms([&] { small = sandbox.run_batch(pass, std::vector<std::string>(2), limits); });
-    const double t_large = time_ms([&] { large = sandbox.run_batch(pass, std::vector<std::string>(batch), limits); });
+    Sample a, b;
+    time_ms([&] { small = sandbox.run_batch(pass, std::vector<std::string>(2), limits); }, &a);
+    time_ms([&] { large = sandbox.run_batch(pass, std::vector<std::string>(batch), limits); }, &b);
     for (const auto& r : small) failures += r.verdict != Verdict::ok;
     for (const auto& r : large) failures += r.verdict != Verdict::ok;
     used_server = used_server || (!large.empty() && large[0].fork_server);
-    t_server_per_test.push_back((t_large - t_small) / (batch - 2));
+    s_server.wall.push_back((b.wall[0] - a.wall[0]) / (batch - 2));
+    s_server.cpu.push_back((b.cpu[0] - a.cpu[0]) / (batch - 2));
   }
 
-  const double bare_ms = median(t_bare);
-  std::printf("\n%-34s %12s %10s\n", "runner (program: pass)", "median ms", "vs bare");
-  std::printf("%-34s %12.2f %9.2fx\n", "bare python3 -S -c pass", bare_ms, 1.0);
-  if (have_bwrap) std::printf("%-34s %12.2f %9.2fx\n", "bwrap (all namespaces, ro /usr)", median(t_bwrap), median(t_bwrap) / bare_ms);
-  else std::printf("%-34s %12s\n", "bwrap", "unavailable");
-  std::printf("%-34s %12.2f %9.2fx\n", "distil sandbox one-shot", median(t_oneshot), median(t_oneshot) / bare_ms);
-  std::printf("%-34s %12.2f %9.2fx%s\n", "distil fork server, per test", median(t_server_per_test),
-              median(t_server_per_test) / bare_ms, used_server ? "" : "  (fork server NOT used)");
+  const double bare_wall = median(s_bare.wall), bare_cpu = median(s_bare.cpu);
+  std::printf("\n%-34s %10s %8s %10s %8s\n", "runner (program: pass)", "wall ms", "ratio", "CPU ms", "ratio");
+  auto row = [&](const char* name, const Sample& s, const char* note, bool cpu_known = true) {
+    if (cpu_known)
+      std::printf("%-34s %10.2f %7.2fx %10.2f %7.2fx%s\n", name, median(s.wall), median(s.wall) / bare_wall,
+                  median(s.cpu), median(s.cpu) / bare_cpu, note);
+    else
+      std::printf("%-34s %10.2f %7.2fx %10s %8s%s\n", name, median(s.wall), median(s.wall) / bare_wall, "n/a", "",
+                  note);
+  };
+  row("bare python3 -S -c pass", s_bare, "");
+  // bwrap's sandboxed child dies with its PID namespace and is not reaped by bwrap, so its CPU
+  // never reaches our RUSAGE_CHILDREN: only wall time compares.
+  if (have_bwrap) row("bwrap (all namespaces, ro /usr)", s_bwrap, "", false);
+  else std::printf("%-34s unavailable\n", "bwrap");
+  row("distil sandbox one-shot", s_oneshot, "");
+  row("distil fork server, per test", s_server, used_server ? "" : "  (fork server NOT used)");
   if (have_bwrap)
-    std::printf("\none-shot vs bwrap: %.2fx\n", median(t_oneshot) / median(t_bwrap));
+    std::printf("\none-shot vs bwrap (wall): %.2fx\n", median(s_oneshot.wall) / median(s_bwrap.wall));
+  std::printf("medians; CPU = this process + reaped children (user + system)\n");
   std::printf("runs: %d interleaved; failures: %d\n", runs, failures);
   return failures == 0 ? 0 : 1;
 }
