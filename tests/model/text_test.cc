@@ -155,6 +155,26 @@ TEST(TextTokenizer, LearnedMergesCompressTheCorpus) {
   }
 }
 
+// Llama 3's tokenizer sets ignore_merges: a pre-tokenized word found whole in the vocabulary is
+// one token even when no merge sequence builds it.
+TEST(TextTokenizer, IgnoreMergesTakesWholeWordsFromTheVocabulary) {
+  const auto dir = fresh_dir("ignore_merges");
+  write_byte_level_tokenizer(dir, {});
+  nlohmann::json j;
+  {
+    std::ifstream in(dir / "tokenizer.json");
+    j = nlohmann::json::parse(in);
+  }
+  j["model"]["vocab"]["hello"] = 300;
+  const auto without = Tokenizer::from_json(j);
+  EXPECT_EQ(without.encode("hello").size(), 5u);
+  j["model"]["ignore_merges"] = true;
+  const auto with = Tokenizer::from_json(j);
+  EXPECT_EQ(with.encode("hello"), std::vector<int32_t>{300});
+  EXPECT_EQ(with.encode("hello hello").size(), 1u + 6u);  // " hello" is not in the vocabulary
+  EXPECT_EQ(with.decode(with.encode("hello hello")), "hello hello");
+}
+
 TEST(TextTokenizer, ByteLevelAlphabet) {
   EXPECT_EQ(byte_level(" "), "Ġ");
   EXPECT_EQ(byte_level("\n"), "Ċ");
