@@ -15,6 +15,11 @@
 
 #include "graders/text_util.h"
 
+// \sum_{k=a}^{b} f as an unevaluated GiNaC function: two sums are equal when their bodies and
+// bounds are (sums are not evaluated, so a written-out sum and its closed form differ).
+DECLARE_FUNCTION_4P(distil_sum)
+REGISTER_FUNCTION(distil_sum, dummy())
+
 namespace distil::graders::math {
 namespace {
 
@@ -149,7 +154,15 @@ std::string normalize_latex(std::string_view in) {
   }
   // Thousands separators written in LaTeX: "11,\!111" and "11{,}111".
   s = text::replace_all(s, ",\\!", "");
-  s = text::replace_all(s, "{,}", "");
+  for (std::string_view sep : {"{,}", "{, }"}) {  // "14{,}916", "14 {, }916": one number
+    for (std::size_t at = s.find(sep); at != std::string::npos; at = s.find(sep, at)) {
+      std::size_t begin = at, end = at + sep.size();
+      while (begin > 0 && s[begin - 1] == ' ') --begin;
+      while (end < s.size() && s[end] == ' ') ++end;
+      s.erase(begin, end - begin);
+      at = begin;
+    }
+  }
   static const std::vector<std::pair<std::string, std::string>> rewrites = {
       {"\\left.", ""}, {"\\right.", ""}, {"\\left", ""}, {"\\right", ""}, {"\\bigl", ""}, {"\\bigr", ""},
       {"\\Bigl", ""}, {"\\Bigr", ""}, {"\\big", ""}, {"\\Big", ""}, {"\\displaystyle", ""},
@@ -994,6 +1007,22 @@ class Parser {
     throw ParseError(std::string("unexpected '") + c + "'");
   }
 
+  Value parse_sum_command() {
+    skip();
+    if (!eat("_")) throw ParseError("\\sum needs a lower bound");
+    std::string lower = raw_argument();
+    std::size_t eq = lower.find('=');
+    if (eq == std::string::npos) throw ParseError("\\sum needs k=a below it");
+    Value index = parse_sub(lower.substr(0, eq));
+    Value from = parse_sub(lower.substr(eq + 1));
+    skip();
+    if (!eat("^")) throw ParseError("\\sum needs an upper bound");
+    Value to = parse_sub(raw_argument());
+    Value body = parse_term();
+    for (const Value* v : {&index, &from, &to, &body}) require_scalar(*v);
+    return scalar(distil_sum(body.ex, index.ex, from.ex, to.ex), body.has_float, false);
+  }
+
   Value parse_command() {
     std::size_t end = pos_ + 1;
     while (end < s_.size() && std::isalpha(static_cast<unsigned char>(s_[end]))) ++end;
@@ -1055,6 +1084,7 @@ class Parser {
       if (is_function_name(name)) return apply_function(name);
       return symbol_with_subscript(name);
     }
+    if (cmd == "sum") return parse_sum_command();
     if (cmd == "pi") return scalar(GiNaC::Pi, false, false);
     if (cmd == "infty" || cmd == "infin") return scalar(infinity_symbol(), false, false);
     if (cmd == "e") return scalar(GiNaC::exp(GiNaC::ex(1)), false, false);
@@ -1277,6 +1307,8 @@ struct Comparer {
     try {
       GiNaC::ex dg = gl.ex - gr.ex, dp = pl.ex - pr.ex;
       if (dg.is_zero() || dp.is_zero()) return dg.is_zero() && dp.is_zero() && gop == pop;
+      if ((dg - dp).is_zero()) return gop == pop;  // the same relation, even where it cannot be evaluated
+      if ((dg + dp).is_zero()) return gop == flip(pop);
       GiNaC::lst symbols = free_symbols(GiNaC::lst{dg, dp});
       std::mt19937 rng(777);
       std::uniform_real_distribution<double> dist(0.6, 2.4);

@@ -84,6 +84,9 @@ TEST(MathGrader, Equivalence) {
   EXPECT_TRUE(accepted("\\text{Evelyn}", "\\boxed{\\text{Evelyn}}"));
   EXPECT_TRUE(accepted("\\binom{5}{2}", "\\boxed{10}"));
   EXPECT_TRUE(accepted("5!", "\\boxed{120}"));
+  EXPECT_TRUE(accepted("\\sum_{k=1}^{n} a_k b_k", "\\boxed{\\sum_{k=1}^{n} b_k a_k}"));
+  EXPECT_FALSE(accepted("\\sum_{k=1}^{n} a_k b_k", "\\boxed{\\sum_{k=0}^{n} a_k b_k}"));
+  EXPECT_TRUE(accepted("14916", "the final answer is $14 {, }916$"));
 }
 
 TEST(MathGrader, FloatPlacesOption) {
