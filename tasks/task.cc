@@ -61,7 +61,7 @@ TestCase test_from_json(const nlohmann::json& j, const std::string& field) {
       else if (type == "functional") test.type = TestType::functional;
       else throw TaskError(sub, "must be \"stdin\" or \"functional\", got \"" + type + "\"");
     } else {
-      throw TaskError(sub, "unknown field (expected input, output, type)");
+      throw TaskError(key.empty() ? field + ".\"\"" : sub, "unknown field (expected input, output, type)");
     }
   }
   if (!has_input) throw TaskError(field + ".input", "missing");
@@ -107,7 +107,7 @@ Task task_from_json(const nlohmann::json& j) {
       if (!value.is_object()) throw TaskError("metadata", std::string("must be an object, got ") + json_type_name(value));
       task.metadata = value;
     } else {
-      throw TaskError(key, "unknown field (expected id, domain, prompt, answer, choices, tests, grader, metadata)");
+      throw TaskError(key.empty() ? "\"\"" : key, "unknown field (expected id, domain, prompt, answer, choices, tests, grader, metadata)");
     }
   }
   if (!has_id) throw TaskError("id", "missing");
