@@ -183,6 +183,34 @@ TEST_P(Adversarial, ContainedWithRightVerdict) {
   EXPECT_EQ(sandbox_processes(), 0) << "processes left behind";
 }
 
+// The same programs as fork-server children: two inputs each, so the second child starts after
+// whatever the first left behind was cleaned up.
+TEST_P(Adversarial, ContainedInForkServerBatch) {
+  const Case& c = GetParam();
+  if (!sandbox().isolation().pid_namespace) {
+    GTEST_SKIP() << "the fork server needs namespaces, unavailable here";
+  }
+  Program p;
+  p.source = c.source;
+  Limits limits;
+  limits.cpu_time_s = 1;
+  limits.wall_time_s = 1.5;
+  limits.memory_mb = 256;
+  const auto results = sandbox().run_batch(p, {c.stdin_data, c.stdin_data}, limits);
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_TRUE(c.verdicts.count(r.verdict)) << c.name << ": " << to_json(r).dump().substr(0, 2000);
+    EXPECT_EQ(r.stdout_data.find("pwned"), std::string::npos);
+    EXPECT_EQ(r.stdout_data.find("DISTIL_TEST_SECRET"), std::string::npos);
+    EXPECT_LE(r.stdout_data.size(), limits.output_bytes);
+  }
+  EXPECT_TRUE(results[1].fork_server) << sandbox().fork_server_failure();
+  if (c.host_must_not_exist) {
+    EXPECT_FALSE(host_path_exists(c.host_must_not_exist));
+  }
+  EXPECT_EQ(sandbox_processes(), 0) << "processes left behind";
+}
+
 INSTANTIATE_TEST_SUITE_P(Programs, Adversarial, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
