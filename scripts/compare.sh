@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# The paper-style comparison: distil, ce, sdpo, grpo and opsd from the same starting model, each
+# given the same wall-clock budget of *training* time (the sum of the trainer's per-step times;
+# held-out evaluations are excluded so that evaluating more often costs no method), for each seed.
+# Prints held-out avg@n and pass@k per method (best and last evaluation within the budget, mean
+# and spread over seeds) and writes a plot of held-out avg@n against training time.
+#
+#   scripts/compare.sh                                   built-in demo, 3 seeds, 60 s per run
+#   scripts/compare.sh --budget 300 --seeds "0 1 2 3"    longer / more seeds
+#   scripts/compare.sh --model DIR --train-tasks A.jsonl --eval-tasks B.jsonl --config my.yaml
+# Options:
+#   --methods "LIST"   objectives to compare (default: "distil ce sdpo grpo opsd")
+#   --seeds "LIST"     train.seed values (default: "0 1 2")
+#   --budget S         seconds of training per run (default: 60)
+#   --eval-every N     held-out evaluation every N steps (default: 10)
+#   --config FILE      training config (default: configs/demo.yaml); --set KEY=VALUE overrides
+#   --model DIR, --train-tasks F, --eval-tasks F, --out DIR (default runs/compare), --port N
+#   --skip-setup, --skip-build, --report-only (re-print the table from an earlier --out)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+methods="distil ce sdpo grpo opsd"
+seeds="0 1 2"
+budget=60
+eval_every=10
+config=configs/demo.yaml
+overrides=()
+model_dir=""
+train_tasks=""
+eval_tasks=""
+out=runs/compare
+port=18081
+skip_setup=0
+skip_build=0
+report_only=0
+while (($#)); do
+  case "$1" in
+    --methods) methods=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --budget) budget=$2; shift 2 ;;
+    --eval-every) eval_every=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    --set) overrides+=(--set "$2"); shift 2 ;;
+    --model) model_dir=$2; shift 2 ;;
+    --train-tasks) train_tasks=$2; shift 2 ;;
+    --eval-tasks) eval_tasks=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --skip-setup) skip_setup=1; shift ;;
+    --skip-build) skip_build=1; shift ;;
+    --report-only) report_only=1; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$budget" =~ ^[0-9]+$ ]] && ((budget > 0)) || { echo "compare.sh: --budget must be a positive integer" >&2; exit 2; }
+[[ "$eval_every" =~ ^[0-9]+$ ]] && ((eval_every > 0)) || { echo "compare.sh: --eval-every must be a positive integer" >&2; exit 2; }
+[[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || { echo "compare.sh: --port must be 1..65535" >&2; exit 2; }
+for m in $methods; do
+  case "$m" in distil|ce|sdpo|grpo|opsd|sft) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
+done
+for s in $seeds; do [[ "$s" =~ ^[0-9]+$ ]] || { echo "compare.sh: seed '$s' is not a non-negative integer" >&2; exit 2; }; done
+mkdir -p "$out"
+
+# Aggregates every run under $out into the table and the curve plot.
+report() {
+  /usr/bin/python3 -S - "$out" "$budget" "$methods" "$seeds" <<'PY'
+import json, math, os, sys
+out, budget, methods, seeds = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+def read_jsonl(path):
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try: rows.append(json.loads(line))
+                except ValueError: pass
+    except OSError: pass
+    return rows
+def run_curve(path):
+    """(train seconds, step, eval metrics) per evaluation, with the training time spent before it."""
+    spent, steps, curve = 0.0, 0, []
+    for r in read_jsonl(path):
+        if isinstance(r.get("eval"), dict):
+            curve.append((spent, r.get("step", steps), r["eval"]))
+        elif isinstance(r.get("time"), dict):
+            spent += float(r["time"].get("total", 0.0)); steps = r.get("step", steps)
+    return curve, spent, steps
+try:
+    with open(os.path.join(out, "eval_before.json")) as f: base = json.load(f)["metrics"]["overall"]
+except (OSError, ValueError, KeyError): base = None
+pass_keys = sorted({k for k in (base or {}) if k.startswith("pass@") and k != "pass@1"}, key=lambda k: int(k[5:]))
+def stats(values):
+    values = [v for v in values if v is not None]
+    if not values: return None, None
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, sd
+def fmt(ms):
+    m, sd = ms
+    return "      n/a     " if m is None else f"{100*m:5.1f} ± {100*sd:4.1f}  "
+rows, curves = [], {}
+for method in methods:
+    best, last, best_pass, last_pass, steps_done, n = [], [], {k: [] for k in pass_keys}, {k: [] for k in pass_keys}, [], 0
+    for seed in seeds:
+        curve, spent, steps = run_curve(os.path.join(out, f"{method}-seed{seed}", "metrics.jsonl"))
+        within = [c for c in curve if c[0] <= budget * 1.0001 and c[1] > 0]
+        curves.setdefault(method, []).append([(0.0, base["avg@n"])] + [(t, e["avg@n"]) for t, _, e in within] if base else
+                                            [(t, e["avg@n"]) for t, _, e in within])
+        if not within: continue
+        n += 1
+        b = max(within, key=lambda c: c[2]["avg@n"])
+        best.append(b[2]["avg@n"]); last.append(within[-1][2]["avg@n"]); steps_done.append(within[-1][1])
+        for k in pass_keys:
+            best_pass[k].append(b[2].get(k)); last_pass[k].append(within[-1][2].get(k))
+    rows.append((method, n, stats(best), stats(last), {k: stats(v) for k, v in best_pass.items()},
+                 {k: stats(v) for k, v in last_pass.items()}, stats(steps_done)))
+print(f"\nheld-out results within {budget:.0f} s of training per run (mean ± sd over seeds {' '.join(seeds)}, in %)")
+head = f"{'method':<10}{'runs':>5}  {'best avg@n':^14}" + "".join(f"{'best '+k:^14}" for k in pass_keys) + \
+       f"{'last avg@n':^14}" + "".join(f"{'last '+k:^14}" for k in pass_keys) + f"{'steps':>8}"
+print(head); print("-" * len(head))
+if base:
+    print(f"{'start':<10}{'-':>5}  {100*base['avg@n']:5.1f}         " + "".join(f"{100*base[k]:5.1f}         " for k in pass_keys) +
+          f"{100*base['avg@n']:5.1f}         " + "".join(f"{100*base[k]:5.1f}         " for k in pass_keys) + f"{0:>8}")
+for method, n, best, last, bp, lp, st in rows:
+    print(f"{method:<10}{n:>5}  {fmt(best)}" + "".join(fmt(bp[k]) for k in pass_keys) + f"{fmt(last)}" +
+          "".join(fmt(lp[k]) for k in pass_keys) + (f"{st[0]:>8.0f}" if st[0] is not None else f"{'-':>8}"))
+# Plot: mean over seeds of the last evaluation at or before t, against training seconds.
+colors = {"distil": "#d62728", "ce": "#ff7f0e", "sdpo": "#2ca02c", "grpo": "#1f77b4", "opsd": "#9467bd", "sft": "#8c564b"}
+W, H, L, T, B = 640, 360, 55, 30, 40
+grid = [budget * i / 60 for i in range(61)]
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W+150}" height="{H}" font-family="sans-serif">',
+       f'<text x="{L}" y="18" font-size="14">held-out avg@n vs training seconds (mean over {len(seeds)} seeds)</text>',
+       f'<rect x="{L}" y="{T}" width="{W-L}" height="{H-T-B}" fill="none" stroke="#999"/>']
+vals = [v for cs in curves.values() for c in cs for _, v in c] or [0, 1]
+lo, hi = max(0.0, math.floor(min(vals) * 10) / 10), min(1.0, math.ceil(max(vals) * 10) / 10)
+hi = hi if hi > lo else lo + 0.1
+for i in range(6):
+    yv = lo + (hi - lo) * i / 5; y = T + (H - T - B) * (1 - i / 5)
+    svg.append(f'<text x="{L-6}" y="{y+4}" font-size="10" text-anchor="end">{yv:.2f}</text>')
+    svg.append(f'<line x1="{L}" x2="{W}" y1="{y}" y2="{y}" stroke="#eee"/>')
+for i in range(5):
+    x = L + (W - L) * i / 4
+    svg.append(f'<text x="{x}" y="{H-B+14}" font-size="10" text-anchor="middle">{budget*i/4:.0f}s</text>')
+for idx, (method, cs) in enumerate(curves.items()):
+    pts = []
+    for t in grid:
+        ys = [next((v for tt, v in reversed(c) if tt <= t), None) for c in cs if c]
+        ys = [y for y in ys if y is not None]
+        if ys: pts.append((t, sum(ys) / len(ys)))
+    if not pts: continue
+    color = colors.get(method, "#333")
+    path = " ".join(f"{L + (W-L)*t/budget:.1f},{T + (H-T-B)*(1-(y-lo)/(hi-lo)):.1f}" for t, y in pts)
+    svg.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
+    svg.append(f'<text x="{W+10}" y="{T+16+18*idx}" font-size="13" fill="{color}">{method}</text>')
+svg.append("</svg>")
+with open(os.path.join(out, "curves.svg"), "w") as f: f.write("\n".join(svg))
+print(f"\nplot: {os.path.join(out, 'curves.svg')}")
+PY
+}
+if ((report_only)); then report | tee "$out/table.txt"; exit 0; fi
+
+if ((!skip_setup)); then scripts/setup.sh; fi
+build_dir=${DISTIL_BUILD_DIR:-build}
+if ((!skip_build)); then
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${DISTIL_CMAKE_ARGS:-} >/dev/null
+  cmake --build "$build_dir" -j "${DISTIL_JOBS:-$(nproc)}" --target distil-env distil-train distil-eval
+fi
+find_bin() {
+  for d in "$build_dir" "$build_dir/env_server" "$build_dir/trainer"; do [ -x "$d/$1" ] && { echo "$(pwd)/$d/$1"; return; }; done
+  echo "compare.sh: $1 not built in $build_dir" >&2; exit 1
+}
+DISTIL_ENV=$(find_bin distil-env); DISTIL_TRAIN=$(find_bin distil-train); DISTIL_EVAL=$(find_bin distil-eval)
+
+if [ -z "$train_tasks$eval_tasks" ]; then
+  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe configs/demo_pretrain.yaml
+  train_tasks=$out/data/train.jsonl; eval_tasks=$out/data/eval.jsonl
+fi
+for f in "$train_tasks" "$eval_tasks"; do [ -f "$f" ] || { echo "compare.sh: task file '$f' missing (give both --train-tasks and --eval-tasks)" >&2; exit 2; }; done
+
+endpoint=http://127.0.0.1:$port
+"$DISTIL_ENV" serve --tasks "$train_tasks" "$eval_tasks" --host 127.0.0.1 --port "$port" --access-log off \
+  >"$out/distil-env.log" 2>&1 &
+env_pid=$!
+train_pid=""
+cleanup() {
+  [ -n "$train_pid" ] && kill -TERM "$train_pid" 2>/dev/null && wait "$train_pid" 2>/dev/null
+  kill -TERM "$env_pid" 2>/dev/null && wait "$env_pid" 2>/dev/null
+  return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for _ in $(seq 1 100); do curl -fsS "$endpoint/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "$endpoint/healthz" >/dev/null || { echo "compare.sh: distil-env did not start; see $out/distil-env.log" >&2; exit 1; }
+
+common=(--config "$config" "${overrides[@]}" --set "env.endpoints=[\"$endpoint\"]"
+        --set "data.train_tasks=[\"$train_tasks\"]" --set "data.eval_tasks=[\"$eval_tasks\"]")
+if [ -z "$model_dir" ]; then
+  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe configs/demo_pretrain.yaml --cache runs/cache \
+    --path-out "$out/model_path" >/dev/null
+  model_dir=$(cat "$out/model_path")
+fi
+echo "compare.sh: model $model_dir; methods: $methods; seeds: $seeds; budget ${budget}s of training per run"
+"$DISTIL_EVAL" "${common[@]}" --model "$model_dir" -o "$out/eval_before.json"
+
+# Sum of the per-step training times recorded so far in a metrics file.
+train_seconds() {
+  /usr/bin/python3 -S -c '
+import json, sys
+total = 0.0
+try:
+    for line in open(sys.argv[1]):
+        try: r = json.loads(line)
+        except ValueError: continue
+        if isinstance(r.get("time"), dict): total += float(r["time"].get("total", 0.0))
+except OSError: pass
+print(int(total))' "$1"
+}
+
+for seed in $seeds; do
+  for method in $methods; do
+    run=$out/$method-seed$seed
+    rm -rf "$run"; mkdir -p "$run"
+    echo "[$(date +%H:%M:%S)] $method seed $seed"
+    # Many more steps than the budget allows; the loop below stops the run once the budget is
+    # spent. Only evaluations recorded within the budget count (see report).
+    "$DISTIL_TRAIN" train "${common[@]}" --set "model.path=\"$model_dir\"" --set "algo.objective=$method" \
+      --set "train.seed=$seed" --set "train.steps=100000" --set "eval.every=$eval_every" \
+      --set "checkpoint.every=0" --set "train.progress=false" --set "train.output_dir=\"$run\"" \
+      >"$run/stdout.log" 2>"$run/stderr.log" &
+    train_pid=$!
+    while kill -0 "$train_pid" 2>/dev/null; do
+      sleep 2
+      (( $(train_seconds "$run/metrics.jsonl") >= budget )) && break
+    done
+    kill -TERM "$train_pid" 2>/dev/null || true
+    wait "$train_pid" 2>/dev/null || true
+    train_pid=""
+    grep -q '"eval"' "$run/metrics.jsonl" 2>/dev/null || { echo "  no evaluation recorded; stderr tail:"; tail -5 "$run/stderr.log"; }
+  done
+done
+report | tee "$out/table.txt"

@@ -1,0 +1,126 @@
+// The demo's task generator (seeded, disjoint splits, every reference answer accepted by the real
+// math grader) and its pretraining loop (a tiny run lowers the held-out loss).
+#include <filesystem>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "graders/grader.h"
+#include "tasks/task.h"
+#include "trainer/config.h"
+#include "trainer/demo_pretrain.h"
+#include "trainer/demo_tasks.h"
+
+namespace demo = distil::trainer::demo;
+
+namespace {
+
+std::set<std::string> ids(const std::vector<demo::Problem>& problems) {
+  std::set<std::string> out;
+  for (const auto& p : problems) out.insert(p.id());
+  return out;
+}
+
+demo::PromptFormats default_formats() {
+  return demo::prompt_formats_from(distil::trainer::load_config_text(distil::trainer::kDefaultConfigYaml));
+}
+
+}  // namespace
+
+TEST(DemoTasks, PoolsAreDeterministicDisjointAndCoverTheProblemSpace) {
+  const demo::SplitSpec spec{7, 0.2};
+  const auto a = demo::make_pools(spec);
+  const auto b = demo::make_pools(spec);
+  EXPECT_EQ(ids(a.train), ids(b.train));
+  EXPECT_EQ(ids(a.heldout), ids(b.heldout));
+  const auto train = ids(a.train), heldout = ids(a.heldout);
+  for (const auto& id : heldout) EXPECT_FALSE(train.count(id)) << id << " is in both splits";
+  // 90*90 additions + 90*91/2 subtractions with a non-negative answer.
+  EXPECT_EQ(train.size() + heldout.size(), 8100u + 4095u);
+  const double fraction = static_cast<double>(heldout.size()) / (train.size() + heldout.size());
+  EXPECT_NEAR(fraction, 0.2, 0.02);
+  // Another seed moves problems between the splits.
+  EXPECT_NE(ids(demo::make_pools({8, 0.2}).heldout), heldout);
+}
+
+TEST(DemoTasks, SamplingIsSeededAndDistinct) {
+  const auto pools = demo::make_pools({0, 0.2});
+  const auto x = demo::sample_problems(pools.train, 300, 3);
+  const auto y = demo::sample_problems(pools.train, 300, 3);
+  ASSERT_EQ(x.size(), 300u);
+  EXPECT_EQ(ids(x), ids(y));
+  EXPECT_EQ(ids(x).size(), 300u);
+  EXPECT_NE(ids(x), ids(demo::sample_problems(pools.train, 300, 4)));
+  EXPECT_THROW(demo::sample_problems(pools.heldout, pools.heldout.size() + 1, 0), std::invalid_argument);
+  EXPECT_THROW(demo::make_pools({0, 1.0}), std::invalid_argument);
+}
+
+TEST(DemoTasks, EveryReferenceAnswerIsAcceptedByTheRealMathGraderAndMistakesAreNot) {
+  const auto pools = demo::make_pools({0, 0.2});
+  const auto& registry = distil::graders::Registry::builtin();
+  distil::graders::GradeContext context;
+  std::mt19937_64 rng(1);
+  std::size_t checked = 0;
+  for (const auto* pool : {&pools.train, &pools.heldout}) {
+    for (std::size_t i = 0; i < pool->size(); i += 7) {  // a spread-out seventh of each pool
+      const demo::Problem& p = (*pool)[i];
+      // The record round-trips through the real validator.
+      const distil::tasks::Task task = distil::tasks::task_from_json(distil::tasks::to_json(demo::to_task(p)));
+      ASSERT_EQ(task.domain, "math");
+      const auto right = distil::graders::grade(registry, task, demo::boxed_response(p.answer()), {}, context);
+      EXPECT_TRUE(right.passed) << p.id() << ": " << right.verdict << " " << right.feedback;
+      const int wrong_value = demo::plausible_wrong_answer(p, rng);
+      EXPECT_NE(wrong_value, p.answer());
+      EXPECT_GE(wrong_value, 0);
+      const auto wrong = distil::graders::grade(registry, task, demo::boxed_response(wrong_value), {}, context);
+      EXPECT_FALSE(wrong.passed) << p.id() << " accepted " << wrong_value;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 1700u);
+}
+
+TEST(DemoCorpus, TeacherExamplesUseTheTrainerTemplatesAndAreCorrect) {
+  const auto formats = default_formats();
+  const auto pools = demo::make_pools({0, 0.2});
+  const demo::CorpusSampler sampler(demo::PretrainRecipe{}, formats, pools.train);
+  std::mt19937_64 rng(0);
+  const demo::Problem& p = pools.train.front();
+  const auto solution = sampler.make(p, "solution", rng);
+  EXPECT_TRUE(solution.correct);
+  EXPECT_EQ(solution.response, demo::boxed_response(p.answer()));
+  EXPECT_NE(solution.user_message.find("Correct solution:\n\n" + demo::boxed_response(p.answer())), std::string::npos)
+      << solution.user_message;
+  EXPECT_EQ(solution.user_message.rfind(p.prompt(), 0), 0u);
+  const auto reference = sampler.make(p, "reference", rng);
+  EXPECT_NE(reference.user_message.find("Reference solution:"), std::string::npos) << reference.user_message;
+  EXPECT_THROW(sampler.make(p, "bogus", rng), std::invalid_argument);
+}
+
+TEST(DemoRecipe, RejectsBadKeysAndValues) {
+  EXPECT_THROW(demo::PretrainRecipe::from_json({{"stepz", 3}}), std::invalid_argument);
+  EXPECT_THROW(demo::PretrainRecipe::from_json({{"steps", "many"}}), std::invalid_argument);
+  EXPECT_THROW(demo::PretrainRecipe::from_json({{"add_correct", 1.5}}), std::invalid_argument);
+  EXPECT_THROW(demo::PretrainRecipe::from_json({{"hidden_size", 100}, {"num_heads", 3}}), std::invalid_argument);
+  EXPECT_EQ(demo::PretrainRecipe::from_json({{"steps", 3}}).steps, 3);
+  const auto formats = default_formats();
+  EXPECT_NE(demo::recipe_hash(demo::PretrainRecipe{}, formats),
+            demo::recipe_hash(demo::PretrainRecipe::from_json({{"steps", 3}}), formats));
+}
+
+TEST(DemoPretrain, ATinyRunLowersTheHeldOutLoss) {
+  demo::PretrainRecipe recipe;
+  recipe.hidden_size = 32;
+  recipe.num_layers = 1;
+  recipe.num_heads = 2;
+  recipe.num_kv_heads = 1;
+  recipe.intermediate_size = 64;
+  recipe.bpe_merges = 40;
+  recipe.steps = 30;
+  recipe.batch_size = 16;
+  recipe.warmup_steps = 5;
+  const auto dir = std::filesystem::temp_directory_path() / ("distil-demo-test-" + std::to_string(::getpid()));
+  const auto run = demo::run_pretraining(recipe, default_formats(), dir / "tokenizer", {});
+  std::filesystem::remove_all(dir);
+  EXPECT_LT(run.final_loss, run.initial_loss * 0.8) << "before " << run.initial_loss << " after " << run.final_loss;
+}

@@ -1,0 +1,140 @@
+// Pretraining the demo's tiny Qwen3-family model from scratch on generated text (no downloads),
+// so that it is a mediocre solver of the demo tasks but can use a teacher context: the corpus
+// mixes student-format examples whose answers are right only some of the time (the rest are
+// plausible mistakes) with re-prompt examples in the trainer's exact teacher formats (a correct
+// sibling solution, a reference solution, or the env's feedback on a wrong answer) whose
+// responses are right. The result is written as a Hugging Face model directory.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "trainer/config.h"
+#include "trainer/demo_tasks.h"
+#include "trainer/model/model.h"
+#include "trainer/text/tokenizer.h"
+
+namespace distil::trainer::demo {
+
+// Everything that determines the pretrained model; its hash names the cache directory.
+struct PretrainRecipe {
+  SplitSpec split;
+  // Probability that a student-format answer in the corpus is correct (the mediocrity knob).
+  double add_correct = 0.45;
+  double subtract_correct = 0.30;
+  // After feedback saying the previous answer was wrong, the corpus answer is correct this often
+  // (and never repeats the rejected answer).
+  double after_feedback_correct = 0.70;
+  // Corpus mixture weights (normalised): plain prompts, sibling-solution re-prompts,
+  // reference-solution re-prompts, feedback re-prompts.
+  double mix_student = 0.50;
+  double mix_solution = 0.30;
+  double mix_reference = 0.10;
+  double mix_feedback = 0.10;
+  int bpe_merges = 160;
+  int64_t hidden_size = 128;
+  int64_t num_layers = 3;
+  int64_t num_heads = 4;
+  int64_t num_kv_heads = 2;
+  int64_t intermediate_size = 384;
+  int steps = 600;
+  int batch_size = 64;
+  double lr = 3e-3;
+  double min_lr = 3e-4;
+  int warmup_steps = 40;
+  double weight_decay = 0.01;
+  uint64_t seed = 0;
+
+  // Throws std::invalid_argument naming the field.
+  void validate() const;
+  nlohmann::json to_json() const;
+  // Reads the keys present in `j` over the defaults; unknown keys are errors naming the key.
+  static PretrainRecipe from_json(const nlohmann::json& j);
+};
+
+// The teacher/chat settings the corpus must match (from the training config).
+struct PromptFormats {
+  TeacherSection teacher;
+  ModelSection model;
+};
+PromptFormats prompt_formats_from(const TrainConfig& config);
+
+// 16 hex digits identifying recipe + prompt formats + corpus version.
+std::string recipe_hash(const PretrainRecipe& recipe, const PromptFormats& formats);
+
+struct CorpusExample {
+  std::string kind;          // student | solution | reference | feedback
+  std::string user_message;  // before chat formatting
+  std::string response;      // without the end-of-turn marker
+  bool correct = false;
+};
+
+// Draws corpus examples for problems of one pool. The feedback examples carry the real math
+// grader's feedback text for a wrong answer.
+class CorpusSampler {
+ public:
+  CorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<Problem> pool);
+  CorpusExample next(std::mt19937_64& rng) const;
+  CorpusExample make(const Problem& problem, const std::string& kind, std::mt19937_64& rng) const;
+
+ private:
+  PretrainRecipe recipe_;
+  PromptFormats formats_;
+  std::vector<Problem> pool_;
+};
+
+// The math grader's feedback for `response` on `problem` (graded in-process by the real grader).
+std::string grader_feedback(const Problem& problem, const std::string& response);
+// Whether the real math grader accepts `response` for `problem`.
+bool grader_accepts(const Problem& problem, const std::string& response);
+
+struct PretrainReport {
+  std::filesystem::path model_dir;
+  bool reused = false;
+  nlohmann::json summary;  // losses, timings, student/teacher accuracies (demo_report.json)
+};
+
+struct PretrainOptions {
+  std::filesystem::path cache_root = "runs/cache";
+  bool force = false;          // retrain even when the cache has this recipe
+  int accuracy_prompts = 100;  // held-out problems for the student/teacher accuracy report
+  int accuracy_samples = 4;
+  std::function<void(const std::string&)> log = [](const std::string&) {};
+};
+
+// Trains (or reuses) the model for `recipe` in cache_root/demo-model-<hash>, writes
+// demo_report.json there and returns it.
+PretrainReport pretrain_or_reuse(const PretrainRecipe& recipe, const PromptFormats& formats,
+                                 const PretrainOptions& options);
+
+// Student vs teacher accuracy (avg@n at temperature 1) on held-out problems, graded in-process by
+// the real math grader: plain prompt; re-prompt with a correct sibling solution; with the
+// reference solution; with the grader's feedback on a plausible wrong answer.
+nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
+                                        const PromptFormats& formats, const std::vector<Problem>& problems,
+                                        int samples, uint64_t seed);
+
+// Mean response-token cross-entropy of `model` on `examples` (no gradient).
+double corpus_loss(model::CausalLM& model, const text::Tokenizer& tokenizer, const PromptFormats& formats,
+                   const std::vector<CorpusExample>& examples);
+
+// One pretraining run in memory (tokenizer included), for tests and pretrain_or_reuse.
+struct PretrainRun {
+  text::Tokenizer tokenizer;
+  model::CausalLM model{nullptr};
+  double initial_loss = 0.0;  // on a fixed held-out corpus sample
+  double final_loss = 0.0;
+  double seconds = 0.0;
+};
+// Writes the tokenizer files to `tokenizer_dir` (created) and trains.
+PretrainRun run_pretraining(const PretrainRecipe& recipe, const PromptFormats& formats,
+                            const std::filesystem::path& tokenizer_dir,
+                            const std::function<void(const std::string&)>& log);
+
+}  // namespace distil::trainer::demo
