@@ -8,6 +8,22 @@
 namespace distil::graders {
 namespace {
 
+// True if the last \boxed{ never closes: the response was cut off while writing the answer.
+bool unclosed_box(const std::string& body) {
+  std::size_t at = body.rfind("\\boxed{");
+  if (at == std::string::npos) return false;
+  int depth = 0;
+  for (std::size_t i = at + 6; i < body.size(); ++i) {
+    if (body[i] == '\\' && i + 1 < body.size()) {
+      ++i;
+      continue;
+    }
+    if (body[i] == '{') ++depth;
+    else if (body[i] == '}' && --depth == 0) return false;
+  }
+  return true;
+}
+
 class MathGrader final : public Grader {
  public:
   std::string name() const override { return "math"; }
@@ -39,9 +55,13 @@ class MathGrader final : public Grader {
     // Hold the GiNaC lock for the whole grading so every value is also destroyed under it.
     std::lock_guard lock(math::ginac_mutex());
     std::vector<math::Answer> predicted = math::extract_answers(body, targets);
-    if (predicted.empty()) {
+    const bool cut_in_box = unclosed_box(body);
+    result.details["truncated"] = unterminated || cut_in_box;
+    if (predicted.empty() || (cut_in_box && predicted.front().source != "boxed")) {
       result.verdict = "format_error";
-      result.feedback = "No final answer was found in the response. State it as \\boxed{...} at the end.";
+      result.feedback = cut_in_box ? "The response was cut off inside \\boxed{...}: the final answer is incomplete. "
+                                     "Reason more briefly so the answer fits."
+                                   : "No final answer was found in the response. State it as \\boxed{...} at the end.";
       if (unterminated) result.feedback += " (The response also ended inside an unfinished <think> block.)";
       return result;
     }
@@ -60,7 +80,6 @@ class MathGrader final : public Grader {
     result.details["extracted_from"] = shown.source;
     result.details["answer_parsed"] = static_cast<bool>(shown.parsed);
     result.details["reference_parsed"] = static_cast<bool>(reference.front().parsed);
-    result.details["truncated"] = unterminated;
 
     const bool boxed = shown.source == "boxed";
     if (correct) {

@@ -106,6 +106,10 @@ TEST(MathGrader, FeedbackAndFormatErrors) {
   r = grade("12", "I am not sure.");
   EXPECT_EQ(r.verdict, "format_error");
   EXPECT_NE(r.feedback.find("\\boxed"), std::string::npos);
+  r = grade("12", "Adding 3 and 4 gives the total \\boxed{\\frac{12}{1");
+  EXPECT_EQ(r.verdict, "format_error");
+  EXPECT_NE(r.feedback.find("cut off inside \\boxed"), std::string::npos) << r.feedback;
+  EXPECT_TRUE(r.details["truncated"].get<bool>());
   r = grade("12", "So it is 13");
   EXPECT_EQ(r.verdict, "wrong_answer");
   EXPECT_NE(r.feedback.find("No \\boxed{}"), std::string::npos);
