@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <set>
 
 #include "trainer/model/generate.h"
 #include "trainer/model/model.h"
@@ -337,6 +338,31 @@ TEST(ModelGenerate, SeededAndReproducibleAndGreedyMatchesArgmax) {
       seq.push_back(token);
     }
   }
+}
+
+// Rows of different lengths finishing at different steps (batch compaction, left padding, cache
+// row selection) give each prompt exactly what it gets alone.
+TEST(ModelGenerate, BatchedGreedyEqualsOneAtATime) {
+  auto s = tiny_setup("gen_batch");
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<int32_t> p;
+    for (int t = 0; t < 2 + 3 * i; ++t) p.push_back((37 * i + 11 * t) % 256);
+    prompts.push_back(p);
+  }
+  distil::model::SamplingParams p;
+  p.temperature = 0;
+  p.max_new_tokens = 12;
+  for (int32_t id = 0; id < 300; id += 7) p.eos_ids.push_back(id);  // ~1 in 7 tokens ends a row
+  const auto batched = distil::model::generate(s.model, s.tokenizer, prompts, p);
+  std::set<size_t> lengths;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto alone = distil::model::generate(s.model, s.tokenizer, {prompts[i]}, p);
+    EXPECT_EQ(batched[i].tokens, alone[0].tokens) << "prompt " << i;
+    EXPECT_EQ(batched[i].finish_reason, alone[0].finish_reason) << "prompt " << i;
+    lengths.insert(batched[i].tokens.size());
+  }
+  EXPECT_GE(lengths.size(), 3u) << "rows should finish at different steps for this test to mean anything";
 }
 
 TEST(ModelGenerate, StopsAtEosAndStopStrings) {

@@ -136,7 +136,10 @@ std::vector<GeneratedSequence> generate(CausalLM& model, const text::Tokenizer& 
   Tensor hidden = model->hidden_states(ids, mask, cache ? &*cache : nullptr);
   Tensor next_logits = model->logits(hidden.select(1, hidden.size(1) - 1));
 
-  std::vector<int64_t> rows(B);  // original index of each active row
+  // Batch row -> original prompt index; finished rows stay in the batch (their samples ignored)
+  // until a quarter of it has finished, since dropping rows copies the whole KV cache.
+  std::vector<int64_t> rows(B);
+  std::vector<uint8_t> finished(B, 0);
   for (int64_t i = 0; i < B; ++i) rows[i] = i;
   std::vector<std::string> response_bytes(B);
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
@@ -145,14 +148,16 @@ std::vector<GeneratedSequence> generate(CausalLM& model, const text::Tokenizer& 
     const Tensor logprobs_cpu = logprobs.to(torch::kCPU, torch::kFloat32).contiguous();
     const int64_t* tok = tokens_cpu.data_ptr<int64_t>();
     const float* lp = logprobs_cpu.data_ptr<float>();
-    std::vector<int64_t> keep;
+    size_t still_running = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
+      if (finished[r]) continue;
       auto& seq = out[rows[r]];
       const auto token = static_cast<int32_t>(tok[r]);
       seq.tokens.push_back(token);
       seq.logprobs.push_back(lp[r]);
       if (std::find(eos.begin(), eos.end(), token) != eos.end()) {
         seq.finish_reason = FinishReason::eos;
+        finished[r] = 1;
         continue;
       }
       if (longest_stop > 0) {
@@ -164,22 +169,25 @@ std::vector<GeneratedSequence> generate(CausalLM& model, const text::Tokenizer& 
         for (const auto& s : params.stop_strings) stopped = stopped || bytes.find(s, from) != std::string::npos;
         if (stopped) {
           seq.finish_reason = FinishReason::stop_string;
+          finished[r] = 1;
           continue;
         }
       }
-      keep.push_back(static_cast<int64_t>(r));
+      ++still_running;
     }
-    if (keep.empty() || step + 1 == params.max_new_tokens) break;
+    if (still_running == 0 || step + 1 == params.max_new_tokens) break;
     Tensor next_tokens = tokens.to(device, torch::kLong);
-    if (keep.size() != rows.size()) {
+    if (rows.size() - still_running >= std::max<size_t>(1, rows.size() / 4)) {
+      std::vector<int64_t> keep, kept_rows;
+      for (size_t r = 0; r < rows.size(); ++r)
+        if (!finished[r]) keep.push_back(static_cast<int64_t>(r)), kept_rows.push_back(rows[r]);
       const Tensor index = torch::tensor(keep, long_cpu).to(device);
       next_tokens = next_tokens.index_select(0, index);
       if (cache) cache->select_rows(index);
       ids = ids.index_select(0, index);
       mask = mask.index_select(0, index);
-      std::vector<int64_t> kept_rows;
-      for (int64_t r : keep) kept_rows.push_back(rows[r]);
       rows = std::move(kept_rows);
+      finished.assign(rows.size(), 0);
     }
     const Tensor step_ids = next_tokens.view({-1, 1});
     const Tensor step_mask = torch::ones_like(step_ids);
