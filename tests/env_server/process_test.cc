@@ -18,7 +18,7 @@ std::vector<std::string> serve_args(std::uint16_t port) {
   return {"serve", "--tasks", tasks_file(), "--port", std::to_string(port), "--workers", "2", "--access-log", "off"};
 }
 
-TEST(ServerProcess, PrintsPortAndRefusesBadArguments) {
+TEST(EnvServerProcess, PrintsPortAndRefusesBadArguments) {
   ServerProcess server(serve_args(0));
   ASSERT_NE(server.port(), 0) << "no 'listening on' line from " << env_binary();
   EXPECT_EQ(call(server.port(), "GET", "/healthz").status, 200);
@@ -29,7 +29,7 @@ TEST(ServerProcess, PrintsPortAndRefusesBadArguments) {
   EXPECT_NE(missing.terminate(10.0), std::optional<int>(0));
 }
 
-TEST(ServerProcess, SigtermDrainsRequestsInFlightAndExitsZero) {
+TEST(EnvServerProcess, SigtermDrainsRequestsInFlightAndExitsZero) {
   if (!shared_sandbox().sandbox) GTEST_SKIP() << "no sandbox on this host: " << shared_sandbox().why_not;
   ServerProcess server(serve_args(0));
   ASSERT_NE(server.port(), 0);
@@ -51,7 +51,7 @@ TEST(ServerProcess, SigtermDrainsRequestsInFlightAndExitsZero) {
   }
 }
 
-TEST(ServerProcess, ClientRidesThroughARestart) {
+TEST(EnvServerProcess, ClientRidesThroughARestart) {
   auto first = std::make_unique<ServerProcess>(serve_args(0));
   const std::uint16_t port = first->port();
   ASSERT_NE(port, 0);

@@ -26,12 +26,12 @@ ApiError parse_error(const std::string& body, const RequestLimits& limits = {}) 
   return ApiError(0, "", "", "");
 }
 
-TEST(JsonInput, AcceptsOrdinaryJson) {
+TEST(EnvJsonInput, AcceptsOrdinaryJson) {
   auto j = parse_json_body(R"({"a": [1, "x", {"b": null}]})", {});
   EXPECT_EQ(j["a"][1], "x");
 }
 
-TEST(JsonInput, RejectsWithTheRightStatusAndField) {
+TEST(EnvJsonInput, RejectsWithTheRightStatusAndField) {
   EXPECT_EQ(parse_error("").code(), "malformed_json");
   EXPECT_EQ(parse_error("{").status(), 400);
   EXPECT_EQ(parse_error("{\"a\": \"\xc3\x28\"}").code(), "invalid_utf8");
@@ -47,7 +47,7 @@ TEST(JsonInput, RejectsWithTheRightStatusAndField) {
   EXPECT_EQ(parse_error(R"({"abcdefghijk": 1})", limits).code(), "string_too_long");
 }
 
-TEST(JsonInput, MillionLevelNestingDoesNotOverflowTheStack) {
+TEST(EnvJsonInput, MillionLevelNestingDoesNotOverflowTheStack) {
   const std::string deep(1 << 20, '[');
   EXPECT_EQ(parse_error(deep).code(), "too_deep");
   const std::string deep_objects = [] {
@@ -58,14 +58,14 @@ TEST(JsonInput, MillionLevelNestingDoesNotOverflowTheStack) {
   EXPECT_EQ(parse_error(deep_objects).code(), "too_deep");
 }
 
-class Validation : public ::testing::Test {
+class EnvRequestValidation : public ::testing::Test {
  protected:
-  Validation() : store_(TaskStore::from_files({testing::tasks_file()})) {}
+  EnvRequestValidation() : store_(TaskStore::from_files({testing::tasks_file()})) {}
   TaskStore store_;
   const graders::Registry& registry_ = graders::Registry::builtin();
 };
 
-TEST_F(Validation, ResolvesTaskAndGrader) {
+TEST_F(EnvRequestValidation, ResolvesTaskAndGrader) {
   auto job = validate_feedback_item({{"task_id", "math-product"}, {"response", "x"}}, "", store_, registry_, {});
   EXPECT_EQ(job.task->id, "math-product");
   EXPECT_EQ(job.grader->name(), "math");
@@ -74,7 +74,7 @@ TEST_F(Validation, ResolvesTaskAndGrader) {
   EXPECT_TRUE(with_options.options.run_all_tests);
 }
 
-TEST_F(Validation, BatchGivesEachBadItemItsOwnError) {
+TEST_F(EnvRequestValidation, BatchGivesEachBadItemItsOwnError) {
   json body = {{"items", json::array({{{"task_id", "math-product"}, {"response", "x"}}, 5,
                                       {{"task_id", "math-product"}, {"response", "x"}, {"task", json::object()}}})}};
   auto out = validate_feedback_batch(body, {}, store_, registry_, {});
@@ -85,7 +85,7 @@ TEST_F(Validation, BatchGivesEachBadItemItsOwnError) {
   EXPECT_THROW(validate_feedback_batch({{"items", json::array()}, {"x", 1}}, {}, store_, registry_, {}), ApiError);
 }
 
-TEST(WorkerPoolTest, RunsEveryJobAndRefusesWhenFull) {
+TEST(EnvWorkerPool, RunsEveryJobAndRefusesWhenFull) {
   std::atomic<int> ran{0};
   std::atomic<bool> release{false};
   {
@@ -106,7 +106,7 @@ TEST(WorkerPoolTest, RunsEveryJobAndRefusesWhenFull) {
   EXPECT_EQ(ran, 3);
 }
 
-TEST(MetricsTest, RendersCumulativeHistogramsAndEscapesLabels) {
+TEST(EnvMetrics, RendersCumulativeHistogramsAndEscapesLabels) {
   Metrics m;
   m.observe_grading("math", "accepted", 0.0007);
   m.observe_grading("math", "accepted", 0.003);

@@ -16,7 +16,7 @@ namespace {
 using nlohmann::json;
 using namespace distil::env::testing;
 
-class ServerTest : public ::testing::Test {
+class EnvServer : public ::testing::Test {
  protected:
   static ServerConfig quiet_config() {
     ServerConfig c;
@@ -56,7 +56,7 @@ class ServerTest : public ::testing::Test {
 
 // --- routes -------------------------------------------------------------------------------------
 
-TEST_F(ServerTest, HealthzAnswersOk) {
+TEST_F(EnvServer, HealthzAnswersOk) {
   start();
   auto r = call(port_, "GET", "/healthz");
   ASSERT_EQ(r.status, 200) << r.error;
@@ -64,7 +64,7 @@ TEST_F(ServerTest, HealthzAnswersOk) {
   EXPECT_FALSE(r.headers["X-Request-Id"].empty());
 }
 
-TEST_F(ServerTest, ReadyzReportsSelfTestAndIsolation) {
+TEST_F(EnvServer, ReadyzReportsSelfTestAndIsolation) {
   require_sandbox();
   start();
   auto r = call(port_, "GET", "/readyz");
@@ -76,7 +76,7 @@ TEST_F(ServerTest, ReadyzReportsSelfTestAndIsolation) {
   EXPECT_TRUE(j["isolation"].contains("seccomp"));
 }
 
-TEST_F(ServerTest, ReadyzIs503WithoutSandbox) {
+TEST_F(EnvServer, ReadyzIs503WithoutSandbox) {
   start(quiet_config(), /*with_sandbox=*/false);
   auto r = call(port_, "GET", "/readyz");
   EXPECT_EQ(r.status, 503);
@@ -84,7 +84,7 @@ TEST_F(ServerTest, ReadyzIs503WithoutSandbox) {
   EXPECT_EQ(call(port_, "GET", "/healthz").status, 200);  // alive, just not ready
 }
 
-TEST_F(ServerTest, LimitsGradersAndTasks) {
+TEST_F(EnvServer, LimitsGradersAndTasks) {
   auto config = quiet_config();
   config.limits.max_batch_items = 17;
   start(config);
@@ -114,7 +114,7 @@ TEST_F(ServerTest, LimitsGradersAndTasks) {
   EXPECT_EQ(missing.json()["error"]["code"], "unknown_task");
 }
 
-TEST_F(ServerTest, MathFeedbackRightAndWrong) {
+TEST_F(EnvServer, MathFeedbackRightAndWrong) {
   start();
   auto right = post("/v1/feedback", {{"task_id", "math-product"}, {"response", kMathRight}});
   ASSERT_EQ(right.status, 200) << right.body;
@@ -132,7 +132,7 @@ TEST_F(ServerTest, MathFeedbackRightAndWrong) {
   EXPECT_EQ(wrong.json()["feedback"].get<std::string>().find("42"), std::string::npos);
 }
 
-TEST_F(ServerTest, InlineTaskAndOptions) {
+TEST_F(EnvServer, InlineTaskAndOptions) {
   start();
   json task = {{"id", "inline-1"}, {"domain", "math"}, {"prompt", "1+1?"}, {"answer", "2"}};
   auto r = post("/v1/feedback", {{"task", task}, {"response", "\\boxed{3}"}, {"options", {{"reveal_answer", true}}}});
@@ -141,14 +141,14 @@ TEST_F(ServerTest, InlineTaskAndOptions) {
   EXPECT_EQ(r.json()["verdict"], "wrong_answer");
 }
 
-TEST_F(ServerTest, ScienceFeedback) {
+TEST_F(EnvServer, ScienceFeedback) {
   start();
   auto r = post("/v1/feedback", {{"task_id", "science-water"}, {"response", "The answer is (A)."}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json()["verdict"], "accepted");
 }
 
-TEST_F(ServerTest, CodeFeedbackRunsInTheSandbox) {
+TEST_F(EnvServer, CodeFeedbackRunsInTheSandbox) {
   require_sandbox();
   start();
   auto right = post("/v1/feedback", {{"task_id", "code-sum"}, {"response", kCodeRight}});
@@ -160,7 +160,7 @@ TEST_F(ServerTest, CodeFeedbackRunsInTheSandbox) {
   EXPECT_NE(wrong.json()["feedback"].get<std::string>().find("Wrong Answer"), std::string::npos) << wrong.body;
 }
 
-TEST_F(ServerTest, BatchKeepsOrderAndIsolatesBadItems) {
+TEST_F(EnvServer, BatchKeepsOrderAndIsolatesBadItems) {
   start();
   json items = json::array({
       {{"task_id", "math-product"}, {"response", kMathRight}},
@@ -182,7 +182,7 @@ TEST_F(ServerTest, BatchKeepsOrderAndIsolatesBadItems) {
   EXPECT_EQ(results[4]["verdict"], "wrong_answer");
 }
 
-TEST_F(ServerTest, MetricsCountRequestsAndGradings) {
+TEST_F(EnvServer, MetricsCountRequestsAndGradings) {
   start();
   post("/v1/feedback", {{"task_id", "math-product"}, {"response", kMathRight}});
   call(port_, "GET", "/nope");
@@ -200,7 +200,7 @@ TEST_F(ServerTest, MetricsCountRequestsAndGradings) {
 
 // --- error statuses -----------------------------------------------------------------------------
 
-TEST_F(ServerTest, MalformedJsonIs400) {
+TEST_F(EnvServer, MalformedJsonIs400) {
   start();
   auto r = call(port_, "POST", "/v1/feedback", "{\"task_id\": \"math-product\", ");
   EXPECT_EQ(r.status, 400);
@@ -208,14 +208,14 @@ TEST_F(ServerTest, MalformedJsonIs400) {
   EXPECT_EQ(call(port_, "POST", "/v1/feedback", "").status, 400);
 }
 
-TEST_F(ServerTest, InvalidUtf8Is400) {
+TEST_F(EnvServer, InvalidUtf8Is400) {
   start();
   auto r = call(port_, "POST", "/v1/feedback", "{\"task_id\": \"math-product\", \"response\": \"\xff\xfe\"}");
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.json()["error"]["code"], "invalid_utf8");
 }
 
-TEST_F(ServerTest, WrongTypesAndUnknownFieldsAre422NamingTheField) {
+TEST_F(EnvServer, WrongTypesAndUnknownFieldsAre422NamingTheField) {
   start();
   struct Case {
     json body;
@@ -239,7 +239,7 @@ TEST_F(ServerTest, WrongTypesAndUnknownFieldsAre422NamingTheField) {
   }
 }
 
-TEST_F(ServerTest, UnknownTaskIs404AndUnknownGraderIs422) {
+TEST_F(EnvServer, UnknownTaskIs404AndUnknownGraderIs422) {
   start();
   auto r = post("/v1/feedback", {{"task_id", "nope"}, {"response", "x"}});
   EXPECT_EQ(r.status, 404);
@@ -251,7 +251,7 @@ TEST_F(ServerTest, UnknownTaskIs404AndUnknownGraderIs422) {
   EXPECT_EQ(g.json()["error"]["field"], "task.grader") << g.body;
 }
 
-TEST_F(ServerTest, BatchTooLargeIs422NamingTheLimit) {
+TEST_F(EnvServer, BatchTooLargeIs422NamingTheLimit) {
   auto config = quiet_config();
   config.limits.max_batch_items = 3;
   start(config);
@@ -267,7 +267,7 @@ TEST_F(ServerTest, BatchTooLargeIs422NamingTheLimit) {
   EXPECT_EQ(not_array.json()["error"]["field"], "items");
 }
 
-TEST_F(ServerTest, BodyTooLargeIs413) {
+TEST_F(EnvServer, BodyTooLargeIs413) {
   auto config = quiet_config();
   config.limits.max_body_bytes = 1000;
   start(config);
@@ -280,7 +280,7 @@ TEST_F(ServerTest, BodyTooLargeIs413) {
   EXPECT_EQ(call(port_, "GET", "/healthz").status, 200);
 }
 
-TEST_F(ServerTest, DeepJsonAndLongStringsAre422) {
+TEST_F(EnvServer, DeepJsonAndLongStringsAre422) {
   auto config = quiet_config();
   config.limits.max_json_depth = 8;
   config.limits.max_string_bytes = 100;
@@ -300,7 +300,7 @@ TEST_F(ServerTest, DeepJsonAndLongStringsAre422) {
   EXPECT_EQ(long_string.json()["error"]["field"], "response");
 }
 
-TEST_F(ServerTest, HugeHeadersAre431) {
+TEST_F(EnvServer, HugeHeadersAre431) {
   auto config = quiet_config();
   config.limits.max_header_bytes = 2048;
   start(config);
@@ -309,7 +309,7 @@ TEST_F(ServerTest, HugeHeadersAre431) {
   EXPECT_EQ(call(port_, "GET", "/healthz").status, 200);
 }
 
-TEST_F(ServerTest, UnknownRouteIs404AndWrongMethodIs405) {
+TEST_F(EnvServer, UnknownRouteIs404AndWrongMethodIs405) {
   start();
   auto r = call(port_, "GET", "/v2/everything");
   EXPECT_EQ(r.status, 404);
@@ -320,7 +320,7 @@ TEST_F(ServerTest, UnknownRouteIs404AndWrongMethodIs405) {
   EXPECT_EQ(call(port_, "DELETE", "/v1/tasks").status, 405);
 }
 
-TEST_F(ServerTest, GarbageRequestLineIs400) {
+TEST_F(EnvServer, GarbageRequestLineIs400) {
   start();
   RawConnection c(port_);
   c.send("HELLO THERE\r\n\r\n");
@@ -328,7 +328,7 @@ TEST_F(ServerTest, GarbageRequestLineIs400) {
   EXPECT_EQ(r.status, 400) << r.error;
 }
 
-TEST_F(ServerTest, BearerAuthIs401WithoutTheToken) {
+TEST_F(EnvServer, BearerAuthIs401WithoutTheToken) {
   auto config = quiet_config();
   config.auth_token = "s3cret-token";
   start(config);
@@ -351,7 +351,7 @@ TEST_F(ServerTest, BearerAuthIs401WithoutTheToken) {
   EXPECT_NE(refused.error.find("401"), std::string::npos) << refused.error;
 }
 
-TEST_F(ServerTest, FullQueueIs429WithRetryAfter) {
+TEST_F(EnvServer, FullQueueIs429WithRetryAfter) {
   auto config = quiet_config();
   config.workers = 1;
   config.queue_capacity = 2;
@@ -364,7 +364,7 @@ TEST_F(ServerTest, FullQueueIs429WithRetryAfter) {
   EXPECT_EQ(r.json()["error"]["code"], "overloaded");
 }
 
-TEST_F(ServerTest, MissedDeadlineIs503) {
+TEST_F(EnvServer, MissedDeadlineIs503) {
   auto config = quiet_config();
   config.request_deadline_s = 1e-9;
   start(config);
@@ -377,7 +377,7 @@ TEST_F(ServerTest, MissedDeadlineIs503) {
   EXPECT_EQ(b.json()["results"][0]["error"]["code"], "deadline_exceeded");
 }
 
-TEST_F(ServerTest, DeadlineAnswersWhileGradingIsStillRunning) {
+TEST_F(EnvServer, DeadlineAnswersWhileGradingIsStillRunning) {
   require_sandbox();
   auto config = quiet_config();
   config.request_deadline_s = 0.3;
@@ -393,7 +393,7 @@ TEST_F(ServerTest, DeadlineAnswersWhileGradingIsStillRunning) {
 
 // --- connections --------------------------------------------------------------------------------
 
-TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+TEST_F(EnvServer, KeepAliveServesSeveralRequestsOnOneConnection) {
   start();
   RawConnection c(port_);
   for (int i = 0; i < 3; ++i) {
@@ -408,7 +408,7 @@ TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   EXPECT_EQ(c.read().json()["id"], "code-sum");
 }
 
-TEST_F(ServerTest, SlowClientIsDisconnected) {
+TEST_F(EnvServer, SlowClientIsDisconnected) {
   auto config = quiet_config();
   config.read_timeout_s = 0.3;
   start(config);
@@ -417,7 +417,7 @@ TEST_F(ServerTest, SlowClientIsDisconnected) {
   EXPECT_TRUE(c.closed_by_peer(5.0));
 }
 
-TEST_F(ServerTest, IdleConnectionIsClosed) {
+TEST_F(EnvServer, IdleConnectionIsClosed) {
   auto config = quiet_config();
   config.idle_timeout_s = 0.3;
   start(config);
@@ -428,7 +428,7 @@ TEST_F(ServerTest, IdleConnectionIsClosed) {
 
 // --- concurrency and shutdown --------------------------------------------------------------------
 
-TEST_F(ServerTest, HundredsOfSimultaneousRequestsEachGetTheirOwnAnswer) {
+TEST_F(EnvServer, HundredsOfSimultaneousRequestsEachGetTheirOwnAnswer) {
   start();
   constexpr int kRequests = 300;
   std::vector<std::thread> threads;
@@ -453,7 +453,7 @@ TEST_F(ServerTest, HundredsOfSimultaneousRequestsEachGetTheirOwnAnswer) {
   }
 }
 
-TEST_F(ServerTest, ClientGradesThousandsOfItemsExactlyOnceInOrder) {
+TEST_F(EnvServer, ClientGradesThousandsOfItemsExactlyOnceInOrder) {
   auto config = quiet_config();
   config.limits.max_batch_items = 50;
   start(config);
@@ -481,7 +481,7 @@ TEST_F(ServerTest, ClientGradesThousandsOfItemsExactlyOnceInOrder) {
       << metrics;
 }
 
-TEST_F(ServerTest, ClientSplitsBatchesToTheServerLimit) {
+TEST_F(EnvServer, ClientSplitsBatchesToTheServerLimit) {
   auto config = quiet_config();
   config.limits.max_batch_items = 7;
   start(config);
@@ -493,7 +493,7 @@ TEST_F(ServerTest, ClientSplitsBatchesToTheServerLimit) {
   for (const auto& o : outcomes) EXPECT_TRUE(o.ok) << o.error;
 }
 
-TEST_F(ServerTest, ClientRetriesThrough429) {
+TEST_F(EnvServer, ClientRetriesThrough429) {
   auto config = quiet_config();
   config.workers = 1;
   config.queue_capacity = 8;
@@ -511,7 +511,7 @@ TEST_F(ServerTest, ClientRetriesThrough429) {
   for (const auto& o : outcomes) ASSERT_TRUE(o.ok) << o.error;
 }
 
-TEST_F(ServerTest, ClientFailsOverFromADeadEndpoint) {
+TEST_F(EnvServer, ClientFailsOverFromADeadEndpoint) {
   start();
   // A port that was just free: nothing listens there.
   std::uint16_t dead_port;
@@ -539,7 +539,7 @@ TEST_F(ServerTest, ClientFailsOverFromADeadEndpoint) {
   EXPECT_THROW(dead.get_json("/v1/tasks"), std::runtime_error);
 }
 
-TEST_F(ServerTest, ClientRejectsBadEndpoints) {
+TEST_F(EnvServer, ClientRejectsBadEndpoints) {
   for (const std::string bad : {"https://x:1", "http://x:99999", "http://:80", "http://x:1/path", "ftp://x"}) {
     ClientConfig c;
     c.endpoints = {bad};
@@ -549,7 +549,7 @@ TEST_F(ServerTest, ClientRejectsBadEndpoints) {
   EXPECT_THROW(FeedbackClient{none}, std::invalid_argument);
 }
 
-TEST_F(ServerTest, GracefulStopAnswersRequestsInFlight) {
+TEST_F(EnvServer, GracefulStopAnswersRequestsInFlight) {
   require_sandbox();
   start();
   const std::string slow = "```python\nimport sys, time\ntime.sleep(0.4)\na, b = map(int, sys.stdin.read().split())\nprint(a + b)\n```";

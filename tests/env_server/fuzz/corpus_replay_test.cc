@@ -8,7 +8,7 @@
 
 #include "tests/env_server/fuzz/feedback_request_fuzz_target.h"
 
-TEST(FuzzCorpusReplay, EveryCorpusInputIsHandled) {
+TEST(EnvFuzzCorpus, EveryCorpusInputIsHandled) {
   const std::filesystem::path dir = std::string(DISTIL_SOURCE_DIR) + "/tests/env_server/fuzz/corpus";
   int inputs = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
