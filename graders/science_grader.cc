@@ -337,6 +337,24 @@ class ScienceGrader final : public Grader {
   static std::optional<char> extract_choice(const std::string& body, const tasks::Task& task, int count) {
     std::string final_text = final_answer_text(body);
     if (!final_text.empty()) {
+      // "Answer: A. Actually no, B": a correction inside the answer line means its last label.
+      // The first label after the last correction word wins ("B (not A)" stays B: "not" alone
+      // negates the label after it rather than correcting towards it).
+      const std::string lower = text::to_lower(final_text);
+      std::size_t after = std::string::npos;
+      for (std::string_view correction : {"actually", "instead", "rather", "no,", "wrong", "incorrect", "not correct",
+                                          "not right", "isn't", "mistake"}) {
+        for (std::size_t p = lower.find(correction); p != std::string::npos; p = lower.find(correction, p + 1)) {
+          if (after == std::string::npos || p + correction.size() > after) after = p + correction.size();
+        }
+      }
+      if (after != std::string::npos) {
+        const std::string rest = final_text.substr(after);
+        for (std::size_t i = 0; i < rest.size(); ++i) {
+          const char c = rest[i];
+          if (c >= 'A' && c < 'A' + count && text::word_start(rest, i) && text::word_end(rest, i + 1)) return c;
+        }
+      }
       if (auto label = label_from_answer(final_text, task, count)) return label;
       if (auto label = last_standalone_label(final_text, count)) return label;
     }

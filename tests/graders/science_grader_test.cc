@@ -25,7 +25,9 @@ TEST(ScienceGrader, MultipleChoiceForms) {
        {"<answer>B</answer>", "Answer: B", "answer: (b)", "The answer is (B).", "B", "b",
         "Thinking...\nThe correct option is (B)", "\\boxed{B}", "**Answer:** B) 2 J", "A is wrong, so B",
         "Option A fails because of friction. Option C double counts. So B.", "Answer: 2 J",
-        "<think>maybe A? or C</think>The answer is B", "<answer> option b </answer>"}) {
+        "<think>maybe A? or C</think>The answer is B", "<answer> option b </answer>",
+        "The answer is A. Actually no, it is B.", "Answer: A is wrong, so B", "Answer: B (not A)",
+        "Answer: A is not correct; B is."}) {
     auto r = grade(mc(), response);
     EXPECT_TRUE(r.passed) << response << " -> " << r.extracted;
     EXPECT_EQ(r.extracted, "B") << response;
