@@ -37,6 +37,7 @@ bool move_fd(int fd, int target) {
 
 struct ProgramStart {
   const ChildPlan* plan;
+  int status_fd;
   int exec_errno;  // written by the program process before it gives up (shared memory)
 };
 
@@ -44,7 +45,7 @@ int exec_program(void* arg) {
   auto* start = static_cast<ProgramStart*>(arg);
   execve(start->plan->executable, start->plan->argv, start->plan->envp);
   start->exec_errno = errno ? errno : ENOEXEC;
-  report_and_exit(start->plan->status_fd, ChildStep::exec, start->exec_errno, -1);
+  report_and_exit(start->status_fd, ChildStep::exec, start->exec_errno, -1);
 }
 
 // pid 1 of the sandbox: starts the program (vfork-style, so it costs no page-table copy), then
@@ -52,16 +53,16 @@ int exec_program(void* arg) {
 // everything else left in the namespace.
 constexpr std::size_t kStubStackSize = 64 * 1024;
 
-[[noreturn]] void run_init_stub(const ChildPlan& p, void* stack) {
+[[noreturn]] void run_init_stub(const ChildPlan& p, int status_fd, void* stack) {
   const std::size_t kStackSize = kStubStackSize;
-  ProgramStart start{&p, 0};
+  ProgramStart start{&p, status_fd, 0};
   const pid_t program = clone(exec_program, static_cast<char*>(stack) + kStackSize, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
-  if (program < 0) report_and_exit(p.status_fd, ChildStep::init_stub, errno, -1);
+  if (program < 0) report_and_exit(status_fd, ChildStep::init_stub, errno, -1);
   if (start.exec_errno != 0) _exit(127);  // the program process reported the failure
   // The stub never execs, so close-on-exec does nothing for it: close everything but the status
   // pipe, so the program's ends of the pipes are the only ones left (EOF means it closed them)
   // and nothing of the supervisor's stays reachable.
-  const unsigned keep = static_cast<unsigned>(p.status_fd);
+  const unsigned keep = static_cast<unsigned>(status_fd);
   if (keep > 0) syscall(SYS_close_range, 0U, keep - 1, 0U);
   syscall(SYS_close_range, keep + 1, ~0U, 0U);
   for (;;) {
@@ -69,7 +70,7 @@ constexpr std::size_t kStubStackSize = 64 * 1024;
     const pid_t pid = wait4(-1, &status, 0, nullptr);
     if (pid == program) {
       const ChildFailure record{static_cast<std::int32_t>(ChildStep::program_exit), status, 0};
-      [[maybe_unused]] const ssize_t n = write(p.status_fd, &record, sizeof(record));
+      [[maybe_unused]] const ssize_t n = write(status_fd, &record, sizeof(record));
       _exit(0);
     }
     if (pid < 0 && errno != EINTR) _exit(0);
@@ -110,8 +111,8 @@ const char* child_step_name(ChildStep step) {
 
 int child_main(void* arg) {
   const ChildPlan& p = *static_cast<const ChildPlan*>(arg);
-  const int status = p.status_fd;
-  auto fail = [status](ChildStep step, int detail = -1) { report_and_exit(status, step, errno, detail); };
+  int status = p.status_fd;  // renumbered below
+  auto fail = [&status](ChildStep step, int detail = -1) { report_and_exit(status, step, errno, detail); };
 
   // Die with the supervisor: a crashed server must not leave sandboxes running.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStep::death_signal);
@@ -157,8 +158,20 @@ int child_main(void* arg) {
   }
   if (p.hostname && sethostname(p.hostname, std::strlen(p.hostname)) != 0) fail(ChildStep::hostname);
 
-  if (!move_fd(p.stdin_fd, 0) || !move_fd(p.stdout_fd, 1) || !move_fd(p.stderr_fd, 2)) fail(ChildStep::stdio);
-  if (p.keep_fd >= 0 && !move_fd(p.keep_fd, 3)) fail(ChildStep::stdio);
+  // This process holds a copy of every descriptor the supervisor had (other runs' pipes
+  // included). Park the ones we keep high, put them at 0..3 (+ the status pipe), and really
+  // close the rest: they must not reach the program, and RLIMIT_NOFILE counts from the lowest
+  // free number, so the seccomp listener needs a low one to be free.
+  constexpr int kParked = 512;
+  const int in = fcntl(p.stdin_fd, F_DUPFD_CLOEXEC, kParked), out = fcntl(p.stdout_fd, F_DUPFD_CLOEXEC, kParked),
+            err = fcntl(p.stderr_fd, F_DUPFD_CLOEXEC, kParked), st = fcntl(status, F_DUPFD_CLOEXEC, kParked);
+  const int keep = p.keep_fd >= 0 ? fcntl(p.keep_fd, F_DUPFD_CLOEXEC, kParked) : -1;
+  if (in < 0 || out < 0 || err < 0 || st < 0 || (p.keep_fd >= 0 && keep < 0)) fail(ChildStep::stdio);
+  if (!move_fd(in, 0) || !move_fd(out, 1) || !move_fd(err, 2)) report_and_exit(st, ChildStep::stdio, errno, -1);
+  if (keep >= 0 && !move_fd(keep, 3)) report_and_exit(st, ChildStep::stdio, errno, -1);
+  status = keep >= 0 ? 4 : 3;
+  if (dup3(st, status, O_CLOEXEC) != status) report_and_exit(st, ChildStep::stdio, errno, -1);
+  if (syscall(SYS_close_range, static_cast<unsigned>(status) + 1, ~0U, 0U) != 0) fail(ChildStep::close_fds);
   // Mapped before RLIMIT_AS applies: this process is a copy of the supervisor, whose address
   // space (thread stacks, malloc arenas) may already exceed the program's limit.
   void* stub_stack = nullptr;
@@ -166,10 +179,8 @@ int child_main(void* arg) {
     stub_stack = mmap(nullptr, kStubStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stub_stack == MAP_FAILED) fail(ChildStep::init_stub);
   }
-  // Every other inherited descriptor closes at exec; the status pipe stays open until then so
-  // a failure below can still be reported, and its EOF tells the supervisor exec succeeded.
-  const unsigned first_closed = p.keep_fd >= 0 ? 4 : 3;
-  if (syscall(SYS_close_range, first_closed, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(ChildStep::close_fds);
+  // The status pipe stays open (close-on-exec) so a failure below can still be reported, and
+  // its EOF tells the supervisor exec succeeded.
 
   if (p.work_dir && chdir(p.work_dir) != 0) fail(ChildStep::chdir);
   int failed_limit = -1;
@@ -203,7 +214,7 @@ int child_main(void* arg) {
       if (write(status, &record, sizeof(record)) != sizeof(record)) fail(ChildStep::seccomp);
     }
   }
-  if (p.init_stub) run_init_stub(p, stub_stack);
+  if (p.init_stub) run_init_stub(p, status, stub_stack);
   execve(p.executable, p.argv, p.envp);
   fail(ChildStep::exec);
   return 127;

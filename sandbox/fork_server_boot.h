@@ -76,9 +76,10 @@ def become_sandboxed(fds, report_fd):
     os.closerange(report_fd + 1, 1 << 16)
     os.chdir("/tmp")
     cpu = max(1, int(-(-cpu_s // 1)))
-    for res, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, fsize),
-                       (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_NPROC, nproc),
-                       (resource.RLIMIT_CORE, 0)):
+    # As the one-shot path: SIGXCPU at the limit, SIGKILL a second later.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    for res, value in ((resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NOFILE, nofile),
+                       (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(res, (value, value))
     os.setgroups([])
     os.setresgid(1000, 1000, 1000)

@@ -7,12 +7,12 @@ namespace distil::sandbox::detail {
 
 RlimitPlan plan_rlimits(const Limits& limits) {
   RlimitPlan plan;
-  auto add = [&plan](int resource, rlim_t value) {
-    plan.entries[plan.count++] = RlimitPlan::Entry{resource, value};
+  auto add = [&plan](int resource, rlim_t value, rlim_t hard_extra = 0) {
+    plan.entries[plan.count++] = RlimitPlan::Entry{resource, value, hard_extra};
   };
   // RLIMIT_CPU has whole-second granularity; the exact CPU verdict comes from rusage.
   const double cpu = limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0;
-  add(RLIMIT_CPU, static_cast<rlim_t>(std::ceil(cpu)));
+  add(RLIMIT_CPU, static_cast<rlim_t>(std::ceil(cpu)), 1);
   add(RLIMIT_AS, static_cast<rlim_t>(limits.memory_mb) << 20);
   add(RLIMIT_FSIZE, static_cast<rlim_t>(limits.file_size_mb) << 20);
   add(RLIMIT_NOFILE, static_cast<rlim_t>(limits.max_open_files > 0 ? limits.max_open_files : 1));
@@ -25,7 +25,7 @@ RlimitPlan plan_rlimits(const Limits& limits) {
 
 int apply_rlimits(const RlimitPlan& plan, int* failed) noexcept {
   for (int i = 0; i < plan.count; ++i) {
-    const rlimit value{plan.entries[i].value, plan.entries[i].value};
+    const rlimit value{plan.entries[i].value, plan.entries[i].value + plan.entries[i].hard_extra};
     if (setrlimit(plan.entries[i].resource, &value) != 0) {
       if (failed) *failed = i;
       return errno;

@@ -14,13 +14,15 @@ struct RlimitPlan {
   struct Entry {
     int resource;
     rlim_t value;  // soft and hard
+    rlim_t hard_extra = 0;  // hard = value + hard_extra
   };
   Entry entries[8];
   int count = 0;
 };
 
-// CPU seconds (rounded up, +1 s hard margin is left to the wall deadline), address space,
-// file size, open files, processes, core dumps off.
+// CPU seconds (soft: the limit rounded up, which sends SIGXCPU; hard one second later, SIGKILL
+// for a program that catches SIGXCPU), address space, file size, open files, processes, core
+// dumps, locked memory and message queues off.
 RlimitPlan plan_rlimits(const Limits& limits);
 
 // Applies every entry; returns 0 or the errno of the first failure, with its index in `failed`.

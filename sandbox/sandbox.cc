@@ -295,8 +295,11 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
 std::unique_ptr<RunCgroup> Sandbox::Impl::make_cgroup(const Limits& limits, std::size_t extra_bytes, int extra_pids) {
   if (!cgroups) return nullptr;
   std::string error;
-  // The cgroup bounds the whole tree; the init stub and the interpreter's first pages are in it.
-  auto cg = cgroups->create((limits.memory_mb << 20) + extra_bytes, std::max(1, limits.max_processes) + extra_pids, error);
+  // The cgroup bounds the whole tree. It sits a quarter above the per-process RLIMIT_AS so a
+  // single process fails its allocation cleanly (MemoryError, bad_alloc) before the cgroup
+  // starts reclaiming, which near its limit slows everything inside to a crawl.
+  const std::size_t bytes = (limits.memory_mb << 20) + (limits.memory_mb << 18) + (32u << 20) + extra_bytes;
+  auto cg = cgroups->create(bytes, std::max(1, limits.max_processes) + extra_pids, error);
   if (!cg) throw std::runtime_error("creating the run's cgroup: " + error);
   return cg;
 }

@@ -430,7 +430,10 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
   } else if (t.killed_for_time) {
     r.verdict = Verdict::time_limit;
     r.message = "wall-clock limit exceeded";
-  } else if (t.signal == SIGXCPU || r.cpu_time_s > cpu_limit) {
+  } else if (t.signal == SIGXCPU || r.cpu_time_s > cpu_limit ||
+             (t.signal == SIGKILL && r.cpu_time_s >= 0.9 * std::ceil(cpu_limit))) {
+    // The kernel's CPU accounting for RLIMIT_CPU and rusage's user/system split differ a little,
+    // so a SIGKILL at the hard limit can come with rusage just under it.
     r.verdict = Verdict::time_limit;
     r.message = "CPU time limit exceeded";
   } else if (t.killed_for_output || r.stdout_truncated) {

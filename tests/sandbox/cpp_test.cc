@@ -21,7 +21,7 @@ Program cpp(const std::string& source) {
 Limits limits() {
   Limits l;
   l.cpu_time_s = 1;
-  l.wall_time_s = 2;
+  l.wall_time_s = 8;
   l.memory_mb = 256;
   return l;
 }

@@ -24,7 +24,7 @@ Program python(std::string source) {
 Limits fast_limits() {
   Limits l;
   l.cpu_time_s = 2;
-  l.wall_time_s = 3;
+  l.wall_time_s = 8;
   l.memory_mb = 256;
   return l;
 }
