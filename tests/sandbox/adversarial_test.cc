@@ -189,16 +189,23 @@ TEST_P(Adversarial, ContainedWithRightVerdict) {
 
 // The same programs as fork-server children: two inputs each, so the second child starts after
 // whatever the first left behind was cleaned up.
-TEST_P(Adversarial, ContainedInForkServerBatch) {
+class AdversarialBatch : public ::testing::TestWithParam<Case> {};
+
+// Programs that only burn their CPU or wall limit add nothing here but seconds; the batch path
+// of a time limit is covered by BatchEqualsOneShot.infinite_loop.
+std::vector<Case> batch_cases() {
+  std::vector<Case> out;
+  for (const auto& c : cases())
+    if (!(c.verdicts.size() == 1 && *c.verdicts.begin() == Verdict::time_limit)) out.push_back(c);
+  return out;
+}
+
+TEST_P(AdversarialBatch, ContainedInForkServerBatch) {
   const Case& c = GetParam();
   if (!sandbox().isolation().pid_namespace) {
     GTEST_SKIP() << "the fork server needs namespaces, unavailable here";
   }
-  // Programs that only burn their CPU or wall limit add nothing here but seconds; the batch path
-  // of a time limit is covered by BatchEqualsOneShot.infinite_loop.
-  if (c.verdicts.size() == 1 && *c.verdicts.begin() == Verdict::time_limit) {
-    GTEST_SKIP() << "time-limit program: covered one-shot and by the fork-server equivalence tests";
-  }
+
   Program p;
   p.source = c.source;
   Limits limits;
@@ -221,6 +228,8 @@ TEST_P(Adversarial, ContainedInForkServerBatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Programs, Adversarial, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Programs, AdversarialBatch, ::testing::ValuesIn(batch_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace
