@@ -588,7 +588,41 @@ class Parser {
 
   Value parse_term() {
     DepthGuard guard(depth_);
+    skip();
+    const std::size_t term_start = pos_;
     Value left = parse_unary();
+    // A mixed number: "4\frac{2}{3}" is 4 + 2/3 (MATH's convention), not 4 * 2/3.
+    if (at_command("\\frac")) {
+      std::string written = text::trim(std::string_view(s_).substr(term_start, pos_ - term_start));
+      const bool negative = !written.empty() && written[0] == '-';
+      if (negative) written = text::trim(written.substr(1));
+      const bool integer_literal = !written.empty() && std::all_of(written.begin(), written.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c)) != 0;
+      });
+      if (integer_literal) {
+        const std::size_t save = pos_;
+        eat_command("\\frac");
+        try {
+          Value num = parse_sub(raw_argument());
+          Value den = parse_sub(raw_argument());
+          auto proper = [](const Value& n, const Value& d) {
+            if (n.kind != Value::Kind::scalar || d.kind != Value::Kind::scalar) return false;
+            if (!GiNaC::is_a<GiNaC::numeric>(n.ex) || !GiNaC::is_a<GiNaC::numeric>(d.ex)) return false;
+            const auto& a = GiNaC::ex_to<GiNaC::numeric>(n.ex);
+            const auto& b = GiNaC::ex_to<GiNaC::numeric>(d.ex);
+            return a.is_pos_integer() && b.is_pos_integer() && a < b;
+          };
+          if (proper(num, den)) {
+            Value fraction = divide(num, den);
+            left = add(left, fraction, negative);
+          } else {
+            pos_ = save;
+          }
+        } catch (const ParseError&) {
+          pos_ = save;
+        }
+      }
+    }
     while (true) {
       skip();
       if (pos_ >= s_.size()) break;

@@ -87,6 +87,10 @@ TEST(MathGrader, Equivalence) {
   EXPECT_TRUE(accepted("\\sum_{k=1}^{n} a_k b_k", "\\boxed{\\sum_{k=1}^{n} b_k a_k}"));
   EXPECT_FALSE(accepted("\\sum_{k=1}^{n} a_k b_k", "\\boxed{\\sum_{k=0}^{n} a_k b_k}"));
   EXPECT_TRUE(accepted("14916", "the final answer is $14 {, }916$"));
+  EXPECT_TRUE(accepted("\\frac{14}{3}", "\\boxed{4\\frac{2}{3}}"));
+  EXPECT_TRUE(accepted("-\\frac{14}{3}", "\\boxed{-4\\frac{2}{3}}"));
+  EXPECT_TRUE(accepted("\\frac{8}{3}", "\\boxed{4\\frac{2}{3}x}") == false);
+  EXPECT_TRUE(accepted("\\frac{2\\pi}{3}", "\\boxed{2\\frac{\\pi}{3}}"));
 }
 
 TEST(MathGrader, FloatPlacesOption) {
