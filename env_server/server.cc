@@ -195,6 +195,22 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             {"tasks", tasks.size()},
             {"workers", config.workers}};
   }
+  // Sandbox runs by verdict, from what the grader reports: details.sandbox_runs
+  // ({"ok": 3, "runtime_error": 1}) if present, else one run per entry of details.tests (the code
+  // grader's per-test records) for graders that run programs.
+  void count_sandbox_runs(const graders::Grader& grader, const json& details) {
+    if (!details.is_object()) return;
+    if (auto it = details.find("sandbox_runs"); it != details.end() && it->is_object()) {
+      for (const auto& [verdict, n] : it->items())
+        if (n.is_number_unsigned()) metrics.count_sandbox_runs(verdict, n.get<std::uint64_t>());
+      return;
+    }
+    if (!grader.needs_sandbox()) return;
+    if (auto it = details.find("tests"); it != details.end() && it->is_array())
+      for (const auto& test : *it)
+        if (test.is_object() && test.contains("verdict") && test["verdict"].is_string())
+          metrics.count_sandbox_runs(test["verdict"].get<std::string>(), 1);
+  }
   // Grades one validated item on a worker thread; never throws.
   ItemOutcome grade(const GradeJob& job, Clock::time_point deadline);
 };
@@ -244,13 +260,7 @@ ItemOutcome Server::Impl::grade(const GradeJob& job, Clock::time_point deadline)
     auto result = graders::grade(registry, *job.task, job.response, job.options, context);
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     metrics.observe_grading(out.grader, result.verdict, elapsed);
-    // Graders that ran programs report their sandbox verdicts as details.sandbox_runs:
-    // {"ok": 3, "runtime_error": 1}.
-    if (result.details.is_object() && result.details.contains("sandbox_runs") &&
-        result.details["sandbox_runs"].is_object()) {
-      for (const auto& [verdict, n] : result.details["sandbox_runs"].items())
-        if (n.is_number_unsigned()) metrics.count_sandbox_runs(verdict, n.get<std::uint64_t>());
-    }
+    count_sandbox_runs(*job.grader, result.details);
     out.verdict = result.verdict;
     out.body = graders::to_json(result);
     return out;

@@ -158,6 +158,10 @@ TEST_F(EnvServer, CodeFeedbackRunsInTheSandbox) {
   ASSERT_EQ(wrong.status, 200) << wrong.body;
   EXPECT_EQ(wrong.json()["verdict"], "wrong_answer") << wrong.body;
   EXPECT_NE(wrong.json()["feedback"].get<std::string>().find("Wrong Answer"), std::string::npos) << wrong.body;
+  // Three runs for the right program, one (stopped at the first failure) for the wrong one.
+  auto metrics = call(port_, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("distil_sandbox_runs_total{verdict=\"accepted\"} 3"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("distil_sandbox_runs_total{verdict=\"wrong_answer\"} 1"), std::string::npos) << metrics;
 }
 
 TEST_F(EnvServer, BatchKeepsOrderAndIsolatesBadItems) {
