@@ -31,16 +31,25 @@ echo "server: $line" >&2
 
 json_body() { /usr/bin/python3 -S -c 'import json,sys; print(json.dumps({"task_id": sys.argv[1], "response": sys.argv[2]}))' "$1" "$2"; }
 
-# run_row NAME CONNECTIONS THREADS URL [BODY EXPECT]: prints "name|conns|rps|p50|p99|errors|wrong"
+# CPU seconds (user + system) the server process has used so far: with the request count this gives
+# the server's CPU cost per request, which does not depend on what else the machine is running.
+server_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$server_pid/stat"; }
+
+# run_row NAME CONNECTIONS THREADS URL [BODY EXPECT]: prints "name|conns|rps|p50|p99|errors|wrong|cpu_us"
 run_row() {
-  local name="$1" conns="$2" threads="$3" url="$4" body="${5:-}" expect="${6:-}" out
+  local name="$1" conns="$2" threads="$3" url="$4" body="${5:-}" expect="${6:-}" out cpu_before cpu_after
+  cpu_before="$(server_cpu_s)"
   if [[ -n "$body" ]]; then
     out="$(BODY="$body" EXPECT_VERDICT="$expect" wrk -t"$threads" -c"$conns" -d"${seconds}s" --latency \
              -s bench/env_server/post_feedback.lua "$url")"
   else
     out="$(wrk -t"$threads" -c"$conns" -d"${seconds}s" --latency "$url")"
   fi
+  cpu_after="$(server_cpu_s)"
   echo "$out" >>"$work/wrk.txt"
+  local requests cpu_us
+  requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+  cpu_us="$(awk -v a="$cpu_before" -v b="$cpu_after" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) * 1e6 / n : 0) }')"
   local rps p50 p99 non2xx sock wrong
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
@@ -48,9 +57,10 @@ run_row() {
   non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
   sock="$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"$out")"
   wrong="$(awk '/WRONG_VERDICTS/ {print $2}' <<<"$out")"
-  echo "$name|$conns|$rps|$p50|$p99|$(( ${non2xx:-0} + ${sock:-0} ))|${wrong:--}"
+  echo "$name|$conns|$rps|$p50|$p99|$(( ${non2xx:-0} + ${sock:-0} ))|${wrong:--}|$cpu_us"
 }
 
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 rows=()
 rows+=("$(run_row "reference: GET /healthz" "$connections" "$wrk_threads" "$base/healthz")")
 rows+=("$(run_row "math: POST /v1/feedback (accepted)" "$connections" "$wrk_threads" "$base/v1/feedback" \
@@ -64,11 +74,12 @@ rows+=("$(run_row "code: POST /v1/feedback (3 tests, python)" "$code_conns" 1 "$
 ref_rps="$(cut -d'|' -f3 <<<"${rows[0]}")"
 printf '\nenv-server on %s (%s CPUs), %s s per row, wrk %s threads, server pool %s workers\n' \
   "$(uname -n)" "$(nproc)" "$seconds" "$wrk_threads" "$pool"
-printf '%-42s %6s %11s %9s %9s %7s %7s %9s\n' "row" "conns" "req/s" "p50" "p99" "errors" "wrong" "vs ref"
+printf 'load average before the run: %s\n' "$load_before"
+printf '%-42s %6s %11s %9s %9s %7s %7s %9s %12s\n' "row" "conns" "req/s" "p50" "p99" "errors" "wrong" "vs ref" "server CPU/req"
 for row in "${rows[@]}"; do
-  IFS='|' read -r name conns rps p50 p99 errors wrong <<<"$row"
+  IFS='|' read -r name conns rps p50 p99 errors wrong cpu_us <<<"$row"
   ratio="$(awk -v a="$rps" -v b="$ref_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
-  printf '%-42s %6s %11s %9s %9s %7s %7s %8sx\n' "$name" "$conns" "$rps" "$p50" "$p99" "$errors" "$wrong" "$ratio"
+  printf '%-42s %6s %11s %9s %9s %7s %7s %8sx %10s us\n' "$name" "$conns" "$rps" "$p50" "$p99" "$errors" "$wrong" "$ratio" "$cpu_us"
 done
 logged="$(wc -l <"$work/access.log")"
 printf 'access log: %s JSON lines written during the run\n' "$logged"
