@@ -26,7 +26,7 @@ const char* const kGpt2SplitRegex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+
 
 namespace {
 
-constexpr int32_t kMaxVocab = 16 * 1024 * 1024;
+constexpr int32_t kMaxVocab = 4 * 1024 * 1024;  // bounds what a hostile file can make us allocate
 
 class Regex {
  public:
@@ -55,8 +55,10 @@ class Regex {
     size_t last = 0, offset = 0;
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
     while (offset <= s.size()) {
-      const int rc = jit_ ? pcre2_jit_match(code_, subject, s.size(), offset, 0, data.get(), nullptr)
-                          : pcre2_match(code_, subject, s.size(), offset, 0, data.get(), nullptr);
+      int rc = jit_ ? pcre2_jit_match(code_, subject, s.size(), offset, 0, data.get(), nullptr)
+                    : pcre2_match(code_, subject, s.size(), offset, 0, data.get(), nullptr);
+      // The JIT's fixed stack can run out on pathological input; the interpreter uses the heap.
+      if (rc == PCRE2_ERROR_JIT_STACKLIMIT) rc = pcre2_match(code_, subject, s.size(), offset, 0, data.get(), nullptr);
       if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc < 0) throw TokenizerError("pre_tokenizer regex failed with PCRE2 error " + std::to_string(rc));
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data.get());

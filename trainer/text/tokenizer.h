@@ -58,6 +58,8 @@ class Tokenizer {
   // chatml | llama3 | olmo | plain, detected from the chat template and the special tokens.
   const std::string& chat_format_name() const;
 
+  // Copies of a Tokenizer share one immutable vocabulary and these settings: set them before
+  // handing copies to other threads.
   void set_eos_token_ids(std::vector<int32_t> ids);
   void set_pad_token_id(std::optional<int32_t> id);
 
