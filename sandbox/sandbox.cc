@@ -193,6 +193,37 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     r.notes.push_back("cgroups disabled by configuration");
   }
 
+  if (d.config.python_path.empty() || d.config.python_path[0] != '/')
+    throw std::invalid_argument("config.python_path: must be an absolute path, got '" + d.config.python_path + "'");
+  if (d.config.cxx_path.empty() || d.config.cxx_path[0] != '/')
+    throw std::invalid_argument("config.cxx_path: must be an absolute path, got '" + d.config.cxx_path + "'");
+
+  // The clone probe says the kernel allows the namespaces; a container can still refuse a
+  // mount the root needs. One real run through the whole path settles it, and on failure the
+  // sandbox degrades (and says why) instead of failing every run.
+  if (d.namespaces && access(d.config.python_path.c_str(), X_OK) == 0) {
+    Impl::Launch probe;
+    probe.executable = d.config.python_path;
+    probe.argv = {d.config.python_path, "-S", "-c", "pass"};
+    probe.filter = &d.user_filter_notify;
+    probe.exec_notify = true;
+    probe.limits.cpu_time_s = 10;
+    probe.limits.wall_time_s = 30;
+    RunResult result = d.launch(probe, "");
+    if (result.verdict == Verdict::sandbox_error && d.cgroups && result.message.find("cgroup") != std::string::npos) {
+      d.cgroups.reset();
+      r.cgroup = false;
+      r.notes.push_back("cgroup limits off: a probe run failed: " + result.message);
+      result = d.launch(probe, "");
+    }
+    if (result.verdict == Verdict::sandbox_error) {
+      d.namespaces = false;
+      r.user_namespace = r.pid_namespace = r.mount_namespace = r.network_namespace = r.ipc_namespace =
+          r.uts_namespace = r.readonly_root = false;
+      r.notes.push_back("namespaces off: a probe run failed: " + result.message);
+    }
+  }
+
   const bool basic_ok = r.seccomp && r.rlimits;
   const bool ns_ok = basic_ok && d.namespaces;
   const bool full_ok = ns_ok && r.cgroup;
