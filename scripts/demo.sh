@@ -11,6 +11,7 @@
 # Options:
 #   --config FILE      training config over configs/default.yaml (default: configs/demo.yaml)
 #   --set KEY=VALUE    override one training config key (repeatable), e.g. --set train.steps=50
+#   --recipe-set K=V   override one pretraining recipe key (configs/demo_pretrain.yaml)
 #   --objective NAME   distil (default) | ce | sdpo | grpo | opsd | sft
 #   --model DIR        a Hugging Face model directory instead of the pretrained demo model
 #   --train-tasks F / --eval-tasks F   task JSONL files instead of the generated ones
@@ -23,6 +24,7 @@ repo=$(pwd)
 
 config=configs/demo.yaml
 overrides=()
+recipe_overrides=()
 objective=distil
 model_dir=""
 train_tasks=""
@@ -35,6 +37,7 @@ while (($#)); do
   case "$1" in
     --config) config=$2; shift 2 ;;
     --set) overrides+=(--set "$2"); shift 2 ;;
+    --recipe-set) recipe_overrides+=(--recipe-set "$2"); shift 2 ;;
     --objective) objective=$2; shift 2 ;;
     --model) model_dir=$2; shift 2 ;;
     --train-tasks) train_tasks=$2; shift 2 ;;
@@ -43,7 +46,7 @@ while (($#)); do
     --port) port=$2; shift 2 ;;
     --skip-setup) skip_setup=1; shift ;;
     --skip-build) skip_build=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -151,7 +154,7 @@ PY
 if [ -z "$train_tasks" ] || [ -z "$eval_tasks" ]; then
   [ -z "$train_tasks$eval_tasks" ] || { echo "demo.sh: give both --train-tasks and --eval-tasks" >&2; exit 2; }
   log "data: generating the built-in tasks"
-  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe configs/demo_pretrain.yaml
+  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe configs/demo_pretrain.yaml "${recipe_overrides[@]}"
   train_tasks=$out/data/train.jsonl
   eval_tasks=$out/data/eval.jsonl
 fi
@@ -182,8 +185,8 @@ common=(--config "$config" "${overrides[@]}"
 # 3. The model: pretrained here (cached by recipe) unless one is given.
 if [ -z "$model_dir" ]; then
   log "model: pretraining the demo model (or reusing runs/cache/)"
-  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe configs/demo_pretrain.yaml --cache runs/cache \
-    --path-out "$out/model_path" >"$out/pretrain_report.json"
+  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe configs/demo_pretrain.yaml "${recipe_overrides[@]}" \
+    --cache runs/cache --path-out "$out/model_path" >"$out/pretrain_report.json"
   model_dir=$(cat "$out/model_path")
   cp "$model_dir/demo_report.json" "$out/pretrain_report.json" 2>/dev/null || true
 fi
