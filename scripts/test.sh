@@ -18,5 +18,8 @@ if [ "${1:-}" = "--all" ]; then
 else
   ctest_args+=(-LE slow)
 fi
+# CTest runs test programs in parallel; LibTorch and OpenBLAS each spawning a thread per core
+# on top of that oversubscribes the machine (spin-waiting threads made steps >10x slower here).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 cd "$build_dir"
 exec ctest "${ctest_args[@]}" "$@"
