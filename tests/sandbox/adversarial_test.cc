@@ -2,7 +2,9 @@
 // process behind and leave the host unchanged.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -189,6 +191,60 @@ TEST_P(Adversarial, ContainedWithRightVerdict) {
 
 // The same programs as fork-server children: two inputs each, so the second child starts after
 // whatever the first left behind was cleaned up.
+// Processes in the uid range a Sandbox created in process `pid` maps to (automatic base).
+int processes_of_server(pid_t pid) {
+  const unsigned base = 1'600'000u + 65536u * (static_cast<unsigned>(pid) % 4096u);
+  int count = 0;
+  DIR* proc = opendir("/proc");
+  if (!proc) return -1;
+  while (dirent* e = readdir(proc)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream status(std::string("/proc/") + e->d_name + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("Uid:", 0) == 0) {
+        const unsigned uid = static_cast<unsigned>(std::strtoul(line.c_str() + 4, nullptr, 10));
+        if (uid >= base && uid < base + 65536) ++count;
+        break;
+      }
+    }
+  }
+  closedir(proc);
+  return count;
+}
+
+// A server killed outright (SIGKILL, no destructors) must not leave its sandboxes running:
+// the parent-death signal takes down one-shot runs and fork servers with their children.
+TEST(SandboxLifetime, DiesWithTheServer) {
+  for (const int inputs : {1, 3}) {
+    const pid_t server = fork();
+    ASSERT_GE(server, 0);
+    if (server == 0) {
+      Sandbox own{Config{}};
+      Program p;
+      p.source = "import os, time\nos.fork()\ntime.sleep(60)\n";
+      Limits limits;
+      limits.wall_time_s = 60;
+      own.run_batch(p, std::vector<std::string>(static_cast<std::size_t>(inputs)), limits);
+      _exit(0);
+    }
+    int seen = 0;
+    for (int i = 0; i < 100 && seen == 0; ++i) {
+      usleep(50'000);
+      seen = processes_of_server(server);
+    }
+    ASSERT_GT(seen, 0) << "the sandboxed program never started";
+    kill(server, SIGKILL);
+    waitpid(server, nullptr, 0);
+    int left = -1;
+    for (int i = 0; i < 40 && left != 0; ++i) {
+      usleep(50'000);
+      left = processes_of_server(server);
+    }
+    EXPECT_EQ(left, 0) << "sandboxed processes outlived their server (" << inputs << " inputs)";
+  }
+}
+
 class AdversarialBatch : public ::testing::TestWithParam<Case> {};
 
 // Programs that only burn their CPU or wall limit add nothing here but seconds; the batch path
