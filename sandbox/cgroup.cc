@@ -1,5 +1,6 @@
 #include "sandbox/cgroup.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -100,6 +101,40 @@ bool make_dir(const std::string& path, std::string& error) {
   return false;
 }
 
+// Directory names carry the PID namespace, so a server only ever judges pids it can see.
+std::string name_prefix() {
+  struct stat st {};
+  const unsigned long ns = stat("/proc/self/ns/pid", &st) == 0 ? static_cast<unsigned long>(st.st_ino) : 0;
+  return "distil-sandbox-" + std::to_string(ns) + "-";
+}
+
+// Removes what servers of this PID namespace that died without cleaning up (SIGKILL, crash)
+// left in `parent`: directories distil-sandbox-<pidns>-<pid>-<n> whose pid no longer exists.
+// Their processes died with their server (parent-death signal), so the cgroups are empty.
+void remove_stale(const std::string& parent) {
+  const std::string prefix = name_prefix();
+  DIR* dir = opendir(parent.c_str());
+  if (!dir) return;
+  std::vector<std::string> stale;
+  while (dirent* e = readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) stale.push_back(parent + "/" + name);
+  }
+  closedir(dir);
+  for (const auto& base : stale) {
+    if (DIR* runs = opendir(base.c_str())) {
+      std::vector<std::string> children;
+      while (dirent* e = readdir(runs))
+        if (std::string(e->d_name).rfind("run-", 0) == 0) children.push_back(base + "/" + e->d_name);
+      closedir(runs);
+      for (const auto& child : children) rmdir(child.c_str());
+    }
+    rmdir(base.c_str());
+  }
+}
+
 }  // namespace
 
 RunCgroup::RunCgroup(CgroupManager* owner, CgroupSlot* slot, bool v2) : owner_(owner), slot_(slot), v2_(v2) {
@@ -161,12 +196,13 @@ std::unique_ptr<CgroupManager> CgroupManager::detect(std::string& why_not) {
   std::unique_ptr<CgroupManager> m(new CgroupManager());
   // One directory per manager: several Sandbox objects may live in one process.
   static std::atomic<unsigned> instances{0};
-  const std::string leaf = "distil-sandbox-" + std::to_string(getpid()) + "-" + std::to_string(instances.fetch_add(1));
+  const std::string leaf = name_prefix() + std::to_string(getpid()) + "-" + std::to_string(instances.fetch_add(1));
   std::string error;
 
   const std::string v2_mount = find_mount("cgroup2", "");
   if (!v2_mount.empty()) {
     const std::string own = v2_mount + own_path("");
+    remove_stale(own);
     const std::string delegated = read_file(own + "/cgroup.subtree_control");
     if (delegated.find("memory") != std::string::npos && delegated.find("pids") != std::string::npos) {
       const std::string base = own + "/" + leaf;
@@ -184,6 +220,7 @@ std::unique_ptr<CgroupManager> CgroupManager::detect(std::string& why_not) {
   // uid), so the pids hierarchy is not worth a second move.
   const std::string memory_mount = find_mount("cgroup", "memory");
   if (!memory_mount.empty()) {
+    remove_stale(memory_mount + own_path("memory"));
     const std::string memory_base = memory_mount + own_path("memory") + "/" + leaf;
     if (make_dir(memory_base, error)) {
       m->bases_ = {memory_base};
