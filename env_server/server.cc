@@ -362,7 +362,33 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->header_limit(static_cast<std::uint32_t>(server_->config.limits.max_header_bytes));
     parser_->body_limit(server_->config.limits.max_body_bytes);
     stream_.expires_after(seconds(server_->config.read_timeout_s));
-    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::on_header, shared_from_this()));
+  }
+
+  // Clients such as curl send "Expect: 100-continue" with larger bodies and wait (curl: 1 s)
+  // for the interim answer before sending the body.
+  void on_header(beast::error_code ec, std::size_t bytes) {
+    if (ec) return on_read(ec, bytes);
+    header_bytes_ = bytes;
+    const auto& req = parser_->get();
+    auto expect = req.find(http::field::expect);
+    if (expect != req.end() && beast::iequals(expect->value(), "100-continue") && !parser_->is_done()) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                               [self = shared_from_this()](beast::error_code error, std::size_t) {
+                                 if (error) return self->close();
+                                 self->read_body();
+                               });
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t bytes) {
+                       self->on_read(ec, self->header_bytes_ + bytes);
+                     });
   }
 
   void on_read(beast::error_code ec, std::size_t bytes) {
@@ -720,6 +746,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool answered_ = true;
   std::shared_ptr<BatchState> batch_;
   bool discard_rest_ = false;
+  std::size_t header_bytes_ = 0;
   std::vector<char> discard_buffer_;
   std::size_t discarded_ = 0;
 };

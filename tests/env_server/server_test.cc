@@ -412,6 +412,20 @@ TEST_F(EnvServer, KeepAliveServesSeveralRequestsOnOneConnection) {
   EXPECT_EQ(c.read().json()["id"], "code-sum");
 }
 
+TEST_F(EnvServer, ExpectContinueGetsTheInterimAnswerBeforeTheBody) {
+  start();
+  const std::string body = json{{"task_id", "math-product"}, {"response", kMathRight}}.dump();
+  RawConnection c(port_);
+  ASSERT_TRUE(c.send("POST /v1/feedback HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n"));
+  auto interim = c.read(5.0);
+  ASSERT_EQ(interim.status, 100) << interim.error;
+  ASSERT_TRUE(c.send(body));
+  auto r = c.read();
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.json()["verdict"], "accepted");
+}
+
 TEST_F(EnvServer, SlowClientIsDisconnected) {
   auto config = quiet_config();
   config.read_timeout_s = 0.3;
