@@ -65,6 +65,9 @@ json parse_json_body(std::string_view body, const RequestLimits& limits) {
     if (what.find("UTF-8") != std::string::npos)
       throw ApiError(400, "invalid_utf8", "", "request body is not valid UTF-8 at byte " + std::to_string(e.byte));
     throw ApiError(400, "malformed_json", "", "request body is not valid JSON: " + what);
+  } catch (const json::out_of_range& e) {
+    // A number too large for a double ("1e999999"): found by the fuzzer, thrown during parsing.
+    throw ApiError(400, "malformed_json", "", std::string("request body holds a number out of range: ") + e.what());
   }
   check_strings(parsed, "", limits);
   return parsed;

@@ -34,6 +34,7 @@ TEST(EnvJsonInput, AcceptsOrdinaryJson) {
 TEST(EnvJsonInput, RejectsWithTheRightStatusAndField) {
   EXPECT_EQ(parse_error("").code(), "malformed_json");
   EXPECT_EQ(parse_error("{").status(), 400);
+  EXPECT_EQ(parse_error("[1e999999]").code(), "malformed_json");  // number overflow (fuzzer find)
   EXPECT_EQ(parse_error("{\"a\": \"\xc3\x28\"}").code(), "invalid_utf8");
   EXPECT_EQ(parse_error("\"\xed\xa0\x80\"").code(), "invalid_utf8");  // a UTF-16 surrogate in UTF-8
   RequestLimits limits;
