@@ -95,7 +95,8 @@ for k in keys:
     if isinstance(b, (int, float)) and isinstance(a, (int, float)):
         pct = k not in ("prompts", "samples")
         fmt = (lambda v: f"{100*v:8.1f}%") if pct else (lambda v: f"{v:9.0f}")
-        print(f"  {k:<20} {fmt(b)} {fmt(a)}  {(100*(a-b)):+8.1f}" + (" pts" if pct else ""))
+        change = f"{100*(a-b):+8.1f} pts" if pct else f"{a-b:+8.0f}"
+        print(f"  {k:<20} {fmt(b)} {fmt(a)}  {change}")
 pre = load(pretrain_path)
 if pre and "accuracy_avg_at_n" in pre:
     acc = pre["accuracy_avg_at_n"]
@@ -205,7 +206,7 @@ log "train: $objective against $endpoint"
 # (stdout holds the merged configuration, also saved as $run_dir/config.yaml; progress is on stderr)
 
 # 6. After: the final checkpoint.
-final=$(ls -d "$run_dir"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1)
+final=$(ls -d "$run_dir"/checkpoint-* 2>/dev/null | grep -v "\.tmp" | sort | tail -1 || true)
 [ -n "$final" ] || { echo "demo.sh: training wrote no checkpoint in $run_dir" >&2; exit 1; }
 log "eval: the trained model ($final) on the held-out split"
 "$DISTIL_EVAL" "${common[@]}" --model "$final" -o "$out/eval_after.json"
