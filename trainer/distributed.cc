@@ -50,6 +50,20 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const DistributedEnv& env) {
 class StoreCommunicator : public Communicator {
  public:
   explicit StoreCommunicator(const DistributedEnv& env) : env_(env), store_(connect_store(env)) {}
+  // Rank 0 hosts the store: it must outlive every other rank's last request, so all ranks check
+  // in on the way out and rank 0 waits for them.
+  ~StoreCommunicator() override {
+    try {
+      store_->add("shutdown", 1);
+      if (env_.rank == 0) {
+        while (store_->add("shutdown", 0) < env_.world_size) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      }
+    } catch (const std::exception&) {
+      // A peer that already failed cannot check in; nothing more to wait for.
+    }
+  }
   int rank() const override { return env_.rank; }
   int world_size() const override { return env_.world_size; }
   std::string backend() const override { return "tcpstore"; }

@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include <cstdio>
+
 #include "trainer/distributed.h"
 
 namespace distil::trainer {
@@ -46,7 +48,14 @@ TEST(DataParallel, StoreCommunicatorSumsAcrossTwoProcesses) {
   const int port = free_port();
   const pid_t child = fork();
   ASSERT_GE(child, 0);
-  if (child == 0) _exit(run_rank(1, port) ? 0 : 1);
+  if (child == 0) {
+    try {
+      _exit(run_rank(1, port) ? 0 : 1);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rank 1: %s\n", e.what());
+      _exit(2);
+    }
+  }
   const bool ok = run_rank(0, port);
   int status = 0;
   waitpid(child, &status, 0);

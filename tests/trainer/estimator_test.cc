@@ -179,11 +179,16 @@ TEST(CeEstimator, LocalOnlySurrogateMissesTheFutureCreditPart) {
   // The exact gradient is a property of c_t, identical for both objectives.
   auto exact = exact_gradient(theta, teacher, *distil);
   auto estimate = sampled_gradient(theta, teacher, *ce, 40000, 4, 7);
-  auto z = z_scores(estimate, exact);
-  std::cout << "ce: max |z| " << z.abs().max().item<double>() << "\n";
+  // Judge the gap by the distil estimator's standard errors on the same samples (the ce gradient
+  // of the root row has no variance at all: its prefix is always empty).
+  auto reference = sampled_gradient(theta, teacher, *distil, 40000, 4, 7);
+  auto gap = (estimate.mean - exact).abs();
+  auto z = gap / reference.standard_error.clamp_min(1e-12);
+  std::cout << "ce: root row gap " << gap[0] << " exact " << exact[0] << " max z " << z.max().item<double>()
+            << "\n";
   // The root row (the first decision) gets all of its signal from later disagreement.
-  EXPECT_GT(z.abs().max().item<double>(), 20.0) << "z\n" << z;
-  EXPECT_GT(z[0].abs().max().item<double>(), 20.0) << "root row z " << z[0];
+  EXPECT_GT(z[0].max().item<double>(), 20.0) << "z\n" << z;
+  EXPECT_GT(gap[0].max().item<double>(), 0.2 * exact[0].abs().max().item<double>());
 }
 
 // One decision, three actions with rewards best 1, worst 0, medium 0.5. The teacher is better than
