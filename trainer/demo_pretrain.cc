@@ -277,6 +277,8 @@ PretrainRun run_pretraining(const PretrainRecipe& recipe, const PromptFormats& f
                             const std::filesystem::path& tokenizer_dir,
                             const std::function<void(const std::string&)>& log) {
   recipe.validate();
+  // An empty log callback means: no progress output.
+  const auto emit = [&log](const std::string& line) { if (log) log(line); };
   const auto start = Clock::now();
   const ProblemPools pools = make_pools(recipe.split);
   const CorpusSampler train_corpus(recipe, formats, pools.train);
@@ -321,7 +323,7 @@ PretrainRun run_pretraining(const PretrainRecipe& recipe, const PromptFormats& f
   std::vector<CorpusExample> heldout_examples;
   for (int i = 0; i < 256; ++i) heldout_examples.push_back(heldout_corpus.next(heldout_rng));
   run.initial_loss = corpus_loss(run.model, run.tokenizer, formats, heldout_examples);
-  log("pretrain: vocab " + std::to_string(config.vocab_size) + ", " + std::to_string(recipe.num_layers) +
+  emit("pretrain: vocab " + std::to_string(config.vocab_size) + ", " + std::to_string(recipe.num_layers) +
       " layers x " + std::to_string(recipe.hidden_size) + ", held-out loss before " +
       std::to_string(run.initial_loss));
 
@@ -356,13 +358,13 @@ PretrainRun run_pretraining(const PretrainRecipe& recipe, const PromptFormats& f
       char line[160];
       std::snprintf(line, sizeof line, "pretrain: step %d/%d  loss %.4f  lr %.2e  %.0fs", step, recipe.steps,
                     running, lr, seconds_since(start));
-      log(line);
+      emit(line);
     }
   }
   run.model->eval();
   run.final_loss = corpus_loss(run.model, run.tokenizer, formats, heldout_examples);
   run.seconds = seconds_since(start);
-  log("pretrain: held-out loss after " + std::to_string(run.final_loss));
+  emit("pretrain: held-out loss after " + std::to_string(run.final_loss));
   return run;
 }
 

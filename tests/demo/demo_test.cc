@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <set>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "graders/grader.h"
