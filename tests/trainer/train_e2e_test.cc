@@ -48,7 +48,7 @@ EnvServer start_env_server(const fs::path& tasks) {
     close(out[0]);
     close(out[1]);
     execl(binary.c_str(), binary.c_str(), "serve", "--tasks", tasks.c_str(), "--host", "127.0.0.1", "--port",
-          "0", "--no-sandbox", "--access-log", "off", static_cast<char*>(nullptr));
+          "0", "--no-sandbox", "--access-log", "off", "--drain-timeout", "0", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out[1]);
