@@ -79,14 +79,6 @@ class GrpoObjective : public Objective {
   std::string name() const override { return "grpo"; }
   bool needs_old_logq() const override { return true; }
 
-  PositionTerms position_terms(const torch::Tensor& student_logp,
-                               const PositionTargets& targets) const override {
-    PositionTerms terms;
-    terms.logq_sampled = student_logp.gather(1, targets.sampled.unsqueeze(1)).squeeze(1);
-    terms.local = torch::zeros_like(terms.logq_sampled);
-    return terms;
-  }
-
   LossOutput sequence_loss(const torch::Tensor& logq_sampled, const torch::Tensor&,
                            const SequenceBatch& batch) const override {
     const double norm = normalizer(batch);
@@ -171,14 +163,6 @@ class SftObjective : public Objective {
  public:
   using Objective::Objective;
   std::string name() const override { return "sft"; }
-
-  PositionTerms position_terms(const torch::Tensor& student_logp,
-                               const PositionTargets& targets) const override {
-    PositionTerms terms;
-    terms.logq_sampled = student_logp.gather(1, targets.sampled.unsqueeze(1)).squeeze(1);
-    terms.local = torch::zeros_like(terms.logq_sampled);
-    return terms;
-  }
 
   LossOutput sequence_loss(const torch::Tensor& logq_sampled, const torch::Tensor&,
                            const SequenceBatch& batch) const override {
