@@ -69,12 +69,37 @@ constexpr std::size_t kStubStackSize = 64 * 1024;
     int status = 0;
     const pid_t pid = wait4(-1, &status, 0, nullptr);
     if (pid == program) {
-      const ChildFailure record{static_cast<std::int32_t>(ChildStep::program_exit), status, 0};
+      // The run is over. End whatever the program left behind (as init, kill(-1) reaches every
+      // other process of the namespace) and reap it all, so the resource use below is that of
+      // the whole tree and the supervisor can finish the run now instead of waiting for this
+      // process's exit, which tears the namespaces down (mount tree, network) on its own time.
+      kill(-1, SIGKILL);
+      while (wait4(-1, nullptr, __WALL, nullptr) > 0 || errno == EINTR) {
+      }
+      rusage self{}, children{};
+      getrusage(RUSAGE_SELF, &self);
+      getrusage(RUSAGE_CHILDREN, &children);
+      auto us = [](const timeval& tv) { return static_cast<std::int64_t>(tv.tv_sec) * 1000000 + tv.tv_usec; };
+      ChildFailure record{static_cast<std::int32_t>(ChildStep::program_exit), status, 0};
+      record.cpu_us = us(self.ru_utime) + us(self.ru_stime) + us(children.ru_utime) + us(children.ru_stime);
+      // Not the stub's own: it is a copy of the supervisor's address space.
+      record.maxrss_kb = children.ru_maxrss;
       [[maybe_unused]] const ssize_t n = write(status_fd, &record, sizeof(record));
       _exit(0);
     }
     if (pid < 0 && errno != EINTR) _exit(0);
   }
+}
+
+// Blocks until the supervisor sends one byte on `fd`; false (errno set) when it cannot.
+bool wait_for_release(int fd) {
+  char byte = 0;
+  ssize_t n;
+  do n = read(fd, &byte, 1);
+  while (n < 0 && errno == EINTR);
+  if (n == 1) return true;
+  if (n == 0) errno = EPIPE;
+  return false;
 }
 
 }  // namespace
@@ -105,6 +130,7 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::listener_fd: return "seccomp listener";
     case ChildStep::program_exit: return "program exit";
     case ChildStep::init_stub: return "start the program under the init stub";
+    case ChildStep::wait_for_cgroup: return "wait for the cgroup move";
   }
   return "unknown step";
 }
@@ -128,16 +154,7 @@ int child_main(void* arg) {
   sigemptyset(&all);
   if (sigprocmask(SIG_SETMASK, &all, nullptr) != 0) fail(ChildStep::signals);
 
-  if (p.sync_fd >= 0) {
-    char byte = 0;
-    ssize_t n;
-    do n = read(p.sync_fd, &byte, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1) {
-      if (n == 0) errno = EPIPE;
-      fail(ChildStep::wait_for_ids);
-    }
-  }
+  if (p.sync_fd >= 0 && !wait_for_release(p.sync_fd)) fail(ChildStep::wait_for_ids);
   // The creator's host uid is not mapped in the new user namespace, so files it created on the
   // new tmpfs would have no owner (EOVERFLOW). Become the namespace's root (an unprivileged
   // host id) for the setup; the capabilities are those the namespace grants.
@@ -166,12 +183,19 @@ int child_main(void* arg) {
   const int in = fcntl(p.stdin_fd, F_DUPFD_CLOEXEC, kParked), out = fcntl(p.stdout_fd, F_DUPFD_CLOEXEC, kParked),
             err = fcntl(p.stderr_fd, F_DUPFD_CLOEXEC, kParked), st = fcntl(status, F_DUPFD_CLOEXEC, kParked);
   const int keep = p.keep_fd >= 0 ? fcntl(p.keep_fd, F_DUPFD_CLOEXEC, kParked) : -1;
-  if (in < 0 || out < 0 || err < 0 || st < 0 || (p.keep_fd >= 0 && keep < 0)) fail(ChildStep::stdio);
+  const bool second_release = p.second_release && p.sync_fd >= 0;
+  const int parked_sync = second_release ? fcntl(p.sync_fd, F_DUPFD_CLOEXEC, kParked) : -1;
+  if (in < 0 || out < 0 || err < 0 || st < 0 || (p.keep_fd >= 0 && keep < 0) || (second_release && parked_sync < 0))
+    fail(ChildStep::stdio);
   if (!move_fd(in, 0) || !move_fd(out, 1) || !move_fd(err, 2)) report_and_exit(st, ChildStep::stdio, errno, -1);
   if (keep >= 0 && !move_fd(keep, 3)) report_and_exit(st, ChildStep::stdio, errno, -1);
   status = keep >= 0 ? 4 : 3;
   if (dup3(st, status, O_CLOEXEC) != status) report_and_exit(st, ChildStep::stdio, errno, -1);
-  if (syscall(SYS_close_range, static_cast<unsigned>(status) + 1, ~0U, 0U) != 0) fail(ChildStep::close_fds);
+  // Close-on-exec, and closed before the program starts.
+  const int sync = second_release ? status + 1 : -1;
+  if (second_release && dup3(parked_sync, sync, O_CLOEXEC) != sync) fail(ChildStep::stdio);
+  const int last_kept = second_release ? sync : status;
+  if (syscall(SYS_close_range, static_cast<unsigned>(last_kept) + 1, ~0U, 0U) != 0) fail(ChildStep::close_fds);
   // Mapped before RLIMIT_AS applies: this process is a copy of the supervisor, whose address
   // space (thread stacks, malloc arenas) may already exceed the program's limit.
   void* stub_stack = nullptr;
@@ -213,6 +237,12 @@ int child_main(void* arg) {
       const ChildFailure record{static_cast<std::int32_t>(ChildStep::listener_fd), static_cast<std::int32_t>(rc), 0};
       if (write(status, &record, sizeof(record)) != sizeof(record)) fail(ChildStep::seccomp);
     }
+  }
+  // Nothing of the program has run yet; it starts only once the supervisor has put this process
+  // into the run's cgroup.
+  if (second_release) {
+    if (!wait_for_release(sync)) fail(ChildStep::wait_for_cgroup);
+    if (close(sync) != 0) fail(ChildStep::wait_for_cgroup);
   }
   if (p.init_stub) run_init_stub(p, status, stub_stack);
   execve(p.executable, p.argv, p.envp);

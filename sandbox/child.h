@@ -51,19 +51,29 @@ enum class ChildStep : std::int32_t {
   listener_fd,   // not a failure: carries the seccomp listener descriptor number
   program_exit,  // not a failure: the init stub reports the program's wait status
   init_stub,     // starting the program under the init stub
+  wait_for_cgroup,  // waiting for the supervisor to move the process into the run's cgroup
 };
 const char* child_step_name(ChildStep step);
 
 struct ChildFailure {
   std::int32_t step;
-  std::int32_t error;  // errno, or for listener_fd the descriptor number
+  std::int32_t error;  // errno, or for listener_fd the descriptor number, for program_exit the wait status
   std::int32_t detail; // index of the root step or rlimit entry that failed
+  std::int32_t reserved = 0;
+  // program_exit only: what a wait4 on the init stub would report, sent before the stub exits so
+  // the supervisor need not wait for the namespaces' teardown. CPU of the stub and everything
+  // it reaped (the program and any process left behind, all dead by then), microseconds.
+  std::int64_t cpu_us = 0;
+  std::int64_t maxrss_kb = 0;  // largest resident set among the reaped processes
 };
 
 struct ChildPlan {
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
   int status_fd = -1;  // write end, close-on-exec: EOF tells the supervisor exec happened
   int sync_fd = -1;    // read end: one byte once the uid/gid maps are written (-1: no wait)
+  // Wait for a second byte on sync_fd before starting the program: the supervisor moves the
+  // process into its cgroup (slow on cgroup v1) while the child builds its root.
+  bool second_release = false;
   int keep_fd = -1;    // one extra descriptor passed through exec as fd 3 (fork server socket)
   const RootPlan* root = nullptr;  // null: no new root (degraded mode)
   const char* hostname = nullptr;

@@ -92,6 +92,7 @@ struct Sandbox::Impl {
   SeccompProgram server_filter;       // the fork server before its children add user_filter_deny
   std::atomic<unsigned> run_counter{0};
   std::unique_ptr<CgroupManager> cgroups;
+  Reaper reaper;  // declared after `cgroups`: destroyed first, it gives cgroups back
   std::mutex notes_mutex;
   std::string last_fork_server_failure;
   void note_fork_server_failure(const std::string& why) {
@@ -242,6 +243,8 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
 
 Sandbox::~Sandbox() = default;
 
+void Sandbox::settle() { impl_->reaper.drain(); }
+
 const IsolationReport& Sandbox::isolation() const { return impl_->report; }
 const Config& Sandbox::config() const { return impl_->config; }
 
@@ -357,7 +360,9 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
     t.memory_exceeded = cgroup->oom_kills() > 0;
     t.peak_memory_kb = std::max(t.peak_memory_kb, cgroup->peak_kb());
   }
-  return make_result(t, pump, l.limits);
+  RunResult result = make_result(t, pump, l.limits);
+  if (t.unreaped) reaper.adopt(std::move(child), std::move(cgroup));
+  return result;
 }
 
 std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& program, const Limits& limits,

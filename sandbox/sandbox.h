@@ -123,6 +123,12 @@ class Sandbox {
   std::vector<RunResult> run_batch(const Program& program, const std::vector<std::string>& stdin_data,
                                    const Limits& limits, bool stop_at_first_failure = false);
 
+  // run() returns once the program and every process it started are dead and reaped (the
+  // sandbox's init kills and reaps them, then reports); the init itself then exits in the
+  // background, where the kernel tears down the run's namespaces, and its cgroup goes back to the
+  // pool. This waits until that is done for every run finished so far (tests, shutdown).
+  void settle();
+
   const IsolationReport& isolation() const;
   const Config& config() const;
   // Why the last run_batch could not start its fork server (empty: it could, or none was tried).

@@ -5,6 +5,7 @@
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -79,6 +80,7 @@ ChildProcess spawn_child(SpawnOptions& options) {
   plan.stderr_fd = err.write.get();
   plan.status_fd = status.write.get();
   plan.sync_fd = sync ? sync->read.get() : -1;
+  plan.second_release = options.cgroup != nullptr;
   plan.keep_fd = options.keep_fd;
 
   ChildProcess child;
@@ -104,25 +106,22 @@ ChildProcess spawn_child(SpawnOptions& options) {
   status.write.reset();
   if (sync) {
     sync->read.reset();
-    if (options.cgroup) {
-      if (const std::string error = options.cgroup->add(child.pid); !error.empty()) {
-        kill_tree(child);
-        waitpid(child.pid, nullptr, 0);
-        throw std::runtime_error("moving the sandbox into its cgroup: " + error);
-      }
-    }
+    auto abandon = [&child](const std::string& why) {
+      kill_tree(child);
+      waitpid(child.pid, nullptr, 0);
+      throw std::runtime_error(why);
+    };
     const std::string map_error =
         options.namespaces ? write_id_maps(child.pid, options.outside_root, options.privileged_maps) : std::string();
-    if (!map_error.empty()) {
-      kill_tree(child);
-      waitpid(child.pid, nullptr, 0);
-      throw std::runtime_error("writing the sandbox uid/gid maps: " + map_error);
-    }
+    if (!map_error.empty()) abandon("writing the sandbox uid/gid maps: " + map_error);
     const char go = 1;
-    if (write(sync->write.get(), &go, 1) != 1) {
-      kill_tree(child);
-      waitpid(child.pid, nullptr, 0);
-      throw std::runtime_error(errno_text("releasing the sandbox child"));
+    if (write(sync->write.get(), &go, 1) != 1) abandon(errno_text("releasing the sandbox child"));
+    // The child builds its root meanwhile (the move waits for an RCU grace period on cgroup
+    // v1), and starts the program only after the second byte.
+    if (options.cgroup) {
+      if (const std::string error = options.cgroup->add(child.pid); !error.empty())
+        abandon("moving the sandbox into its cgroup: " + error);
+      if (write(sync->write.get(), &go, 1) != 1) abandon(errno_text("releasing the sandbox child"));
     }
   }
   child.stdin_w = std::move(in.write);
@@ -262,6 +261,8 @@ void SetupMonitor::read_status() {
       if (step == ChildStep::program_exit) {
         program_exited = true;
         program_status = record.error;
+        program_cpu_s = static_cast<double>(record.cpu_us) / 1e6;
+        program_maxrss_kb = record.maxrss_kb > 0 ? static_cast<std::size_t>(record.maxrss_kb) : 0;
         continue;
       }
       failed = true;
@@ -337,6 +338,12 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
     }
     // After the exit, leftover writers (only possible without a PID namespace) get a short grace.
     if (exited && (!pump.outputs_open() || now - exit_seen > std::chrono::milliseconds(200))) break;
+    // The init stub reported the program's end after killing and reaping everything else, so
+    // nothing can write any more: the run is judged without waiting for the stub's own exit.
+    if (!exited && monitor.program_exited && !pump.outputs_open() && !t.killed_for_time && !t.killed_for_output) {
+      t.unreaped = true;
+      break;
+    }
 
     fds.clear();
     fds.push_back({child.pidfd.get(), static_cast<short>(exited ? 0 : POLLIN), 0});
@@ -354,8 +361,11 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
       monitor.message = errno_text("poll");
       kill_tree(child);
     }
+    const bool reported = monitor.program_exited;
     monitor.handle(fds, 1);
     pump.handle(fds, pump_first);
+    if (!reported && monitor.program_exited && !exited)
+      t.wall_time_s = std::chrono::duration<double>(Clock::now() - child.started).count();
     if (!exited && (fds[0].revents & POLLIN)) {
       exited = true;
       exit_seen = Clock::now();
@@ -363,11 +373,24 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
       if (!child.namespaces) kill(-child.pid, SIGKILL);  // descendants outlive a plain leader
     }
   }
-  if (monitor.exec_pending()) monitor.read_status();
+  // (The stub holds the status pipe until it exits: no final read when it is still exiting.)
+  if (monitor.exec_pending() && !t.unreaped) monitor.read_status();
   pump.close_all();
   t.setup_failed = monitor.failed;
   t.setup_message = monitor.message;
   t.exec_denied = monitor.exec_denied;
+  if (t.unreaped) {
+    const int status = monitor.program_status;
+    if (WIFEXITED(status)) {
+      t.exited = true;
+      t.exit_code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+      t.signal = WTERMSIG(status);
+    }
+    t.cpu_time_s = monitor.program_cpu_s;
+    t.peak_memory_kb = monitor.program_maxrss_kb;
+    return t;
+  }
 
   int status = 0;
   rusage usage{};
@@ -390,6 +413,97 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
   t.cpu_time_s = seconds(usage.ru_utime) + seconds(usage.ru_stime);
   t.peak_memory_kb = static_cast<std::size_t>(usage.ru_maxrss);
   return t;
+}
+
+Reaper::~Reaper() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    // Their runs are judged; only their exit is left to wait for.
+    for (const auto& e : entries_) kill_tree(e.child);
+  }
+  if (thread_.joinable()) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = write(wake_.get(), &one, sizeof(one));
+    thread_.join();
+  }
+  for (auto& e : entries_) finish(e);
+}
+
+void Reaper::finish(Entry& entry) {
+  while (waitpid(entry.child.pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  entry.child.pidfd.reset();
+  entry.cgroup.reset();  // back to the pool, empty
+}
+
+void Reaper::adopt(ChildProcess child, std::unique_ptr<RunCgroup> cgroup) {
+  Entry entry{std::move(child), std::move(cgroup)};
+  std::unique_lock lock(mutex_);
+  if (!thread_.joinable() && !stopping_) {
+    try {
+      wake_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (wake_.valid()) thread_ = std::thread([this] { loop(); });
+    } catch (const std::exception&) {
+      wake_.reset();
+    }
+  }
+  if (!thread_.joinable() || !entry.child.pidfd.valid()) {
+    lock.unlock();
+    finish(entry);  // no thread: wait here, as before
+    return;
+  }
+  entries_.push_back(std::move(entry));
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = write(wake_.get(), &one, sizeof(one));
+}
+
+void Reaper::loop() {
+  std::vector<pollfd> fds;
+  for (;;) {
+    fds.clear();
+    fds.push_back({wake_.get(), POLLIN, 0});
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_ && entries_.empty()) return;
+      for (const auto& e : entries_) fds.push_back({e.child.pidfd.get(), POLLIN, 0});
+    }
+    if (poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    if (fds[0].revents & POLLIN) {
+      std::uint64_t count;
+      [[maybe_unused]] const ssize_t n = read(wake_.get(), &count, sizeof(count));
+    }
+    std::vector<Entry> done;
+    {
+      std::lock_guard lock(mutex_);
+      for (std::size_t i = 1; i < fds.size(); ++i) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+          if (it->child.pidfd.get() == fds[i].fd) {
+            done.push_back(std::move(*it));
+            entries_.erase(it);
+            ++finishing_;
+            break;
+          }
+        }
+      }
+    }
+    for (auto& e : done) finish(e);
+    if (!done.empty()) {
+      std::lock_guard lock(mutex_);
+      finishing_ -= done.size();
+      drained_.notify_all();
+    }
+  }
+}
+
+void Reaper::drain() {
+  std::unique_lock lock(mutex_);
+  drained_.wait(lock, [this] { return entries_.empty() && finishing_ == 0; });
 }
 
 namespace {

@@ -8,8 +8,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sandbox/cgroup.h"
@@ -87,6 +91,9 @@ struct Termination {
   double cpu_time_s = 0;
   double wall_time_s = 0;
   std::size_t peak_memory_kb = 0;
+  // The init stub reported the end of the run (with the resource use) and is still exiting:
+  // the caller hands the child to a Reaper instead of waiting for the namespaces' teardown.
+  bool unreaped = false;
 };
 
 // Watches a child's setup: failure records on the status pipe, and the seccomp user
@@ -104,6 +111,8 @@ class SetupMonitor {
   bool exec_denied = false;
   bool program_exited = false;  // reported by the init stub
   int program_status = 0;       // its wait status
+  double program_cpu_s = 0;     // CPU of the stub and every process it reaped
+  std::size_t program_maxrss_kb = 0;
 
  private:
   void answer_notification();
@@ -118,6 +127,36 @@ class SetupMonitor {
 std::string await_exec(ChildProcess& child, SetupMonitor& monitor, double timeout_s);
 
 void kill_tree(const ChildProcess& child);
+
+// Waits, off the caller's path, for sandboxes whose run is already judged (their init stub
+// reported everything and is tearing the namespaces down), reaps them and only then gives
+// their cgroups back to the pool. One thread, started on first use; the destructor waits for
+// every adopted process.
+class Reaper {
+ public:
+  Reaper() = default;
+  ~Reaper();
+  Reaper(const Reaper&) = delete;
+  Reaper& operator=(const Reaper&) = delete;
+  void adopt(ChildProcess child, std::unique_ptr<RunCgroup> cgroup);
+  // Returns once every process adopted so far is reaped and its cgroup given back.
+  void drain();
+
+ private:
+  struct Entry {
+    ChildProcess child;
+    std::unique_ptr<RunCgroup> cgroup;
+  };
+  void loop();
+  static void finish(Entry& entry);
+  std::mutex mutex_;
+  std::condition_variable drained_;
+  std::vector<Entry> entries_;
+  std::size_t finishing_ = 0;  // taken out of entries_, not finished yet
+  UniqueFd wake_;  // eventfd
+  bool stopping_ = false;
+  std::thread thread_;
+};
 
 // Runs `child` to completion: stdin, capped output, exec notification, deadline, reaping.
 Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
