@@ -151,6 +151,13 @@ RunCgroup::~RunCgroup() {
   if (empty()) owner_->give_back(slot_);
 }
 
+std::string RunCgroup::begin_run(std::size_t memory_bytes, int pids_max) {
+  if (auto error = owner_->set_limits(*slot_, memory_bytes, pids_max); !error.empty()) return error;
+  oom_baseline_ = std::max(0L, oom_kills_total());
+  if (!v2_ && slot_->peak.valid()) return fd_write(slot_->peak, "0", "memory.max_usage_in_bytes");
+  return {};
+}
+
 bool RunCgroup::empty() const {
   for (const auto& procs : slot_->procs)
     if (procs.valid() && fd_read(procs).find_first_of("0123456789") != std::string::npos) return false;

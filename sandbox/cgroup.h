@@ -40,6 +40,9 @@ class RunCgroup {
 
   // Moves `pid` (not yet running user code) into the cgroup. Empty string or the error.
   std::string add(pid_t pid) const;
+  // For a cgroup taken before its run (a parked process already in it): sets the run's limits
+  // and starts its OOM count and peak from here. Empty string or the error.
+  std::string begin_run(std::size_t memory_bytes, int pids_max);
   long oom_kills() const;       // since this run took the cgroup; -1 when unknown
   std::size_t peak_kb() const;  // 0 when unknown
   void kill_all() const;

@@ -250,4 +250,36 @@ int child_main(void* arg) {
   return 127;
 }
 
+int parked_main(void* arg) {
+  const ParkedStart& start = *static_cast<const ParkedStart*>(arg);
+  // Until child_main resets them, the supervisor's signal handlers are in place: nothing may run
+  // them in this copy of the supervisor.
+  sigset_t all;
+  sigfillset(&all);
+  if (sigprocmask(SIG_SETMASK, &all, nullptr) != 0) _exit(127);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(127);
+  // Other runs' pipe ends copied from the supervisor would keep their streams open while this
+  // process waits: keep only our own.
+  int keep[5];
+  for (int i = 0; i < 5; ++i) keep[i] = start.fds[i];
+  for (int i = 1; i < 5; ++i)
+    for (int j = i; j > 0 && keep[j - 1] > keep[j]; --j) {
+      const int t = keep[j];
+      keep[j] = keep[j - 1];
+      keep[j - 1] = t;
+    }
+  unsigned from = 0;
+  for (int i = 0; i < 5; ++i) {
+    const unsigned fd = static_cast<unsigned>(keep[i]);
+    if (fd > from && syscall(SYS_close_range, from, fd - 1, 0U) != 0) _exit(127);
+    from = fd + 1;
+  }
+  if (syscall(SYS_close_range, from, ~0U, 0U) != 0) _exit(127);
+  const int release = start.fds[4];
+  if (!wait_for_release(release) || close(release) != 0) _exit(127);  // the supervisor gave up on us
+  ChildPlan* plan = *static_cast<ChildPlan* const*>(start.arena);
+  if (!plan) _exit(127);
+  return child_main(plan);
+}
+
 }  // namespace distil::sandbox::detail

@@ -100,4 +100,13 @@ struct ChildPlan {
 // Entry point for clone(); never returns on success (exec), exits 127 on failure.
 int child_main(void* plan);
 
+// A child cloned ahead of its run (see ParkedChild in supervisor.h): keeps only its own pipe
+// ends, waits for one byte on `release_fd`, then runs child_main on the plan whose address the
+// supervisor stored at the start of `arena` (a shared mapping, same address in both).
+struct ParkedStart {
+  void* arena = nullptr;
+  int fds[5] = {-1, -1, -1, -1, -1};  // stdin, stdout, stderr, status, release (read end)
+};
+int parked_main(void* start);
+
 }  // namespace distil::sandbox::detail

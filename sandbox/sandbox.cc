@@ -13,6 +13,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <thread>
 #include <cstdio>
 #include <optional>
 #include <cerrno>
@@ -79,6 +83,74 @@ std::vector<std::string> sandbox_environment() {
           "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1"};
 }
 
+// Keeps `target` parked sandbox processes ready (see ParkedChild), made by a background thread;
+// runs take them. The thread is the parent of every process it clones (their parent-death
+// signal follows it), so it lives as long as the Sandbox.
+class ParkedPool {
+ public:
+  using Maker = std::function<std::unique_ptr<ParkedChild>(std::string& error)>;
+  ParkedPool(int target, Maker maker) : target_(target), maker_(std::move(maker)) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~ParkedPool() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();  // the parked processes are killed and reaped with `ready_`
+  }
+  // A ready process, or null (none ready yet: the caller clones its own).
+  std::unique_ptr<ParkedChild> take() {
+    std::unique_ptr<ParkedChild> parked;
+    {
+      std::lock_guard lock(mutex_);
+      if (ready_.empty()) return nullptr;
+      parked = std::move(ready_.front());
+      ready_.pop_front();
+    }
+    wake_.notify_all();
+    return parked;
+  }
+  std::string last_error() {
+    std::lock_guard lock(mutex_);
+    return last_error_;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    int failures = 0;
+    for (;;) {
+      wake_.wait(lock, [this] { return stopping_ || static_cast<int>(ready_.size()) < target_; });
+      if (stopping_) break;
+      lock.unlock();
+      std::string error;
+      auto parked = maker_(error);
+      lock.lock();
+      if (parked) {
+        failures = 0;
+        ready_.push_back(std::move(parked));
+      } else {
+        last_error_ = error;
+        // Runs clone their own meanwhile; retry later, then give up.
+        // (The thread stays until the Sandbox goes: processes it cloned die with it.)
+        if (++failures >= 10) wake_.wait(lock, [this] { return stopping_; });
+        else wake_.wait_for(lock, std::chrono::milliseconds(100 * failures), [this] { return stopping_; });
+      }
+    }
+    ready_.clear();
+  }
+  const int target_;
+  Maker maker_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<ParkedChild>> ready_;
+  bool stopping_ = false;
+  std::string last_error_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 struct Sandbox::Impl {
@@ -93,6 +165,10 @@ struct Sandbox::Impl {
   std::atomic<unsigned> run_counter{0};
   std::unique_ptr<CgroupManager> cgroups;
   Reaper reaper;  // declared after `cgroups`: destroyed first, it gives cgroups back
+  std::once_flag pool_once;
+  std::atomic<bool> started_once{false};  // the constructor's probe run is over
+  std::unique_ptr<ParkedPool> pool;  // after `reaper`: its thread is the parent of runs' processes
+  ParkedPool* parked_pool();
   std::mutex notes_mutex;
   std::string last_fork_server_failure;
   void note_fork_server_failure(const std::string& why) {
@@ -326,16 +402,41 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
   return prepared;
 }
 
+namespace {
+
+// The cgroup bounds the whole tree. It sits a quarter above the per-process RLIMIT_AS so a
+// single process fails its allocation cleanly (MemoryError, bad_alloc) before the cgroup starts
+// reclaiming, which near its limit slows everything inside to a crawl.
+std::size_t cgroup_bytes(const Limits& limits, std::size_t extra_bytes) {
+  return (limits.memory_mb << 20) + (limits.memory_mb << 18) + (32u << 20) + extra_bytes;
+}
+
+}  // namespace
+
 std::unique_ptr<RunCgroup> Sandbox::Impl::make_cgroup(const Limits& limits, std::size_t extra_bytes, int extra_pids) {
   if (!cgroups) return nullptr;
   std::string error;
-  // The cgroup bounds the whole tree. It sits a quarter above the per-process RLIMIT_AS so a
-  // single process fails its allocation cleanly (MemoryError, bad_alloc) before the cgroup
-  // starts reclaiming, which near its limit slows everything inside to a crawl.
-  const std::size_t bytes = (limits.memory_mb << 20) + (limits.memory_mb << 18) + (32u << 20) + extra_bytes;
-  auto cg = cgroups->create(bytes, std::max(1, limits.max_processes) + extra_pids, error);
+  auto cg = cgroups->create(cgroup_bytes(limits, extra_bytes), std::max(1, limits.max_processes) + extra_pids, error);
   if (!cg) throw std::runtime_error("creating the run's cgroup: " + error);
   return cg;
+}
+
+ParkedPool* Sandbox::Impl::parked_pool() {
+  // Only where the cgroup move is there to hide, and after the constructor's probe settled
+  // which layers are on.
+  if (config.prespawned <= 0 || !namespaces || !cgroups) return nullptr;
+  std::call_once(pool_once, [this] {
+    try {
+      pool = std::make_unique<ParkedPool>(config.prespawned, [this](std::string& error) -> std::unique_ptr<ParkedChild> {
+        auto cgroup = cgroups->create(cgroup_bytes(Limits{}, 0), std::max(1, Limits{}.max_processes) + 2, error);
+        if (!cgroup) return nullptr;
+        return spawn_parked(namespaces, next_outside_root(), privileged, std::move(cgroup), error);
+      });
+    } catch (const std::exception&) {
+      pool.reset();  // no thread: every run clones its own
+    }
+  });
+  return pool.get();
 }
 
 RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) {
@@ -344,9 +445,23 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
   ChildProcess child;
   try {
     p = prepare(l);
-    cgroup = make_cgroup(l.limits, 0, 2);
-    p->options.cgroup = cgroup.get();
-    child = spawn_child(p->options);
+    bool started = false;
+    ParkedPool* parked_pool = l.keep_fd < 0 && started_once.load(std::memory_order_relaxed) ? this->parked_pool() : nullptr;
+    if (auto parked = parked_pool ? parked_pool->take() : nullptr) {
+      // Already in its namespaces and cgroup: only the run's limits and plan are missing.
+      if (parked->cgroup &&
+          parked->cgroup->begin_run(cgroup_bytes(l.limits, 0), std::max(1, l.limits.max_processes) + 2).empty() &&
+          release_parked(*parked, p->options.plan, child)) {
+        cgroup = std::move(parked->cgroup);
+        started = true;
+      }
+    }
+    if (!started) {
+      cgroup = make_cgroup(l.limits, 0, 2);
+      p->options.cgroup = cgroup.get();
+      child = spawn_child(p->options);
+    }
+    started_once.store(true, std::memory_order_relaxed);
   } catch (const std::exception& e) {
     RunResult r;
     r.verdict = Verdict::sandbox_error;

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -14,7 +15,9 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 
 #include "sandbox/namespaces.h"
@@ -129,6 +132,181 @@ ChildProcess spawn_child(SpawnOptions& options) {
   child.stderr_r = std::move(err.read);
   child.status_r = std::move(status.read);
   return child;
+}
+
+namespace {
+
+constexpr std::size_t kArenaSize = 8u << 20;  // larger plans (huge programs) spawn the usual way
+
+// Bump allocator over a parked child's arena.
+class ArenaWriter {
+ public:
+  ArenaWriter(void* base, std::size_t size) : next_(static_cast<char*>(base)), end_(next_ + size) {}
+  template <class T>
+  T* alloc(std::size_t n = 1) {
+    const auto at = reinterpret_cast<std::uintptr_t>(next_);
+    char* p = next_ + ((alignof(T) - at % alignof(T)) % alignof(T));
+    if (!ok_ || p > end_ || static_cast<std::size_t>(end_ - p) < n * sizeof(T)) {
+      ok_ = false;
+      return nullptr;
+    }
+    next_ = p + n * sizeof(T);
+    return reinterpret_cast<T*>(p);
+  }
+  const char* bytes(const char* s, std::size_t n) {
+    char* d = alloc<char>(n + 1);
+    if (!d) return nullptr;
+    std::memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+  }
+  const char* str(const char* s) { return s ? bytes(s, std::strlen(s)) : nullptr; }
+  char* const* strings(char* const* v) {
+    if (!v) return nullptr;
+    std::size_t n = 0;
+    while (v[n]) ++n;
+    char** d = alloc<char*>(n + 1);
+    if (!d) return nullptr;
+    for (std::size_t i = 0; i < n; ++i) d[i] = const_cast<char*>(str(v[i]));
+    d[n] = nullptr;
+    return d;
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  char* next_;
+  char* end_;
+  bool ok_ = true;
+};
+
+// A deep copy of `src` (every string, step, argument and the seccomp program) in the arena.
+ChildPlan* copy_plan(const ChildPlan& src, ArenaWriter& w) {
+  auto* plan = w.alloc<ChildPlan>();
+  if (!plan) return nullptr;
+  new (plan) ChildPlan(src);
+  if (src.root) {
+    auto* root = w.alloc<RootPlan>();
+    auto* steps = w.alloc<RootStep>(static_cast<std::size_t>(src.root->step_count));
+    if (!root || !steps) return nullptr;
+    new (root) RootPlan(*src.root);
+    root->staging = w.str(src.root->staging);
+    root->root_options = w.str(src.root->root_options);
+    for (int i = 0; i < src.root->step_count; ++i) {
+      const RootStep& from = src.root->steps[i];
+      RootStep* to = new (&steps[i]) RootStep(from);
+      to->source = w.str(from.source);
+      to->target = w.str(from.target);
+      if (from.data) to->data = from.kind == RootStep::Kind::file ? w.bytes(from.data, from.size) : w.str(from.data);
+    }
+    root->steps = steps;
+    plan->root = root;
+  }
+  plan->hostname = w.str(src.hostname);
+  plan->work_dir = w.str(src.work_dir);
+  plan->executable = w.str(src.executable);
+  plan->argv = w.strings(src.argv);
+  plan->envp = w.strings(src.envp);
+  if (src.seccomp) {
+    auto* prog = w.alloc<sock_fprog>();
+    auto* filter = w.alloc<sock_filter>(src.seccomp->len);
+    if (!prog || !filter) return nullptr;
+    std::memcpy(filter, src.seccomp->filter, src.seccomp->len * sizeof(sock_filter));
+    prog->len = src.seccomp->len;
+    prog->filter = filter;
+    plan->seccomp = prog;
+  }
+  return w.ok() ? plan : nullptr;
+}
+
+}  // namespace
+
+ParkedChild::~ParkedChild() {
+  if (child.pid > 0) {
+    kill_tree(child);
+    while (waitpid(child.pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  if (arena) munmap(arena, arena_size);
+}
+
+std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root, bool privileged_maps,
+                                          std::unique_ptr<RunCgroup> cgroup, std::string& error) {
+  auto parked = std::make_unique<ParkedChild>();
+  try {
+    void* arena = mmap(nullptr, kArenaSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (arena == MAP_FAILED) throw std::runtime_error(errno_text("mmap (plan arena)"));
+    parked->arena = arena;
+    parked->arena_size = kArenaSize;
+    *static_cast<ChildPlan**>(arena) = nullptr;
+    Pipe in = make_pipe(), out = make_pipe(), err = make_pipe(), status = make_pipe(), release = make_pipe();
+    ParkedStart start;
+    start.arena = arena;
+    const int fds[5] = {in.read.get(), out.write.get(), err.write.get(), status.write.get(), release.read.get()};
+    for (int i = 0; i < 5; ++i) start.fds[i] = fds[i];
+    for (int i = 0; i < 4; ++i) parked->child_fds[i] = fds[i];
+    unsigned long flags = CLONE_PIDFD | SIGCHLD;
+    if (namespaces) flags |= static_cast<unsigned long>(namespace_clone_flags());
+    int pidfd = -1;
+    const long pid = syscall(SYS_clone, flags, nullptr, &pidfd, nullptr, nullptr);
+    if (pid < 0) throw std::runtime_error(errno_text("clone"));
+    if (pid == 0) {
+      parked_main(&start);
+      _exit(127);
+    }
+    ChildProcess& child = parked->child;
+    child.pid = static_cast<pid_t>(pid);
+    // Later clones (other runs, their init stubs, which never exec) must not share this
+    // child's plan. (One cloned meanwhile by another thread only shares a mapping it never uses.)
+    if (madvise(arena, kArenaSize, MADV_DONTFORK) != 0) {
+      child.pidfd.reset(pidfd);
+      throw std::runtime_error(errno_text("madvise(MADV_DONTFORK) on the plan arena"));
+    }
+    child.pidfd.reset(pidfd);
+    child.namespaces = namespaces;
+    in.read.reset();
+    out.write.reset();
+    err.write.reset();
+    status.write.reset();
+    release.read.reset();
+    child.stdin_w = std::move(in.write);
+    child.stdout_r = std::move(out.read);
+    child.stderr_r = std::move(err.read);
+    child.status_r = std::move(status.read);
+    parked->release = std::move(release.write);
+    if (namespaces)
+      if (const std::string e = write_id_maps(child.pid, outside_root, privileged_maps); !e.empty())
+        throw std::runtime_error("writing the sandbox uid/gid maps: " + e);
+    if (cgroup)
+      if (const std::string e = cgroup->add(child.pid); !e.empty())
+        throw std::runtime_error("moving the sandbox into its cgroup: " + e);
+    parked->cgroup = std::move(cgroup);
+  } catch (const std::exception& e) {
+    error = e.what();
+    return nullptr;  // ~ParkedChild kills what was started
+  }
+  return parked;
+}
+
+bool release_parked(ParkedChild& parked, const ChildPlan& src, ChildProcess& out) {
+  if (parked.child.pid <= 0) return false;
+  ArenaWriter writer(static_cast<char*>(parked.arena) + 64, parked.arena_size - 64);
+  ChildPlan* plan = copy_plan(src, writer);
+  if (!plan) return false;
+  plan->stdin_fd = parked.child_fds[0];
+  plan->stdout_fd = parked.child_fds[1];
+  plan->stderr_fd = parked.child_fds[2];
+  plan->status_fd = parked.child_fds[3];
+  plan->sync_fd = -1;
+  plan->second_release = false;
+  plan->keep_fd = -1;
+  *static_cast<ChildPlan**>(parked.arena) = plan;
+  const char go = 1;
+  if (write(parked.release.get(), &go, 1) != 1) return false;
+  parked.release.reset();
+  out = std::move(parked.child);
+  parked.child.pid = -1;
+  out.started = Clock::now();
+  return true;
 }
 
 void CappedBuffer::append(const char* p, std::size_t n) {

@@ -43,6 +43,32 @@ struct ChildProcess {
 // Throws std::runtime_error when the process cannot be created.
 ChildProcess spawn_child(SpawnOptions& options);
 
+// A sandbox process cloned ahead of its run: in fresh namespaces, its uid/gid maps written and
+// already moved into a cgroup (on cgroup v1 the move waits for an RCU grace period, the largest
+// cost of a one-shot run), with only its own pipe ends open, waiting for its plan. The plan is
+// copied into `arena`, a shared mapping at the same address in both processes.
+struct ParkedChild {
+  ChildProcess child;
+  UniqueFd release;          // write end: one byte once the plan is in the arena
+  int child_fds[4] = {-1, -1, -1, -1};  // stdin, stdout, stderr, status as numbered in the child
+  void* arena = nullptr;
+  std::size_t arena_size = 0;
+  std::unique_ptr<RunCgroup> cgroup;
+  ParkedChild() = default;
+  ParkedChild(const ParkedChild&) = delete;
+  ParkedChild& operator=(const ParkedChild&) = delete;
+  ~ParkedChild();  // kills and reaps a child that was never released, unmaps the arena
+};
+
+// Null with `error` set when the process cannot be created, mapped or moved.
+std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root, bool privileged_maps,
+                                          std::unique_ptr<RunCgroup> cgroup, std::string& error);
+
+// Copies `plan` (fds are the parked child's own) into the arena and releases the child, which
+// moves into `out`. False when the plan does not fit or the child is gone: the caller then
+// spawns a fresh one.
+bool release_parked(ParkedChild& parked, const ChildPlan& plan, ChildProcess& out);
+
 // Reads at most `cap` bytes of a stream and discards the rest, remembering that it did.
 struct CappedBuffer {
   std::string data;
