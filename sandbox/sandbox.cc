@@ -100,18 +100,17 @@ class ParkedPool {
     wake_.notify_all();
     thread_.join();  // the parked processes are killed and reaped with `ready_`
   }
-  // A ready process, or null (none ready yet: the caller clones its own).
+  // A ready process, or null (none ready yet: the caller clones its own). Call refill() once
+  // the taken one is released: cloning copies the page tables of this whole process, which
+  // stalls its other threads' page faults meanwhile, the caller's included.
   std::unique_ptr<ParkedChild> take() {
-    std::unique_ptr<ParkedChild> parked;
-    {
-      std::lock_guard lock(mutex_);
-      if (ready_.empty()) return nullptr;
-      parked = std::move(ready_.front());
-      ready_.pop_front();
-    }
-    wake_.notify_all();
+    std::lock_guard lock(mutex_);
+    if (ready_.empty()) return nullptr;
+    auto parked = std::move(ready_.front());
+    ready_.pop_front();
     return parked;
   }
+  void refill() { wake_.notify_all(); }
   std::string last_error() {
     std::lock_guard lock(mutex_);
     return last_error_;
@@ -455,6 +454,8 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
         cgroup = std::move(parked->cgroup);
         started = true;
       }
+      parked.reset();
+      parked_pool->refill();
     }
     if (!started) {
       cgroup = make_cgroup(l.limits, 0, 2);

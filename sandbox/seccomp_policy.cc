@@ -100,6 +100,10 @@ class Builder {
  public:
   explicit Builder(uint32_t default_action) : default_action_(default_action), ctx_(seccomp_init(default_action)) {
     if (!ctx_) throw std::runtime_error("seccomp_init failed");
+    // A binary tree over the system call numbers instead of a linear list: fewer instructions
+    // per call, and a much cheaper load (the kernel runs the filter once per system call
+    // number to build its allow cache).
+    check(seccomp_attr_set(ctx_.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2), "SCMP_FLTATR_CTL_OPTIMIZE");
   }
 
   // Names unknown on this architecture (e.g. "open" on aarch64) are skipped, and so are rules

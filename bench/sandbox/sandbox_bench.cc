@@ -1,7 +1,9 @@
 // Per-run cost of the sandbox next to its references, measured in one process, same program:
 //   bare        posix_spawn of `python3 -S -c pass` (no isolation at all)
 //   bwrap       bubblewrap with comparable isolation (all namespaces, read-only /usr, tmpfs /tmp)
-//   one-shot    Sandbox::run (namespaces, read-only root, seccomp, rlimits, capped pipes)
+//   one-shot    Sandbox::run (namespaces, read-only root, seccomp, rlimits, cgroup, capped pipes),
+//               interleaved with the others and back to back; and, to show where time goes,
+//               without a prespawned process, and without one and without cgroups
 //   fork server Sandbox::run_batch per input, (T(n) - T(2)) / (n - 2)
 // Usage: sandbox_bench [runs=40] [python=/usr/bin/python3]. Prints medians and ratios.
 #include <spawn.h>
@@ -76,10 +78,30 @@ int main(int argc, char** argv) {
   const std::string python = argc > 2 ? argv[2] : "/usr/bin/python3";
   using namespace distil::sandbox;
 
+  auto loadavg = [] {
+    std::FILE* f = std::fopen("/proc/loadavg", "r");
+    char buf[128] = "?";
+    if (f) {
+      if (!std::fgets(buf, sizeof(buf), f)) buf[0] = '\0';
+      std::fclose(f);
+    }
+    std::string s(buf);
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+  };
+  std::printf("load average at start: %s\n", loadavg().c_str());
   Config config;
   config.python_path = python;
   Sandbox sandbox(config);
   std::printf("isolation: %s\n", to_json(sandbox.isolation()).dump().c_str());
+  // Breakdown only: every run clones its own process (no prespawned one), and the same with
+  // cgroups off.
+  Config cloning = config;
+  cloning.prespawned = 0;
+  Sandbox sandbox_cloning(cloning);
+  Config no_cgroup = cloning;
+  no_cgroup.use_cgroups = false;
+  Sandbox sandbox_no_cgroup(no_cgroup);
   Program pass;
   pass.source = "pass\n";
   Limits limits;
@@ -93,13 +115,38 @@ int main(int argc, char** argv) {
   const bool have_bwrap = access("/usr/bin/bwrap", X_OK) == 0 && spawn_and_wait(bwrap);
 
   // Interleaved so that machine load affects every column alike.
-  Sample s_bare, s_bwrap, s_oneshot;
+  Sample s_bare, s_bwrap, s_oneshot, s_bare2, s_cloning, s_no_cgroup;
   int failures = 0;
   for (int i = 0; i < runs; ++i) {
     time_ms([&] { failures += !spawn_and_wait(bare); }, &s_bare);
     if (have_bwrap) time_ms([&] { failures += !spawn_and_wait(bwrap); }, &s_bwrap);
     time_ms([&] { failures += sandbox.run(pass, "", limits).verdict != Verdict::ok; }, &s_oneshot,
             [&] { sandbox.settle(); });
+  }
+  // A separate loop: a cgroup v1 move right after another one (within an RCU grace period)
+  // is cheap, so interleaving these with the prespawning sandbox would hide the cost.
+  for (int i = 0; i < runs; ++i) {
+    time_ms([&] { failures += !spawn_and_wait(bare); }, &s_bare2);
+    time_ms([&] { failures += sandbox_cloning.run(pass, "", limits).verdict != Verdict::ok; }, &s_cloning,
+            [&] { sandbox_cloning.settle(); });
+    time_ms([&] { failures += !spawn_and_wait(bare); }, &s_bare2);
+    time_ms([&] { failures += sandbox_no_cgroup.run(pass, "", limits).verdict != Verdict::ok; }, &s_no_cgroup,
+            [&] { sandbox_no_cgroup.settle(); });
+  }
+  // One-shot runs back to back, as a caller looping over inputs makes them: the next prespawned
+  // process is cloned while the current run executes. Wall per run; CPU of the whole loop,
+  // background work included, per run.
+  Sample s_back_to_back;
+  for (int round = 0; round < std::max(3, runs / 8); ++round) {
+    const int n = 8;
+    Sample loop;
+    for (int i = 0; i < n; ++i)
+      time_ms([&] { failures += sandbox.run(pass, "", limits).verdict != Verdict::ok; }, &loop,
+              i + 1 == n ? std::function<void()>([&] { sandbox.settle(); }) : std::function<void()>());
+    double cpu = 0;
+    for (double c : loop.cpu) cpu += c;
+    for (double w : loop.wall) s_back_to_back.wall.push_back(w);
+    s_back_to_back.cpu.push_back(cpu / n);
   }
 
   const int batch = 22;
@@ -117,7 +164,7 @@ int main(int argc, char** argv) {
     s_server.cpu.push_back((b.cpu[0] - a.cpu[0]) / (batch - 2));
   }
 
-  const double bare_wall = median(s_bare.wall), bare_cpu = median(s_bare.cpu);
+  double bare_wall = median(s_bare.wall), bare_cpu = median(s_bare.cpu);
   std::printf("\n%-34s %10s %8s %10s %8s\n", "runner (program: pass)", "wall ms", "ratio", "CPU ms", "ratio");
   auto row = [&](const char* name, const Sample& s, const char* note, bool cpu_known = true) {
     if (cpu_known)
@@ -133,10 +180,18 @@ int main(int argc, char** argv) {
   if (have_bwrap) row("bwrap (all namespaces, ro /usr)", s_bwrap, "", false);
   else std::printf("%-34s unavailable\n", "bwrap");
   row("distil sandbox one-shot", s_oneshot, "");
+  row("distil one-shot, back to back", s_back_to_back, "");
   row("distil fork server, per test", s_server, used_server ? "" : "  (fork server NOT used)");
+  std::printf("breakdown (own loop, ratios to its own bare runs):\n");
+  bare_wall = median(s_bare2.wall);
+  bare_cpu = median(s_bare2.cpu);
+  row("  bare python3 -S -c pass", s_bare2, "");
+  row("  one-shot, no prespawned process", s_cloning, "");
+  row("  same, cgroups off", s_no_cgroup, "");
   if (have_bwrap)
     std::printf("\none-shot vs bwrap (wall): %.2fx\n", median(s_oneshot.wall) / median(s_bwrap.wall));
   std::printf("medians; CPU = this process + reaped children (user + system)\n");
   std::printf("runs: %d interleaved; failures: %d\n", runs, failures);
+  std::printf("load average at end: %s\n", loadavg().c_str());
   return failures == 0 ? 0 : 1;
 }
