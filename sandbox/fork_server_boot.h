@@ -5,6 +5,8 @@
 // namespace init) kills whatever it left and empties /tmp before the next input.
 //
 // argv: program_path tmpfs_mb cpu_s wall_s fsize_bytes nofile nproc filter_path [args...]
+// Each child is forked ahead of its input (after the previous one's cleanup) and waits for its
+// descriptors.
 // fd 3: SOCK_SEQPACKET to the supervisor. Requests: 'R' + SCM_RIGHTS(stdin, stdout, stderr);
 // 'K' while a child runs kills it. Reply per request: struct "<iiddq" (wait status, flags
 // [1 timed out, 2 setup failed], user s, system s, max rss KiB) + setup error text.
@@ -173,6 +175,33 @@ def kill_leftovers(pid):
             except InterruptedError:
                 continue
 
+def fork_child():
+    # Forked ahead of its input, so the fork and the child's after-fork work overlap with the
+    # supervisor handling the previous result: the child waits (still the namespace's root,
+    # running nothing but this) for its three descriptors on a private socket, and only then
+    # becomes sandboxed. It is forked after the previous child's cleanup, from the same state.
+    ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctl.close()
+            os.close(report_r)
+            _, fds, _, _ = socket.recv_fds(ctl_child, 16, 3)
+            if len(fds) != 3:
+                os._exit(0)
+            ctl_child.detach()  # closed below with every other descriptor, never again later
+            become_sandboxed(fds, report_w)
+            os.close(report_w)
+        except BaseException as e:
+            os.write(report_w, repr(e).encode()[:4000])
+            os._exit(127)
+        run_user_code()
+    ctl_child.close()
+    os.close(report_w)
+    return pid, ctl, report_r
+
+next_child = fork_child()
 while True:
     try:
         msg, fds, _, _ = socket.recv_fds(sock, 16, 3)
@@ -184,18 +213,12 @@ while True:
         for fd in fds:
             os.close(fd)
         continue
-    report_r, report_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(report_r)
-            become_sandboxed(fds, report_w)
-            os.close(report_w)
-        except BaseException as e:
-            os.write(report_w, repr(e).encode()[:4000])
-            os._exit(127)
-        run_user_code()
-    os.close(report_w)
+    pid, ctl, report_r = next_child
+    try:
+        socket.send_fds(ctl, [b"R"], fds)
+    except OSError:
+        pass  # the child is gone: its wait status says so
+    ctl.close()
     for fd in fds:
         os.close(fd)
     pidfd = os.pidfd_open(pid)
@@ -220,19 +243,28 @@ while True:
             break
         except InterruptedError:
             continue
+    # Before the reply: whatever the child left running may still hold its stdout open.
     kill_leftovers(pid)
-    try:
-        wipe_tmp()
-    except OSError as e:
-        # The next child must not see this one's files: give up the server instead.
-        sock.send(struct.pack("<iiddq", 0, 2, 0.0, 0.0, 0) + ("cleaning /tmp: %r" % (e,)).encode())
-        break
     os.close(pidfd)
     error = os.read(report_r, 4096)
     os.close(report_r)
     if error:
         flags |= 2
     sock.send(struct.pack("<iiddq", status, flags, usage.ru_utime, usage.ru_stime, usage.ru_maxrss) + error)
+    # After the reply, while the supervisor reads the result: the next child must start from an
+    # empty /tmp, and is forked only once it is.
+    try:
+        wipe_tmp()
+    except OSError as e:
+        # The next child must not see this one's files: give up the server instead.
+        msg, fds, _, _ = socket.recv_fds(sock, 16, 3)
+        for fd in fds:
+            os.close(fd)
+        if not msg:
+            break
+        sock.send(struct.pack("<iiddq", 0, 2, 0.0, 0.0, 0) + ("cleaning /tmp: %r" % (e,)).encode())
+        break
+    next_child = fork_child()
 )PY";
 
 }  // namespace distil::sandbox::detail
