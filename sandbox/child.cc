@@ -158,12 +158,12 @@ int child_main(void* arg) {
   // The creator's host uid is not mapped in the new user namespace, so files it created on the
   // new tmpfs would have no owner (EOVERFLOW). Become the namespace's root (an unprivileged
   // host id) for the setup; the capabilities are those the namespace grants.
-  if (p.become_namespace_root) {
+  if (p.become_namespace_root && !p.setup_started) {
     if (syscall(SYS_setresgid, 0, 0, 0) != 0) fail(ChildStep::drop_gid);
     if (syscall(SYS_setresuid, 0, 0, 0) != 0) fail(ChildStep::drop_uid);
   }
   // Own session and process group: the wall-clock kill reaches every descendant.
-  if (setsid() < 0) fail(ChildStep::new_session);
+  if (!p.setup_started && setsid() < 0) fail(ChildStep::new_session);
 
   if (p.root) {
     int step = 0, detail = -1;
@@ -276,9 +276,26 @@ int parked_main(void* arg) {
   }
   if (syscall(SYS_close_range, from, ~0U, 0U) != 0) _exit(127);
   const int release = start.fds[4];
+  int generic_error = 0, generic_step = 0, generic_detail = -1;
+  if (start.generic_root) {
+    // The id maps are written: set up what every run of this Sandbox has in common.
+    if (!wait_for_release(release)) _exit(127);  // the supervisor gave up on us
+    if (syscall(SYS_setresgid, 0, 0, 0) != 0 || syscall(SYS_setresuid, 0, 0, 0) != 0) {
+      generic_error = errno;
+      generic_step = static_cast<int>(ChildStep::drop_uid);
+    } else if (setsid() < 0) {
+      generic_error = errno;
+      generic_step = static_cast<int>(ChildStep::new_session);
+    } else {
+      generic_error = build_root_generic(*start.generic_root, &generic_step, &generic_detail);
+    }
+  }
   if (!wait_for_release(release) || close(release) != 0) _exit(127);  // the supervisor gave up on us
-  ChildPlan* plan = *static_cast<ChildPlan* const*>(start.arena);
+  ChildPlan* plan = static_cast<const ArenaHeader*>(start.arena)->plan;
   if (!plan) _exit(127);
+  // Reported now that the supervisor watches the status pipe: the run fails as a fresh
+  // process failing the same step would.
+  if (generic_error != 0) report_and_exit(plan->status_fd, static_cast<ChildStep>(generic_step), generic_error, generic_detail);
   return child_main(plan);
 }
 

@@ -41,6 +41,10 @@ struct RootPlan {
   const char* root_options = nullptr;  // tmpfs options of the new root
   const RootStep* steps = nullptr;
   int step_count = 0;
+  // Steps [0, generic_steps) (and the root tmpfs before them) are the same for every run of a
+  // Sandbox: a prespawned process builds them while it waits for its run.
+  int generic_steps = 0;
+  bool generic_done = false;  // they are built already: start at generic_steps
 };
 
 // Steps a child can fail at, reported to the supervisor by number.
@@ -80,6 +84,7 @@ struct ChildPlan {
   const char* work_dir = nullptr;
   RlimitPlan rlimits;
   bool become_namespace_root = false;  // setresuid(0) inside the new user namespace first
+  bool setup_started = false;  // a prespawned process did that and setsid already
   bool change_ids = false;
   bool drop_groups = true;
   bool drop_capabilities = false;  // clear all capability sets (no uid change possible)  // false when the user namespace had setgroups denied
@@ -106,6 +111,16 @@ int child_main(void* plan);
 struct ParkedStart {
   void* arena = nullptr;
   int fds[5] = {-1, -1, -1, -1, -1};  // stdin, stdout, stderr, status, release (read end)
+  // When set: a first byte on the release pipe says the id maps are written; the process then
+  // becomes the namespace's root, starts its session and builds the generic part of this root
+  // (the plan in the arena will say generic_done), then waits for the second byte.
+  const RootPlan* generic_root = nullptr;
+};
+
+// Arena header, at its start: the plan, once released.
+struct ArenaHeader {
+  ChildPlan* plan;
+  std::int32_t generic_error;  // errno of a failed generic root build (the plan cannot use it)
 };
 int parked_main(void* start);
 

@@ -84,7 +84,9 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
   std::size_t files_bytes = 0;
   for (const auto& f : files) files_bytes += f.content.size();
   plan_.staging = keep(staging_);
-  plan_.root_options = keep("mode=0755,size=" + std::to_string(files_bytes / 1024 + 1024) + "k");
+  // The root is read-only once built, so its size only caps what the setup writes (the files);
+  // one size for every ordinary run keeps the root part of what a prespawned process prepares.
+  plan_.root_options = keep("mode=0755,size=" + std::to_string(std::max<std::size_t>(files_bytes / 1024 + 1024, 80u << 10)) + "k");
 
   for (const char* path : {"/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"}) {
     struct stat st {};
@@ -103,6 +105,8 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
   steps_.push_back(proc);
   steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/etc")});
   steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/box")});
+  steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/tmp")});
+  plan_.generic_steps = static_cast<int>(steps_.size());  // everything above: config only
   for (const auto& f : files) {
     if (f.path.rfind("/box/", 0) != 0 || f.path.find('/', 5) != std::string::npos)
       throw std::runtime_error("sandbox file must be directly under /box: '" + f.path + "'");
@@ -111,7 +115,6 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
     file.mode = f.executable ? 0555 : 0444;
     steps_.push_back(file);
   }
-  steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/tmp")});
   if (work_dir_host.empty()) {
     steps_.push_back({RootStep::Kind::tmpfs, "tmpfs", keep(staging_ + "/tmp"),
                       keep("mode=1777,nr_inodes=4096,size=" + std::to_string(work_tmpfs_mb) + "m")});
@@ -126,16 +129,21 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
   plan_.step_count = static_cast<int>(steps_.size());
 }
 
-int build_root(const RootPlan& plan, int* step, int* detail) noexcept {
-  auto fail = [&](ChildStep s, int index) {
-    *step = static_cast<int>(s);
-    *detail = index;
-    return errno ? errno : EIO;
-  };
-  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return fail(ChildStep::private_mounts, -1);
-  if (mount("tmpfs", plan.staging, "tmpfs", MS_NOSUID | MS_NODEV, plan.root_options) != 0)
-    return fail(ChildStep::root_tmpfs, -1);
-  for (int i = 0; i < plan.step_count; ++i) {
+std::string generic_signature(const RootPlan& plan) {
+  std::string s = std::string(plan.staging ? plan.staging : "") + '\n' + (plan.root_options ? plan.root_options : "") + '\n';
+  for (int i = 0; i < plan.generic_steps && i < plan.step_count; ++i) {
+    const RootStep& st = plan.steps[i];
+    s += std::to_string(static_cast<int>(st.kind)) + ' ' + (st.source ? st.source : "") + ' ' + (st.target ? st.target : "") + ' ' +
+         (st.data && st.kind != RootStep::Kind::file ? st.data : "") + ' ' + std::to_string(st.remount_flags) + ' ' +
+         std::to_string(st.optional) + ' ' + std::to_string(st.mode) + ' ' + std::to_string(st.size) + '\n';
+  }
+  return s;
+}
+
+namespace {
+
+int run_steps(const RootPlan& plan, int from, int to, int* step, int* detail) noexcept {
+  for (int i = from; i < to; ++i) {
     const RootStep& s = plan.steps[i];
     int rc = 0;
     switch (s.kind) {
@@ -185,8 +193,38 @@ int build_root(const RootPlan& plan, int* step, int* detail) noexcept {
         rc = mount(s.source, s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
         break;
     }
-    if (rc != 0 && !s.optional) return fail(ChildStep::root_step, i);
+    if (rc != 0 && !s.optional) {
+      *step = static_cast<int>(ChildStep::root_step);
+      *detail = i;
+      return errno ? errno : EIO;
+    }
   }
+  return 0;
+}
+
+}  // namespace
+
+int build_root_generic(const RootPlan& plan, int* step, int* detail) noexcept {
+  auto fail = [&](ChildStep s, int index) {
+    *step = static_cast<int>(s);
+    *detail = index;
+    return errno ? errno : EIO;
+  };
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return fail(ChildStep::private_mounts, -1);
+  if (mount("tmpfs", plan.staging, "tmpfs", MS_NOSUID | MS_NODEV, plan.root_options) != 0)
+    return fail(ChildStep::root_tmpfs, -1);
+  return run_steps(plan, 0, plan.generic_steps, step, detail);
+}
+
+int build_root(const RootPlan& plan, int* step, int* detail) noexcept {
+  auto fail = [&](ChildStep s, int index) {
+    *step = static_cast<int>(s);
+    *detail = index;
+    return errno ? errno : EIO;
+  };
+  if (!plan.generic_done)
+    if (const int err = build_root_generic(plan, step, detail); err != 0) return err;
+  if (const int err = run_steps(plan, plan.generic_steps, plan.step_count, step, detail); err != 0) return err;
   // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours.
   if (chdir(plan.staging) != 0) return fail(ChildStep::pivot_root, -1);
   if (syscall(SYS_pivot_root, ".", ".") != 0) return fail(ChildStep::pivot_root, -1);

@@ -40,5 +40,10 @@ class RootLayout {
 // Child side, async-signal-safe: mounts, pivots and remounts read-only. Returns 0 or errno;
 // `step` says which ChildStep failed and `detail` the index of the root step.
 int build_root(const RootPlan& plan, int* step, int* detail) noexcept;
+// Only the private propagation, the root tmpfs and steps [0, generic_steps).
+int build_root_generic(const RootPlan& plan, int* step, int* detail) noexcept;
+
+// What the generic part of `plan` does, to check that a prespawned process built the same.
+std::string generic_signature(const RootPlan& plan);
 
 }  // namespace distil::sandbox::detail

@@ -426,10 +426,12 @@ ParkedPool* Sandbox::Impl::parked_pool() {
   if (config.prespawned <= 0 || !namespaces || !cgroups) return nullptr;
   std::call_once(pool_once, [this] {
     try {
-      pool = std::make_unique<ParkedPool>(config.prespawned, [this](std::string& error) -> std::unique_ptr<ParkedChild> {
+      // What every run's root has in common (the configured read-only paths, devices, /proc).
+      auto generic = std::make_shared<RootLayout>(readonly_paths(), std::vector<RootLayout::File>{}, Limits{}.file_size_mb);
+      pool = std::make_unique<ParkedPool>(config.prespawned, [this, generic](std::string& error) -> std::unique_ptr<ParkedChild> {
         auto cgroup = cgroups->create(cgroup_bytes(Limits{}, 0), std::max(1, Limits{}.max_processes) + 2, error);
         if (!cgroup) return nullptr;
-        return spawn_parked(namespaces, next_outside_root(), privileged, std::move(cgroup), error);
+        return spawn_parked(namespaces, next_outside_root(), privileged, std::move(cgroup), &generic->plan(), error);
       });
     } catch (const std::exception&) {
       pool.reset();  // no thread: every run clones its own

@@ -21,6 +21,7 @@
 #include <stdexcept>
 
 #include "sandbox/namespaces.h"
+#include "sandbox/root_fs.h"
 
 // Linux 6.6: wake the notifying thread on the answering CPU (no scheduler round trip).
 #ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
@@ -180,6 +181,7 @@ class ArenaWriter {
     return d;
   }
   bool ok() const { return ok_; }
+  std::size_t left() const { return static_cast<std::size_t>(end_ - next_); }
 
  private:
   char* next_;
@@ -187,28 +189,30 @@ class ArenaWriter {
   bool ok_ = true;
 };
 
+RootPlan* copy_root(const RootPlan& src, ArenaWriter& w) {
+  auto* root = w.alloc<RootPlan>();
+  auto* steps = w.alloc<RootStep>(static_cast<std::size_t>(src.step_count));
+  if (!root || !steps) return nullptr;
+  new (root) RootPlan(src);
+  root->staging = w.str(src.staging);
+  root->root_options = w.str(src.root_options);
+  for (int i = 0; i < src.step_count; ++i) {
+    const RootStep& from = src.steps[i];
+    RootStep* to = new (&steps[i]) RootStep(from);
+    to->source = w.str(from.source);
+    to->target = w.str(from.target);
+    if (from.data) to->data = from.kind == RootStep::Kind::file ? w.bytes(from.data, from.size) : w.str(from.data);
+  }
+  root->steps = steps;
+  return root;
+}
+
 // A deep copy of `src` (every string, step, argument and the seccomp program) in the arena.
 ChildPlan* copy_plan(const ChildPlan& src, ArenaWriter& w) {
   auto* plan = w.alloc<ChildPlan>();
   if (!plan) return nullptr;
   new (plan) ChildPlan(src);
-  if (src.root) {
-    auto* root = w.alloc<RootPlan>();
-    auto* steps = w.alloc<RootStep>(static_cast<std::size_t>(src.root->step_count));
-    if (!root || !steps) return nullptr;
-    new (root) RootPlan(*src.root);
-    root->staging = w.str(src.root->staging);
-    root->root_options = w.str(src.root->root_options);
-    for (int i = 0; i < src.root->step_count; ++i) {
-      const RootStep& from = src.root->steps[i];
-      RootStep* to = new (&steps[i]) RootStep(from);
-      to->source = w.str(from.source);
-      to->target = w.str(from.target);
-      if (from.data) to->data = from.kind == RootStep::Kind::file ? w.bytes(from.data, from.size) : w.str(from.data);
-    }
-    root->steps = steps;
-    plan->root = root;
-  }
+  if (src.root && !(plan->root = copy_root(*src.root, w))) return nullptr;
   plan->hostname = w.str(src.hostname);
   plan->work_dir = w.str(src.work_dir);
   plan->executable = w.str(src.executable);
@@ -226,6 +230,9 @@ ChildPlan* copy_plan(const ChildPlan& src, ArenaWriter& w) {
   return w.ok() ? plan : nullptr;
 }
 
+constexpr std::size_t kArenaHeader = 64;
+static_assert(sizeof(ArenaHeader) <= kArenaHeader);
+
 }  // namespace
 
 ParkedChild::~ParkedChild() {
@@ -238,17 +245,26 @@ ParkedChild::~ParkedChild() {
 }
 
 std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root, bool privileged_maps,
-                                          std::unique_ptr<RunCgroup> cgroup, std::string& error) {
+                                          std::unique_ptr<RunCgroup> cgroup, const RootPlan* generic_root,
+                                          std::string& error) {
   auto parked = std::make_unique<ParkedChild>();
   try {
     void* arena = mmap(nullptr, kArenaSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (arena == MAP_FAILED) throw std::runtime_error(errno_text("mmap (plan arena)"));
     parked->arena = arena;
     parked->arena_size = kArenaSize;
-    *static_cast<ChildPlan**>(arena) = nullptr;
-    Pipe in = make_pipe(), out = make_pipe(), err = make_pipe(), status = make_pipe(), release = make_pipe();
+    new (arena) ArenaHeader{nullptr, 0};
+    parked->arena_used = kArenaHeader;
     ParkedStart start;
     start.arena = arena;
+    if (namespaces && generic_root) {
+      ArenaWriter writer(static_cast<char*>(arena) + kArenaHeader, kArenaSize - kArenaHeader);
+      start.generic_root = copy_root(*generic_root, writer);
+      if (!start.generic_root || !writer.ok()) throw std::runtime_error("the generic root plan does not fit its arena");
+      parked->arena_used = kArenaSize - writer.left();
+      parked->generic_signature = generic_signature(*generic_root);
+    }
+    Pipe in = make_pipe(), out = make_pipe(), err = make_pipe(), status = make_pipe(), release = make_pipe();
     const int fds[5] = {in.read.get(), out.write.get(), err.write.get(), status.write.get(), release.read.get()};
     for (int i = 0; i < 5; ++i) start.fds[i] = fds[i];
     for (int i = 0; i < 4; ++i) parked->child_fds[i] = fds[i];
@@ -284,6 +300,10 @@ std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root
     if (namespaces)
       if (const std::string e = write_id_maps(child.pid, outside_root, privileged_maps); !e.empty())
         throw std::runtime_error("writing the sandbox uid/gid maps: " + e);
+    // The child builds the generic root while the cgroup move below waits.
+    const char go = 1;
+    if (start.generic_root && write(parked->release.get(), &go, 1) != 1)
+      throw std::runtime_error(errno_text("releasing the prespawned child"));
     if (cgroup)
       if (const std::string e = cgroup->add(child.pid); !e.empty())
         throw std::runtime_error("moving the sandbox into its cgroup: " + e);
@@ -297,9 +317,17 @@ std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root
 
 bool release_parked(ParkedChild& parked, const ChildPlan& src, ChildProcess& out) {
   if (parked.child.pid <= 0) return false;
-  ArenaWriter writer(static_cast<char*>(parked.arena) + 64, parked.arena_size - 64);
+  const bool generic_built = !parked.generic_signature.empty();
+  // The child set up the root's common part for this Sandbox's configuration: the run's own
+  // must start with exactly that.
+  if (generic_built && (!src.root || generic_signature(*src.root) != parked.generic_signature)) return false;
+  ArenaWriter writer(static_cast<char*>(parked.arena) + parked.arena_used, parked.arena_size - parked.arena_used);
   ChildPlan* plan = copy_plan(src, writer);
   if (!plan) return false;
+  if (generic_built) {
+    const_cast<RootPlan*>(plan->root)->generic_done = true;
+    plan->setup_started = true;
+  }
   plan->stdin_fd = parked.child_fds[0];
   plan->stdout_fd = parked.child_fds[1];
   plan->stderr_fd = parked.child_fds[2];
@@ -307,7 +335,7 @@ bool release_parked(ParkedChild& parked, const ChildPlan& src, ChildProcess& out
   plan->sync_fd = -1;
   plan->second_release = false;
   plan->keep_fd = -1;
-  *static_cast<ChildPlan**>(parked.arena) = plan;
+  static_cast<ArenaHeader*>(parked.arena)->plan = plan;
   const char go = 1;
   if (write(parked.release.get(), &go, 1) != 1) return false;
   parked.release.reset();

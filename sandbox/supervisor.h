@@ -53,6 +53,8 @@ struct ParkedChild {
   int child_fds[4] = {-1, -1, -1, -1};  // stdin, stdout, stderr, status as numbered in the child
   void* arena = nullptr;
   std::size_t arena_size = 0;
+  std::size_t arena_used = 0;    // the generic root plan the child may still be reading
+  std::string generic_signature;  // of that plan; empty: the child builds its whole root itself
   std::unique_ptr<RunCgroup> cgroup;
   ParkedChild() = default;
   ParkedChild(const ParkedChild&) = delete;
@@ -61,8 +63,10 @@ struct ParkedChild {
 };
 
 // Null with `error` set when the process cannot be created, mapped or moved.
+// With `generic_root` (namespaces only), the child builds that part of its root meanwhile.
 std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root, bool privileged_maps,
-                                          std::unique_ptr<RunCgroup> cgroup, std::string& error);
+                                          std::unique_ptr<RunCgroup> cgroup, const RootPlan* generic_root,
+                                          std::string& error);
 
 // Copies `plan` (fds are the parked child's own) into the arena and releases the child, which
 // moves into `out`. False when the plan does not fit or the child is gone: the caller then

@@ -25,38 +25,58 @@ Sandbox& sandbox() {
 }
 
 // Processes whose real uid is in the range the sandbox maps its runs to.
-// Processes running as one of the sandbox's host uids. With `except_inits`, the init of a PID
-// namespace is not counted: run() returns once every process a program started is dead and
-// reaped, while the sandbox's own init may still be exiting (Sandbox::settle waits for it).
-int sandbox_processes(bool except_inits = false) {
+// Processes running as one of the sandbox's host uids. Each run maps two: an even one for the
+// namespace's root (setup, and the processes the sandbox prespawns for later runs, which wait as
+// PID-namespace inits and never run user code) and the next, odd, for the program and its init.
+struct SandboxProcesses {
+  int program = 0;            // odd uid: the program, anything it started, its init stub
+  int program_non_init = 0;   // the same without PID-namespace inits
+  int setup_non_init = 0;     // even uid, not a PID-namespace init: must never exist
+};
+
+SandboxProcesses sandbox_processes() {
   const unsigned base = sandbox().config().outside_id_base;
-  int count = 0;
+  SandboxProcesses count;
   DIR* proc = opendir("/proc");
-  if (!proc) return -1;
+  if (!proc) {
+    count.program = count.program_non_init = count.setup_non_init = -1;
+    return count;
+  }
   while (dirent* e = readdir(proc)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     std::ifstream status(std::string("/proc/") + e->d_name + "/status");
     std::string line;
-    bool ours = false, init = false;
+    bool ours = false, program = false, init = false;
     while (std::getline(status, line)) {
       if (line.rfind("Uid:", 0) == 0) {
         const unsigned uid = static_cast<unsigned>(std::strtoul(line.c_str() + 4, nullptr, 10));
         ours = uid >= base && uid < base + 65536;
+        program = ours && (uid - base) % 2 == 1;
       } else if (line.rfind("NSpid:", 0) == 0) {
         init = line.size() >= 2 && line.compare(line.size() - 2, 2, "\t1") == 0;
       }
     }
-    if (ours && !(except_inits && init)) ++count;
+    if (!ours) continue;
+    if (program) {
+      ++count.program;
+      if (!init) ++count.program_non_init;
+    } else if (!init) {
+      ++count.setup_non_init;
+    }
   }
   closedir(proc);
   return count;
 }
 
-// Nothing of the program is left when run() returns, and nothing at all once the sandbox settled.
+// Nothing of the program is left when run() returns (its init may still be exiting: run()
+// returns once it has killed and reaped everything else), and nothing at all once the sandbox
+// settled.
 void expect_no_processes_left() {
-  EXPECT_EQ(sandbox_processes(/*except_inits=*/true), 0) << "processes of the program left behind";
+  const SandboxProcesses now = sandbox_processes();
+  EXPECT_EQ(now.program_non_init, 0) << "processes of the program left behind";
+  EXPECT_EQ(now.setup_non_init, 0) << "sandbox setup processes left behind";
   sandbox().settle();
-  EXPECT_EQ(sandbox_processes(), 0) << "processes left behind";
+  EXPECT_EQ(sandbox_processes().program, 0) << "processes left behind";
 }
 
 bool host_path_exists(const std::string& path) {
