@@ -91,6 +91,17 @@ constexpr std::size_t kStubStackSize = 64 * 1024;
   }
 }
 
+// Every handler back to the default; 0, or the signal that could not be reset (errno set).
+int reset_signal_handlers() {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    if (sigaction(sig, &sa, nullptr) != 0 && errno != EINVAL) return sig;
+  }
+  return 0;
+}
+
 // Blocks until the supervisor sends one byte on `fd`; false (errno set) when it cannot.
 bool wait_for_release(int fd) {
   char byte = 0;
@@ -143,13 +154,10 @@ int child_main(void* arg) {
   // Die with the supervisor: a crashed server must not leave sandboxes running.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStep::death_signal);
 
-  // Handlers are reset by exec, but ignored signals and the blocked mask are inherited.
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    if (sigaction(sig, &sa, nullptr) != 0 && errno != EINVAL) fail(ChildStep::signals, sig);
-  }
+  // Handlers are reset by exec, but ignored signals and the blocked mask are inherited. (A
+  // prespawned process reset them while it waited.)
+  if (!p.setup_started)
+    if (const int sig = reset_signal_handlers(); sig != 0) fail(ChildStep::signals, sig);
   sigset_t all;
   sigemptyset(&all);
   if (sigprocmask(SIG_SETMASK, &all, nullptr) != 0) fail(ChildStep::signals);
@@ -280,7 +288,11 @@ int parked_main(void* arg) {
   if (start.generic_root) {
     // The id maps are written: set up what every run of this Sandbox has in common.
     if (!wait_for_release(release)) _exit(127);  // the supervisor gave up on us
-    if (syscall(SYS_setresgid, 0, 0, 0) != 0 || syscall(SYS_setresuid, 0, 0, 0) != 0) {
+    if (const int sig = reset_signal_handlers(); sig != 0) {
+      generic_error = errno;
+      generic_step = static_cast<int>(ChildStep::signals);
+      generic_detail = sig;
+    } else if (syscall(SYS_setresgid, 0, 0, 0) != 0 || syscall(SYS_setresuid, 0, 0, 0) != 0) {
       generic_error = errno;
       generic_step = static_cast<int>(ChildStep::drop_uid);
     } else if (setsid() < 0) {

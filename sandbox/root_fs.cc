@@ -93,6 +93,9 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
     if (lstat(path, &st) == 0) add_readonly(path);
   }
   for (const auto& path : readonly_paths) add_readonly(path);
+  // The dynamic loader's index of /usr's libraries (no secret: it lists paths under /usr).
+  // Without it every library is searched for in a dozen hwcaps directories at each start.
+  if (struct stat st {}; lstat("/etc/ld.so.cache", &st) == 0 && S_ISREG(st.st_mode)) add_readonly("/etc/ld.so.cache");
 
   steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/dev")});
   for (const char* dev : {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"}) {
