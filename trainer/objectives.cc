@@ -1,5 +1,7 @@
 #include "trainer/objectives.h"
 
+#include <limits>
+
 #include <cmath>
 #include <stdexcept>
 
@@ -223,7 +225,12 @@ torch::Tensor teacher_cross_entropy(const torch::Tensor& student_logp, const tor
     return -(p * student_top.log_softmax(1)).sum(1);
   }
   auto p = teacher.exp();
-  auto p_tail = (1.0 - p.sum(1)).clamp_min(0.0);
+  // When the top-k holds all the mass, 1 - sum p is rounding noise (~1e-16 in double, ~1e-7 in
+  // float) that would multiply the log-floor of an empty student tail; below the noise level it is 0.
+  const double noise = 64.0 * (p.scalar_type() == torch::kDouble ? std::numeric_limits<double>::epsilon()
+                                                                  : std::numeric_limits<float>::epsilon());
+  auto p_tail = 1.0 - p.sum(1);
+  p_tail = p_tail.masked_fill(p_tail < noise, 0.0);
   auto log_q_tail = tail_log_mass(student_logp, ids);
   return -(p * student_top).sum(1) - p_tail * log_q_tail;
 }

@@ -5,7 +5,6 @@
 #include <iostream>
 #include <memory>
 
-#include <spdlog/spdlog.h>
 
 #include "env_server/client.h"
 #include "trainer/cli.h"

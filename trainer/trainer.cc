@@ -6,13 +6,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <numeric>
 #include <random>
 #include <set>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <spdlog/spdlog.h>
 
 #include "env_server/client.h"
 #include "trainer/distributed.h"
@@ -33,6 +33,20 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// One timestamped line on stderr, in spdlog's default layout. The trainer does not use spdlog
+// itself: LibTorch 2.x ships its own fmt headers, which shadow the system fmt that the
+// distribution's spdlog was built against.
+void log_event(const char* level, const std::string& message) {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm local{};
+  localtime_r(&seconds, &local);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &local);
+  std::fprintf(stderr, "[%s.%03lld] [%s] %s\n", stamp, static_cast<long long>(millis), level, message.c_str());
 }
 
 // A deterministic seed from a few counters (splitmix64 mixing), so every step's sampling depends
@@ -275,8 +289,8 @@ struct Trainer::Impl {
     for (auto& r : rollouts) {
       if (!r.graded) {
         ++batch.failed_feedback;
-        spdlog::warn("step {}: feedback for task {} failed and the rollout is dropped: {}", step + 1,
-                     train_tasks[r.task_index].id, r.feedback_error);
+        log_event("warning", "step " + std::to_string(step + 1) + ": feedback for task " +
+                                 train_tasks[r.task_index].id + " failed and the rollout is dropped: " + r.feedback_error);
         continue;
       }
       if (r.response_tokens.empty()) {
@@ -524,7 +538,8 @@ struct Trainer::Impl {
     }
     if (!std::isfinite(norm)) {
       ++skipped;
-      spdlog::warn("step {}: non-finite gradient norm ({}); update skipped", step + 1, norm);
+      log_event("warning", "step " + std::to_string(step + 1) + ": non-finite gradient norm (" + std::to_string(norm) +
+                               "); update skipped");
       optimizer->zero_grad();
       record["skipped_nonfinite"] = skipped;
       return {norm, false};
@@ -701,7 +716,7 @@ struct Trainer::Impl {
     torch::load(rng_state, (checkpoint / "rng.pt").string());
     auto generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng_state);
-    spdlog::info("resumed from {} at step {}", checkpoint.string(), step);
+    log_event("info", "resumed from " + checkpoint.string() + " at step " + std::to_string(step));
   }
 
   nlohmann::json run_eval() {

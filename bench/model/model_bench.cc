@@ -4,7 +4,10 @@
 //   2. generation tokens/s with the KV cache vs recomputing the prefix every step;
 //   3. tokenizer encode MB/s: ours vs transformers.js (when the conformance test's npm packages
 //      are present in the build tree).
-// Usage: model_bench [--threads N] [--steps N] [--quick]
+// Usage: model_bench [--threads N] [--steps N] [--quick] [--device cpu|cuda] [--python PATH]
+// With --device cuda the models are Qwen3-0.6B-shaped and run with bf16 compute (fp32 master
+// weights); the reference runs under torch.autocast(bf16) with SDPA, as transformers does on GPUs.
+// --python names the interpreter that has torch (default /usr/bin/python3, Debian's python3-torch).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -51,16 +54,32 @@ std::string num(double v, const char* unit) {
 int main(int argc, char** argv) {
   int threads = 2, steps = 5;
   bool quick = false;
+  std::string device_name = "cpu", python = "/usr/bin/python3";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
     else if (a == "--quick") quick = true;
+    else if (a == "--device" && i + 1 < argc) device_name = argv[++i];
+    else if (a == "--python" && i + 1 < argc) python = argv[++i];
     else {
-      std::cerr << "usage: model_bench [--threads N] [--steps N] [--quick]\n";
+      std::cerr << "usage: model_bench [--threads N] [--steps N] [--quick] [--device cpu|cuda] [--python PATH]\n";
       return 2;
     }
   }
+  if (device_name != "cpu" && device_name != "cuda") {
+    std::cerr << "model_bench: --device must be cpu or cuda, not '" << device_name << "'\n";
+    return 2;
+  }
+  const bool gpu = device_name == "cuda";
+  if (gpu && !torch::cuda::is_available()) {
+    std::cerr << "model_bench: --device cuda, but this LibTorch (" TORCH_VERSION ") sees no CUDA device\n";
+    return 2;
+  }
+  const torch::Device device = gpu ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  const auto sync = [&] {
+    if (gpu) torch::cuda::synchronize();
+  };
   at::set_num_threads(threads);
   torch::manual_seed(0);
 
@@ -84,11 +103,13 @@ int main(int argc, char** argv) {
     distil::model::ModelConfig config;
     int64_t batch, seq;
   };
-  const std::vector<Case> cases = {
-      {"tiny", make_config(512, 64, 192, 2, 4, 2, 16), 4, 32},
-      {"small", make_config(2048, 128, 384, 4, 4, 2, 32), 4, 64},
-  };
-  std::printf("models (qwen3-style, tied embeddings, GQA 2:1), %d threads:\n", threads);
+  const std::vector<Case> cases =
+      gpu ? std::vector<Case>{{"0.6B", make_config(151936, 1024, 3072, 28, 16, 8, 128), 4, 512},
+                              {"0.6B long", make_config(151936, 1024, 3072, 28, 16, 8, 128), 1, 2048}}
+          : std::vector<Case>{{"tiny", make_config(512, 64, 192, 2, 4, 2, 16), 4, 32},
+                              {"small", make_config(2048, 128, 384, 4, 4, 2, 32), 4, 64}};
+  std::printf("models (qwen3-style, tied embeddings, GQA), device %s%s, %d threads:\n", device_name.c_str(),
+              gpu ? " (bf16 compute, fp32 master weights)" : "", threads);
   for (const auto& k : cases)
     std::printf("  %-5s vocab %lld, hidden %lld, mlp %lld, %lld layers, %lld/%lld heads x %lld, batch %lld x %lld tokens\n",
                 k.name, (long long)k.config.vocab_size, (long long)k.config.hidden_size,
@@ -103,8 +124,9 @@ int main(int argc, char** argv) {
   for (const auto& k : cases) {
     const auto& c = k.config;
     const int64_t batch = k.batch, seq = k.seq;
-    auto model = distil::model::make_random(c, 0);
-    const auto ids = torch::randint(c.vocab_size, {batch, seq}, torch::kLong);
+    auto model = distil::model::make_random(c, 0, device);
+    if (gpu) model->set_compute_dtype(torch::kBFloat16);
+    const auto ids = torch::randint(c.vocab_size, {batch, seq}, torch::kLong).to(device);
     const auto mask = torch::ones_like(ids);
     const auto step = [&] {
       const auto logits = model->forward(ids, mask);
@@ -118,8 +140,10 @@ int main(int argc, char** argv) {
     step();
     double best = 1e30;  // best step: the least disturbed measurement on a shared machine
     for (int s = 0; s < steps; ++s) {
+      sync();
       const auto start = Clock::now();
       step();
+      sync();
       best = std::min(best, seconds_since(start));
     }
     const double ours = batch * seq / best;
@@ -129,7 +153,8 @@ int main(int argc, char** argv) {
                   (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_hidden_layers,
                   (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.head_dim,
                   (long long)batch, (long long)seq, steps, threads);
-    const std::string out = run("/usr/bin/python3 " + script.string() + args + " 2>/dev/null");
+    const std::string out =
+        run(python + " " + script.string() + args + (gpu ? " cuda bfloat16" : " cpu float32") + " 2>/dev/null");
     const auto j = nlohmann::json::parse(out, nullptr, false);
     const std::string what = std::string(k.name) + ": train step fwd+bwd tok/s vs PyTorch Python";
     if (j.is_object() && j.contains("tokens_per_s")) {
@@ -140,7 +165,8 @@ int main(int argc, char** argv) {
     }
   }
   const auto& c = cases[1].config;
-  auto model = distil::model::make_random(c, 0);
+  auto model = distil::model::make_random(c, 0, device);
+  if (gpu) model->set_compute_dtype(torch::kBFloat16);
 
   // 2. Generation with and without the KV cache.
   {
@@ -149,26 +175,34 @@ int main(int argc, char** argv) {
     distil::text::write_byte_level_tokenizer(dir, {});
     const auto tok = distil::text::Tokenizer::from_model_dir(dir);
     std::vector<std::vector<int32_t>> prompts;
-    for (int b = 0; b < 4; ++b) {
+    const int prompt_count = gpu ? 32 : 4;
+    for (int b = 0; b < prompt_count; ++b) {
       std::vector<int32_t> p;
-      for (int t = 0; t < 32 + 4 * b; ++t) p.push_back((b * 131 + t * 17) % 256);
+      for (int t = 0; t < 32 + 4 * (b % 8); ++t) p.push_back((b * 131 + t * 17) % 256);
       prompts.push_back(p);
     }
     distil::model::SamplingParams params;
-    params.max_new_tokens = quick ? 16 : 64;
+    params.max_new_tokens = quick ? 16 : (gpu ? 128 : 64);
     params.eos_ids = {-1};
     params.seed = 1;
     distil::model::generate(model, tok, prompts, params);  // warm-up
+    const double new_tokens = static_cast<double>(prompts.size()) * params.max_new_tokens;
+    sync();
     auto start = Clock::now();
     const auto cached = distil::model::generate(model, tok, prompts, params);
-    const double with_cache = 4.0 * params.max_new_tokens / seconds_since(start);
+    sync();
+    const double with_cache = new_tokens / seconds_since(start);
     params.use_kv_cache = false;
     start = Clock::now();
     const auto recomputed = distil::model::generate(model, tok, prompts, params);
-    const double without = 4.0 * params.max_new_tokens / seconds_since(start);
+    sync();
+    const double without = new_tokens / seconds_since(start);
+    // bf16 rounding can flip a near-tie between the two paths; on CPU (fp32) they must agree.
     bool same = true;
     for (size_t i = 0; i < cached.size(); ++i) same = same && cached[i].tokens == recomputed[i].tokens;
-    row(std::string("generate tokens/s, KV cache vs recompute") + (same ? "" : " (DIFFER!)"), num(with_cache, "tok/s"),
+    row(std::string("generate tok/s, batch ") + std::to_string(prompts.size()) + ", KV cache vs recompute" +
+            (same ? "" : (gpu ? " (bf16 ties differ)" : " (DIFFER!)")),
+        num(with_cache, "tok/s"),
         num(without, "tok/s"), with_cache / without);
   }
 

@@ -3,7 +3,9 @@
 (separate q/k/v/gate/up projections, repeat_kv, as in transformers' modeling code), timing the best of
 STEPS training steps (forward + backward, loss = mean token cross-entropy).
 
-Usage: torch_reference.py VOCAB HIDDEN INTER LAYERS HEADS KV_HEADS HEAD_DIM BATCH SEQ STEPS THREADS
+Usage: torch_reference.py VOCAB HIDDEN INTER LAYERS HEADS KV_HEADS HEAD_DIM BATCH SEQ STEPS THREADS [DEVICE DTYPE]
+DEVICE cuda with DTYPE bfloat16 runs under torch.autocast with scaled_dot_product_attention, as
+transformers does on GPUs; the default (cpu float32) is the eager attention above.
 Prints one JSON line: {"tokens_per_s": ..., "seconds_per_step": ..., "loss": ...}.
 """
 import json
@@ -15,6 +17,9 @@ import torch
 import torch.nn.functional as F
 
 (vocab, hidden, inter, layers, heads, kv_heads, head_dim, batch, seq, steps, threads) = map(int, sys.argv[1:12])
+device = sys.argv[12] if len(sys.argv) > 12 else "cpu"
+dtype = getattr(torch, sys.argv[13]) if len(sys.argv) > 13 else torch.float32
+use_sdpa = device != "cpu" and hasattr(F, "scaled_dot_product_attention")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -63,9 +68,13 @@ class Layer(torch.nn.Module):
         rep = heads // kv_heads
         k = k[:, :, None].expand(b, kv_heads, rep, t, head_dim).reshape(b, heads, t, head_dim)
         v = v[:, :, None].expand(b, kv_heads, rep, t, head_dim).reshape(b, heads, t, head_dim)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + mask
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        attn = (probs @ v).transpose(1, 2).reshape(b, t, heads * head_dim)
+        if use_sdpa:
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + mask
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            attn = probs @ v
+        attn = attn.transpose(1, 2).reshape(b, t, heads * head_dim)
         x = x + self.o_proj(attn)
         h = self.post_attention_layernorm(x)
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
@@ -82,11 +91,11 @@ class Model(torch.nn.Module):
 
     def forward(self, ids):
         b, t = ids.shape
-        pos = torch.arange(t).float()
+        pos = torch.arange(t, device=ids.device).float()
         freqs = pos[:, None] * self.inv_freq[None]
         emb = torch.cat((freqs, freqs), -1)
         cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.full((t, t), float("-inf")).triu(1)
+        mask = None if use_sdpa else torch.full((t, t), float("-inf")).triu(1)
         x = self.embed_tokens(ids)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
@@ -97,15 +106,17 @@ model = Model()
 for p in model.parameters():
     if p.dim() > 1:
         torch.nn.init.normal_(p, std=0.02)
-ids = torch.randint(vocab, (batch, seq))
+model.to(device)
+ids = torch.randint(vocab, (batch, seq)).to(device)
 
 
 def step():
-    logits = model(ids)
+    with torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(ids)
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), ids[:, 1:].reshape(-1))
     model.zero_grad(set_to_none=True)
     loss.backward()
-    return loss.item()
+    return loss.item()  # .item() waits for the GPU, so the timing below is complete
 
 
 step()  # warm-up

@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "trainer/model/generate.h"
 #include "trainer/model/model.h"
@@ -209,6 +213,40 @@ TEST_P(ModelFamilyTest, ForwardMatchesReferenceImplementation) {
   expect_close(ours, ref, 1e-5, GetParam());
   // The model in memory (before saving) agrees with the one loaded back.
   expect_close(model->forward(input, torch::ones_like(input)).squeeze(0), ours, 1e-6, "save/load");
+}
+
+// The peer: Hugging Face transformers loads the directory we saved and must produce the same
+// logits. Runs where `python3` (or $DISTIL_HF_PYTHON) can import transformers; skipped otherwise.
+TEST_P(ModelFamilyTest, MatchesHuggingFaceTransformers) {
+  const char* from_env = std::getenv("DISTIL_HF_PYTHON");
+  const std::string python = from_env && *from_env ? from_env : "python3";
+  const auto config = tiny_config(GetParam());
+  CausalLM model = spicy_model(config, 7);
+  const fs::path dir = fresh_dir("hf_" + GetParam());
+  distil::model::save_pretrained(model, dir);
+  const auto ids = random_ids(13, config.vocab_size, 5);
+  const std::string command = python + " " + (fs::path(DISTIL_SOURCE_DIR) / "tests/model/hf_reference.py").string() +
+                              " '" + dir.string() + "' '" + nlohmann::json(ids).dump() + "' 2>&1";
+  std::string out;
+  if (FILE* pipe = popen(command.c_str(), "r")) {
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+    pclose(pipe);
+  }
+  // The reply is the last line; anything before it is the library's own chatter on stderr.
+  const size_t last = out.find_last_of('{') == std::string::npos ? 0 : out.rfind("\n{");
+  const auto reply = nlohmann::json::parse(last == std::string::npos ? out : out.substr(last), nullptr, false);
+  if (reply.is_object() && reply.contains("skip")) GTEST_SKIP() << reply["skip"].get<std::string>();
+  ASSERT_TRUE(reply.is_object() && reply.contains("logits")) << command << "\n" << out.substr(0, 2000);
+  const auto rows = reply["logits"].get<std::vector<std::vector<float>>>();
+  std::vector<float> flat;
+  for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+  const Tensor theirs = torch::tensor(flat).view({static_cast<int64_t>(rows.size()), -1});
+  torch::NoGradGuard no_grad;
+  const Tensor input = torch::tensor(ids).view({1, -1});
+  const Tensor ours = model->forward(input, torch::ones_like(input)).squeeze(0);
+  expect_close(ours, theirs, 1e-4, GetParam() + " vs transformers " + reply["transformers"].get<std::string>());
 }
 
 TEST_P(ModelFamilyTest, LogitsInvariantToLeftPadding) {
@@ -611,6 +649,161 @@ TEST(ModelCheckpoint, ConfigRoundTripsThroughJson) {
     const auto c = tiny_config(variant);
     const auto back = ModelConfig::from_json(c.to_json());
     EXPECT_EQ(back.to_json(), c.to_json()) << variant;
+  }
+}
+
+// transformers 5 writes OLMo 3's RoPE per layer type; agreeing types load, differing ones are refused.
+TEST(ModelCheckpoint, PerLayerTypeRopeParametersFromTransformers5) {
+  auto j = tiny_config("olmo3").to_json();
+  ASSERT_TRUE(j.contains("rope_parameters"));
+  EXPECT_EQ(j["rope_parameters"]["sliding_attention"]["rope_theta"], j["rope_theta"]);
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 250000.0}}},
+                          {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 250000.0}}}};
+  EXPECT_EQ(ModelConfig::from_json(j).rope_theta, 250000.0);
+  j["rope_parameters"]["sliding_attention"]["rope_theta"] = 500000.0;
+  try {
+    ModelConfig::from_json(j);
+    ADD_FAILURE() << "differing per-type RoPE was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_parameters"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------- CUDA
+// Run where LibTorch sees a CUDA device (the GPU machines' LibTorch 2.x); elsewhere each test is
+// reported as Skipped with the reason. The CPU results above are the reference: fp32 on the GPU
+// must agree with them, bf16 must stay close, and the cache/padding invariants must still hold.
+
+#define DISTIL_SKIP_WITHOUT_CUDA()                                                                  \
+  if (!torch::cuda::is_available())                                                                 \
+  GTEST_SKIP() << "needs a CUDA device; this LibTorch (" TORCH_VERSION ") sees none"
+
+// A padded batch (masked attention path) and an unpadded one (plain causal path).
+std::pair<Tensor, Tensor> padded_batch(int64_t vocab) {
+  const std::vector<int64_t> lengths = {12, 5, 9};
+  const int64_t T = 12;
+  Tensor ids = torch::full({3, T}, 0, torch::kLong), mask = torch::zeros({3, T}, torch::kLong);
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    const auto row = random_ids(lengths[b], vocab, 300 + b);
+    for (int64_t t = 0; t < lengths[b]; ++t) ids[b][T - lengths[b] + t] = row[t];
+    mask[b].narrow(0, T - lengths[b], lengths[b]).fill_(1);
+  }
+  return {ids, mask};
+}
+
+// Loss over the real positions only, so padded rows do not contribute garbage gradients.
+Tensor masked_loss(const Tensor& logits, const Tensor& mask) {
+  const Tensor lp = torch::log_softmax(logits.to(torch::kFloat32), -1).select(-1, 3);
+  return (lp * mask.to(torch::kFloat32)).sum();
+}
+
+TEST_P(ModelFamilyTest, CudaForwardAndGradientsMatchCpu) {
+  DISTIL_SKIP_WITHOUT_CUDA();
+  const auto config = tiny_config(GetParam());
+  for (const bool padded : {true, false}) {
+    CausalLM cpu = spicy_model(config, 17);
+    CausalLM gpu = spicy_model(config, 17);
+    gpu->to(torch::kCUDA);
+    auto [ids, mask] = padded_batch(config.vocab_size);
+    if (!padded) mask.fill_(1);
+    const Tensor cpu_logits = cpu->forward(ids, mask);
+    const Tensor gpu_logits = gpu->forward(ids.cuda(), mask.cuda());
+    ASSERT_TRUE(gpu_logits.is_cuda());
+    const Tensor real = mask.to(torch::kBool).unsqueeze(-1);
+    expect_close(gpu_logits.cpu().masked_fill(real.logical_not(), 0), cpu_logits.masked_fill(real.logical_not(), 0), 1e-4,
+                 GetParam() + (padded ? " padded" : " dense"));
+    masked_loss(cpu_logits, mask).backward();
+    masked_loss(gpu_logits, mask.cuda()).backward();
+    const auto cpu_params = cpu->named_parameters(), gpu_params = gpu->named_parameters();
+    for (const auto& item : cpu_params) {
+      const Tensor g_cpu = item.value().grad(), g_gpu = gpu_params[item.key()].grad();
+      ASSERT_TRUE(g_cpu.defined() && g_gpu.defined()) << item.key();
+      expect_close(g_gpu.cpu(), g_cpu, 1e-4, GetParam() + " grad " + item.key());
+    }
+  }
+}
+
+TEST_P(ModelFamilyTest, CudaKvCacheStepsEqualFullRecomputation) {
+  DISTIL_SKIP_WITHOUT_CUDA();
+  const auto config = tiny_config(GetParam());
+  CausalLM model = spicy_model(config, 19);
+  model->to(torch::kCUDA);
+  torch::NoGradGuard no_grad;
+  auto [ids, mask] = padded_batch(config.vocab_size);
+  ids = ids.cuda();
+  mask = mask.cuda();
+  auto cache = distil::model::KVCache::allocate(config, 3, 20, torch::kCUDA, torch::kFloat32);
+  Tensor step_logits = model->logits(model->hidden_states(ids, mask, &cache)).select(1, ids.size(1) - 1);
+  for (int step = 0; step < 6; ++step) {
+    const Tensor full = model->forward(ids, mask).select(1, ids.size(1) - 1);
+    expect_close(step_logits.cpu(), full.cpu(), 1e-4, GetParam() + " step " + std::to_string(step));
+    const Tensor next = torch::tensor({int64_t{17 + step}, int64_t{200 - step}, int64_t{42}}).view({3, 1}).cuda();
+    ids = torch::cat({ids, next}, 1);
+    mask = torch::cat({mask, torch::ones_like(next)}, 1);
+    step_logits = model->logits(model->hidden_states(next, torch::ones_like(next), &cache)).select(1, 0);
+  }
+}
+
+TEST(ModelCuda, Bf16ComputeOnGpuStaysCloseAndKeepsFp32MasterGradients) {
+  DISTIL_SKIP_WITHOUT_CUDA();
+  CausalLM model = spicy_model(tiny_config("qwen3"), 61);
+  model->to(torch::kCUDA);
+  for (const bool padded : {false, true}) {
+    auto [ids, mask] = padded_batch(300);
+    if (!padded) mask.fill_(1);
+    ids = ids.cuda();
+    mask = mask.cuda();
+    Tensor fp32;
+    {
+      torch::NoGradGuard no_grad;
+      model->set_compute_dtype(std::nullopt);
+      fp32 = model->forward(ids, mask);
+    }
+    model->set_compute_dtype(torch::kBFloat16);
+    model->zero_grad();
+    const Tensor bf16 = model->forward(ids, mask);
+    EXPECT_EQ(bf16.scalar_type(), torch::kBFloat16);
+    const Tensor real = mask.to(torch::kBool).unsqueeze(-1).logical_not();
+    expect_close(bf16.to(torch::kFloat32).masked_fill(real, 0).cpu(), fp32.masked_fill(real, 0).cpu(), 0.1,
+                 padded ? "bf16 padded" : "bf16 dense");
+    masked_loss(bf16, mask).backward();
+    for (const auto& p : model->parameters()) {
+      ASSERT_TRUE(p.grad().defined());
+      EXPECT_EQ(p.grad().scalar_type(), torch::kFloat32);
+      EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>());
+    }
+  }
+}
+
+TEST(ModelCuda, GreedyGenerationAndScoringMatchCpu) {
+  DISTIL_SKIP_WITHOUT_CUDA();
+  auto cpu = tiny_setup("cuda_gen_cpu");
+  auto gpu = tiny_setup("cuda_gen_gpu");
+  gpu.model->to(torch::kCUDA);
+  distil::model::SamplingParams p;
+  p.temperature = 0.0;
+  p.max_new_tokens = 16;
+  const auto prompts = prompts_for(cpu.tokenizer);
+  const auto on_cpu = distil::model::generate(cpu.model, cpu.tokenizer, prompts, p);
+  const auto on_gpu = distil::model::generate(gpu.model, gpu.tokenizer, prompts, p);
+  ASSERT_EQ(on_cpu.size(), on_gpu.size());
+  std::vector<std::vector<int32_t>> responses;
+  for (size_t i = 0; i < on_cpu.size(); ++i) {
+    EXPECT_EQ(on_gpu[i].tokens, on_cpu[i].tokens) << i;
+    responses.push_back(on_cpu[i].tokens);
+  }
+  // Seeded sampling on the GPU is reproducible run to run.
+  p.temperature = 1.0;
+  p.seed = 9;
+  EXPECT_EQ(distil::model::generate(gpu.model, gpu.tokenizer, prompts, p)[0].tokens,
+            distil::model::generate(gpu.model, gpu.tokenizer, prompts, p)[0].tokens);
+  const auto scored_cpu = distil::model::score(cpu.model, prompts, responses, 4, 7);
+  const auto scored_gpu = distil::model::score(gpu.model, prompts, responses, 4, 7);
+  for (size_t i = 0; i < responses.size(); ++i) {
+    ASSERT_EQ(scored_gpu[i].token_logprobs.size(), scored_cpu[i].token_logprobs.size());
+    for (size_t t = 0; t < scored_cpu[i].token_logprobs.size(); ++t)
+      EXPECT_NEAR(scored_gpu[i].token_logprobs[t], scored_cpu[i].token_logprobs[t], 1e-4) << i << "," << t;
   }
 }
 

@@ -227,12 +227,12 @@ TEST_F(TrainEndToEnd, ResumeReproducesTheNextStepExactly) {
   auto b = resumed.model()->parameters();
   ASSERT_EQ(a.size(), b.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " differs after resume";
+    EXPECT_TRUE(torch::equal(a[i].cpu(), b[i].cpu())) << "parameter " << i << " differs after resume";
   }
   // And the checkpoint is an HF directory other tools can load.
   auto reloaded = model::load_pretrained(root / "resume-a" / "checkpoint-000003");
   auto c = reloaded->parameters();
-  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], c[i]));
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].cpu(), c[i].cpu()));
 }
 
 TEST_F(TrainEndToEnd, FailedFeedbackIsDroppedNotCountedAsZeroReward) {

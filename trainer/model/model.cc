@@ -146,9 +146,23 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   c.bos_token_id = optional_token(j, "bos_token_id");
   c.eos_token_id = optional_token(j, "eos_token_id");
   c.pad_token_id = optional_token(j, "pad_token_id");
-  // transformers 5 moves rope settings into "rope_parameters".
+  // transformers 5 moves rope settings into "rope_parameters", and for models with several layer
+  // types (OLMo 3) keys them by type: {"sliding_attention": {...}, "full_attention": {...}}. One RoPE
+  // serves every layer here, so per-type settings must agree; otherwise refuse rather than guess.
   const nlohmann::json* rope = nullptr;
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) rope = &j["rope_parameters"];
+  if (rope && (rope->contains("full_attention") || rope->contains("sliding_attention"))) {
+    const nlohmann::json* first = nullptr;
+    for (const auto& [type, params] : rope->items()) {
+      if (!params.is_object())
+        throw std::invalid_argument("config.json: rope_parameters." + type + " must be an object");
+      if (first && params != *first)
+        throw std::invalid_argument("config.json: rope_parameters differ between layer types (" + rope->dump() +
+                                    "); per-layer-type RoPE is not supported");
+      first = &params;
+    }
+    rope = first;
+  }
   c.rope_theta = number_or(rope ? *rope : j, "rope_theta", number_or(j, "rope_theta", 10000.0));
   const nlohmann::json* scaling = nullptr;
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) scaling = &j["rope_scaling"];
@@ -263,6 +277,11 @@ nlohmann::json ModelConfig::to_json() const {
     }
   }
   if (!sliding_layers.empty()) {
+    // transformers 5 reads OLMo 3's RoPE per layer type and fills a missing type with its own
+    // default theta (500000), so spell out the one RoPE this model uses for both types.
+    nlohmann::json rope = j["rope_scaling"].is_object() ? j["rope_scaling"] : nlohmann::json{{"rope_type", "default"}};
+    rope["rope_theta"] = rope_theta;
+    j["rope_parameters"] = {{"full_attention", rope}, {"sliding_attention", rope}};
     nlohmann::json types = nlohmann::json::array();
     for (bool s : sliding_layers) types.push_back(s ? "sliding_attention" : "full_attention");
     j["layer_types"] = types;
@@ -349,10 +368,17 @@ Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const T
   const int64_t KV = k.size(1), S = k.size(2), rep = H / KV;
 #if TORCH_VERSION_MAJOR >= 2
   (void)additive;
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 5
+  // enable_gqa (2.5+) keeps the flash kernel for grouped heads; with an explicit mask it is not used.
+  if (causal_dense)
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt, /*enable_gqa=*/rep > 1);
+#else
   if (causal_dense && rep == 1) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+#endif
   const Tensor grouped = q.reshape({B, KV, rep * T, D});
   const Tensor mask = allowed.expand({B, 1, rep, T, S}).reshape({B, 1, rep * T, S});
-  return at::scaled_dot_product_attention(grouped, k, v, mask).view({B, H, T, D});
+  // reshape, not view: the CUDA kernels may return a [B, T, H, D]-strided result.
+  return at::scaled_dot_product_attention(grouped, k, v, mask).reshape({B, H, T, D});
 #else
   (void)causal_dense;
   (void)allowed;
