@@ -89,7 +89,8 @@ std::vector<std::string> sandbox_environment() {
 class ParkedPool {
  public:
   using Maker = std::function<std::unique_ptr<ParkedChild>(std::string& error)>;
-  ParkedPool(int target, Maker maker) : target_(target), maker_(std::move(maker)) {
+  ParkedPool(int target, Maker maker)
+      : target_(target), low_water_(std::max(0, target - 2)), maker_(std::move(maker)) {
     thread_ = std::thread([this] { loop(); });
   }
   ~ParkedPool() {
@@ -98,55 +99,69 @@ class ParkedPool {
       stopping_ = true;
     }
     wake_.notify_all();
+    ready_cv_.notify_all();
     thread_.join();  // the parked processes are killed and reaped with `ready_`
   }
-  // A ready process, or null (none ready yet: the caller clones its own). Call refill() once
-  // the taken one is released: cloning copies the page tables of this whole process, which
-  // stalls its other threads' page faults meanwhile, the caller's included.
+  // A ready process, or null (the caller clones its own). With none ready but one being made,
+  // one caller waits for it a little: it is through part of its cgroup move already, a fresh
+  // clone would start its own from the beginning. Call refill() once the taken one is released:
+  // cloning copies the page tables of this whole process, which stalls its other threads' page
+  // faults meanwhile, the caller's included.
   std::unique_ptr<ParkedChild> take() {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
+    if (ready_.empty() && making_ && !waiting_) {
+      waiting_ = true;
+      ready_cv_.wait_for(lock, std::chrono::milliseconds(50),
+                         [this] { return !ready_.empty() || !making_ || stopping_; });
+      waiting_ = false;
+    }
     if (ready_.empty()) return nullptr;
     auto parked = std::move(ready_.front());
     ready_.pop_front();
     return parked;
   }
   void refill() { wake_.notify_all(); }
-  std::string last_error() {
-    std::lock_guard lock(mutex_);
-    return last_error_;
-  }
 
  private:
   void loop() {
     std::unique_lock lock(mutex_);
     int failures = 0;
+    // Refills come in bursts, from `low_water_` up to `target_`: a cgroup v1 move right after
+    // another (within one RCU grace period) does not wait for a grace period of its own.
+    bool burst = true;
     for (;;) {
-      wake_.wait(lock, [this] { return stopping_ || static_cast<int>(ready_.size()) < target_; });
+      wake_.wait(lock, [&] {
+        const int ready = static_cast<int>(ready_.size());
+        return stopping_ || ready <= low_water_ || (burst && ready < target_);
+      });
       if (stopping_) break;
+      burst = true;
+      making_ = true;
       lock.unlock();
       std::string error;
       auto parked = maker_(error);
       lock.lock();
+      making_ = false;
       if (parked) {
         failures = 0;
         ready_.push_back(std::move(parked));
+        if (static_cast<int>(ready_.size()) >= target_) burst = false;
       } else {
-        last_error_ = error;
         // Runs clone their own meanwhile; retry later, then give up.
         // (The thread stays until the Sandbox goes: processes it cloned die with it.)
         if (++failures >= 10) wake_.wait(lock, [this] { return stopping_; });
         else wake_.wait_for(lock, std::chrono::milliseconds(100 * failures), [this] { return stopping_; });
       }
+      ready_cv_.notify_all();
     }
     ready_.clear();
   }
-  const int target_;
+  const int target_, low_water_;
   Maker maker_;
   std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_, ready_cv_;
   std::deque<std::unique_ptr<ParkedChild>> ready_;
-  bool stopping_ = false;
-  std::string last_error_;
+  bool stopping_ = false, making_ = false, waiting_ = false;
   std::thread thread_;
 };
 

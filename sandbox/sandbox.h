@@ -107,8 +107,9 @@ struct Config {
   // written, already in its cgroup), and a background thread clones the next one while the run
   // executes: moving a process into a cgroup v1 waits for an RCU grace period, which is most
   // of a one-shot run's cost otherwise. How many are kept ready (0: none, each run clones its
-  // own). Used only with namespaces and cgroups.
-  int prespawned = 2;
+  // own). The pool is refilled two at a time once it is down to prespawned - 2. Used only
+  // with namespaces and cgroups.
+  int prespawned = 4;
 };
 
 class Sandbox {
