@@ -249,6 +249,8 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     d.config.outside_id_base = 1'600'000u + 65536u * (static_cast<unsigned>(getpid()) % 4096u);
   if (d.config.outside_id_base > 0xFFFFFFFFu - 65536u)
     throw std::invalid_argument("config.outside_id_base: must leave room for 65536 ids below 2^32");
+  if (d.config.prespawned < 0 || d.config.prespawned > 64)
+    throw std::invalid_argument("config.prespawned: must be between 0 and 64, got " + std::to_string(d.config.prespawned));
 
   if (d.config.use_namespaces) {
     const std::string why = probe_namespaces();

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <limits>
 #include <thread>
 
@@ -162,6 +163,68 @@ TEST(SandboxBasic, ConcurrentRunsStayApart) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(good.load(), 12);
+}
+
+TEST(SandboxBasic, PrespawnedProcessRunsExactlyAsAFreshOne) {
+  // Everything a program can observe of its sandbox, through a prespawned process (the pool is
+  // given time to fill) and through one cloned for the run: they must not differ. Memory
+  // limits differ from the pool's defaults on purpose (they are set when the run takes one).
+  const Program p = python(
+      "import os, socket, resource, sys\n"
+      "print(os.getuid(), os.getgid(), os.getgroups(), os.getpid(), os.getppid(), os.getpgrp() == os.getpid() or os.getsid(0))\n"
+      "print(socket.gethostname(), os.getcwd(), sorted(os.environ.items()))\n"
+      "for r in ('CPU', 'AS', 'FSIZE', 'NOFILE', 'NPROC', 'CORE', 'MEMLOCK', 'MSGQUEUE'):\n"
+      "    print(r, resource.getrlimit(getattr(resource, 'RLIMIT_' + r)))\n"
+      "print(sorted(os.listdir('/')), sorted(os.listdir('/dev')), sorted(os.listdir('/box')), os.listdir('/tmp'))\n"
+      "print([l for l in open('/proc/self/status') if l.split(':')[0] in ('CapEff', 'CapBnd', 'NoNewPrivs', 'Seccomp', 'Seccomp_filters')])\n"
+      "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+      "print(open('/proc/self/mountinfo').read().count('\\n'), [l.split()[4] for l in open('/proc/self/mountinfo')])\n"
+      "open('/tmp/x', 'w').write('y' * 1000)\n"
+      "print(os.listdir('/tmp'), os.statvfs('/tmp').f_blocks * os.statvfs('/tmp').f_frsize)\n"
+      "sys.stderr.write(sys.stdin.read())\n");
+  Limits limits = fast_limits();
+  limits.memory_mb = 300;
+  limits.file_size_mb = 3;
+  Config fresh_config;
+  fresh_config.prespawned = 0;
+  Sandbox fresh(fresh_config);
+  Config pooled_config;
+  pooled_config.prespawned = 2;
+  Sandbox pooled(pooled_config);
+  const RunResult expected = fresh.run(p, "in\n", limits);
+  ASSERT_EQ(expected.verdict, Verdict::ok) << to_json(expected).dump();
+  for (int i = 0; i < 4; ++i) {
+    const RunResult r = pooled.run(p, "in\n", limits);
+    EXPECT_EQ(r.verdict, Verdict::ok) << to_json(r).dump();
+    EXPECT_EQ(r.stdout_data, expected.stdout_data);
+    EXPECT_EQ(r.stderr_data, expected.stderr_data);
+    EXPECT_EQ(r.exit_code, expected.exit_code);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // lets the pool refill
+  }
+  // The cgroup's memory limit is the run's (300 MB: ~407 MB for the tree), not the pool's
+  // default (512 MB: ~672 MB): 4 processes of 150 MB, each under RLIMIT_AS, must be stopped.
+  if (!pooled.isolation().cgroup) return;
+  const RunResult big = pooled.run(python("import os, time\n"
+                                          "for _ in range(4):\n"
+                                          "    if os.fork() == 0:\n"
+                                          "        b = bytearray(150 << 20)\n"
+                                          "        for i in range(0, len(b), 4096): b[i] = 1\n"
+                                          "        time.sleep(1)\n"
+                                          "        os._exit(0)\n"
+                                          "for _ in range(4): os.wait()\n"),
+                                   "", limits);
+  EXPECT_EQ(big.verdict, Verdict::memory_limit) << to_json(big).dump().substr(0, 2000);
+}
+
+TEST(SandboxBasic, PrespawnedCountIsChecked) {
+  Config config;
+  config.prespawned = -1;
+  try {
+    Sandbox s(config);
+    ADD_FAILURE() << "a negative config.prespawned was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("config.prespawned"), std::string::npos) << e.what();
+  }
 }
 
 TEST(SandboxBatch, ForkServerMatchesOneShot) {
