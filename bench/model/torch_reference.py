@@ -8,8 +8,10 @@ DEVICE cuda with DTYPE bfloat16 runs under torch.autocast with scaled_dot_produc
 transformers does on GPUs; the default (cpu float32) is the eager attention above.
 Prints one JSON line: {"tokens_per_s": ..., "seconds_per_step": ..., "loss": ...}.
 """
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 
@@ -111,7 +113,9 @@ ids = torch.randint(vocab, (batch, seq)).to(device)
 
 
 def step():
-    with torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
+    # No autocast context at all in fp32: LibTorch 1.13's CPU autocast rejects float32 even when disabled.
+    autocast = torch.autocast(device_type=device, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    with autocast:
         logits = model(ids)
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), ids[:, 1:].reshape(-1))
     model.zero_grad(set_to_none=True)
@@ -126,4 +130,10 @@ for _ in range(steps):
     start = time.perf_counter()
     loss = step()
     best = min(best, time.perf_counter() - start)
+profile = os.environ.get("DISTIL_PROFILE")  # model_bench --profile: a Chrome trace of 5 steps
+if profile:
+    with torch.autograd.profiler.profile() as prof:
+        for _ in range(5):
+            step()
+    prof.export_chrome_trace(profile)
 print(json.dumps({"tokens_per_s": batch * seq / best, "seconds_per_step": best, "loss": loss}))

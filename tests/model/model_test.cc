@@ -498,12 +498,15 @@ TEST(ModelTraining, ChunkedGatherLogprobsGradientsMatchDirect) {
 
 // The hand-written backward passes (RMSNorm, RoPE) against central finite differences in fp64.
 TEST(ModelTraining, GradientsMatchFiniteDifferences) {
+  // padded: masks and RoPE tables built per call; unpadded: the per-length cached ones.
+  for (const bool padded : {true, false})
   for (const char* variant : {"qwen3", "olmo2", "llama3"}) {
+    SCOPED_TRACE(padded ? "padded" : "unpadded");
     CausalLM model = spicy_model(tiny_config(variant), 71);
     model->to(torch::kFloat64);
     const Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6}, torch::kLong).view({2, -1});
     Tensor mask = torch::ones_like(ids);
-    mask[1][0] = 0;
+    if (padded) mask[1][0] = 0;
     const Tensor coeff = torch::randn({2, 4, 300}, at::detail::createCPUGenerator(3), torch::kFloat64);
     const auto loss = [&] { return (model->forward(ids, mask) * coeff).sum(); };
     model->zero_grad();
@@ -530,6 +533,45 @@ TEST(ModelTraining, GradientsMatchFiniteDifferences) {
         EXPECT_NEAR(analytic, numeric, 1e-5 * std::max(1.0, std::abs(numeric))) << variant << " " << name << "[" << i << "]";
       }
     }
+  }
+}
+
+// Unpadded, uncached forwards reuse RoPE tables and masks built for the last (length, device,
+// dtype): other lengths, padded calls, a compute-dtype switch and an InferenceMode call in between
+// must not leak into later results, and tables first built under InferenceMode must still serve a
+// training forward.
+TEST(ModelTraining, ReusedRopeTablesAndMasksFollowLengthAndDtype) {
+  for (const char* variant : {"qwen3", "olmo3"}) {
+    SCOPED_TRACE(variant);
+    CausalLM model = spicy_model(tiny_config(variant), 81);
+    const Tensor ids6 = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8}, torch::kLong).view({2, 6});
+    const Tensor ids4 = ids6.narrow(1, 0, 4).contiguous();
+    Tensor first, again, short_logits, padded;
+    {
+      torch::NoGradGuard no_grad;
+      first = model->forward(ids6, torch::ones_like(ids6));
+      short_logits = model->forward(ids4, torch::ones_like(ids4));
+      Tensor mask = torch::ones_like(ids6);
+      mask[1][0] = 0;
+      padded = model->forward(ids6, mask);
+      model->set_compute_dtype(torch::kBFloat16);
+      EXPECT_EQ(model->forward(ids6, torch::ones_like(ids6)).scalar_type(), torch::kBFloat16);
+      model->set_compute_dtype(std::nullopt);
+      again = model->forward(ids6, torch::ones_like(ids6));
+    }
+    EXPECT_TRUE(torch::equal(first, again));
+    // causal: a prefix's logits do not depend on what follows
+    expect_close(short_logits, first.narrow(1, 0, 4), 1e-5, "prefix");
+    expect_close(padded[0], first[0], 1e-5, "unpadded row of a padded batch");
+    {
+      c10::InferenceMode inference;
+      const Tensor ids5 = ids6.narrow(1, 0, 5).contiguous();
+      model->forward(ids5, torch::ones_like(ids5));
+    }
+    const Tensor ids5 = ids6.narrow(1, 0, 5).contiguous();
+    model->zero_grad();
+    model->forward(ids5, torch::ones_like(ids5)).pow(2).sum().backward();
+    for (const auto& p : model->parameters()) EXPECT_TRUE(p.grad().defined());
   }
 }
 

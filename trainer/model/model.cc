@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -61,21 +62,25 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
     const auto dtype = x.scalar_type();
     const Tensor xf = x.to(accumulate_type(x));
     const Tensor r = torch::rsqrt(xf.pow(2).mean(-1, true).add_(eps));
-    ctx->save_for_backward({x, weight, r});
     const Tensor normed = xf * r;
+    // Saves the normalised rows when they cost no more memory than x (fp32/fp64 compute), so
+    // backward need not recompute them; with bf16 activations x is saved and normed recomputed.
+    const bool save_normed = dtype == accumulate_type(x);
+    ctx->save_for_backward({save_normed ? normed : x, weight, r});
+    ctx->saved_data["normed"] = save_normed;
     if (weight_in_fp32) return (weight.to(accumulate_type(x)) * normed).to(dtype);
     return weight.to(dtype) * normed.to(dtype);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &weight = saved[1], &r = saved[2];
-    const auto acc = accumulate_type(x);
-    const Tensor xf = x.to(acc), g = grads[0].to(acc);
-    const Tensor normed = xf * r;
+    const Tensor &weight = saved[1], &r = saved[2];
+    const auto acc = r.scalar_type();
+    const Tensor normed = ctx->saved_data["normed"].toBool() ? saved[0] : saved[0].to(acc) * r;
+    const Tensor g = grads[0].to(acc);
     const Tensor gw = g * weight.to(acc);
     // d(x_j r)/dx_i = r (delta_ij - x_i x_j r^2 / n)
-    const Tensor grad_x = (r * (gw - normed * (gw * normed).mean(-1, true))).to(x.scalar_type());
+    const Tensor grad_x = (torch::addcmul(gw, normed, (gw * normed).mean(-1, true), -1) * r).to(grads[0].scalar_type());
     Tensor grad_w = (g * normed).sum_to_size(weight.sizes()).to(weight.scalar_type());
     return {grad_x, grad_w, Tensor(), Tensor()};
   }
@@ -83,11 +88,6 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, bool weight_in_fp32) {
   return RmsNormFunction::apply(x, weight, eps, weight_in_fp32);
-}
-
-Tensor rotate_half(const Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
 Tensor rope_inverse_frequencies(const ModelConfig& c) {
@@ -344,11 +344,17 @@ struct CausalLMImpl::Layer {
   bool sliding = false;
 };
 
+struct CausalLMImpl::StaticInputs {
+  std::mutex mutex;
+  int64_t length = 0;
+  torch::Tensor cos, sin, allowed, allowed_sliding, additive, additive_sliding;
+};
+
 namespace {
 
 // Everything one layer needs besides its weights.
 struct LayerInputs {
-  Tensor cos, sin;          // [B, 1, T, D] in the compute dtype
+  Tensor cos, sin;          // [B or 1, T, 1, D] in the compute dtype; sin is [-sin, sin] (see RopeFunction)
   Tensor allowed;           // [B, 1, 1, T, S] bool: which keys each query attends to
   Tensor allowed_sliding;   // same, restricted to the sliding window (OLMo 3), or undefined
   // The same masks as additive 0/-inf biases shaped for grouped-query scores [B*KV or 1, rep*T, S]
@@ -403,20 +409,29 @@ Tensor additive_mask(const Tensor& allowed, int64_t kv_heads, int64_t rep, bool 
 }
 #endif
 
-// x * cos + rotate_half(x) * sin, with backward g * cos + rotate_half^T(g * sin) as one node.
+// The two halves of the last dimension swapped: [x1, x2] -> [x2, x1], one kernel.
+Tensor swap_halves(const Tensor& x) {
+  auto halves = x.sizes().vec();
+  halves.back() /= 2;
+  halves.insert(halves.end() - 1, 2);
+  return x.view(halves).flip(-2).view(x.sizes());
+}
+
+// x * cos + rotate_half(x) * sin as x * cos + swap_halves(x) * sin_signed, where
+// sin_signed = [-sin, sin] (the two halves of cos/sin are equal: emb = cat(freqs, freqs)).
+// Backward: g * cos + swap_halves(g * sin_signed) = g * cos - swap_halves(g) * sin_signed. One node,
+// three kernels each way.
 struct RopeFunction : public torch::autograd::Function<RopeFunction> {
-  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& cos, const Tensor& sin) {
-    ctx->save_for_backward({cos, sin});
-    return x * cos + rotate_half(x) * sin;
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& cos,
+                        const Tensor& sin_signed) {
+    ctx->save_for_backward({cos, sin_signed});
+    return torch::addcmul(x * cos, swap_halves(x), sin_signed);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const Tensor& g = grads[0];
-    const Tensor gs = g * saved[1];
-    const int64_t half = gs.size(-1) / 2;
-    const Tensor rotated_back = torch::cat({gs.narrow(-1, half, half), -gs.narrow(-1, 0, half)}, -1);
-    return {g * saved[0] + rotated_back, Tensor(), Tensor()};
+    return {torch::addcmul(g * saved[0], swap_halves(g), saved[1], -1), Tensor(), Tensor()};
   }
 };
 
@@ -431,12 +446,14 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
 
   const Tensor attn_in = olmo ? x : rms_norm(x, L.input_norm, eps, false);
   const Tensor qkv = F::linear(attn_in, w(L.qkv_weight), L.qkv_bias.defined() ? w(L.qkv_bias) : Tensor());
+  // split (one autograd node whose backward is one cat), not narrow (a zero-filled full-size
+  // gradient per piece, then their sum).
+  const auto qk_v = qkv.split_with_sizes({(H + KV) * D, KV * D}, -1);
   // q and k travel together as [B, T, H+KV, D] through the norm (Qwen3) and RoPE: one node each.
-  Tensor qk = qkv.narrow(-1, 0, (H + KV) * D);
+  Tensor qk = qk_v[0];
   if (olmo) {
-    qk = torch::cat({rms_norm(qk.narrow(-1, 0, H * D), L.q_norm, eps, true),
-                     rms_norm(qk.narrow(-1, H * D, KV * D), L.k_norm, eps, true)},
-                    -1);
+    const auto q_k = qk.split_with_sizes({H * D, KV * D}, -1);
+    qk = torch::cat({rms_norm(q_k[0], L.q_norm, eps, true), rms_norm(q_k[1], L.k_norm, eps, true)}, -1);
   }
   qk = qk.view({B, T, H + KV, D});
   if (c.family == Family::qwen3) {
@@ -444,9 +461,10 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
     qk = rms_norm(qk, weight, eps, false);
   }
   qk = apply_rope(qk, in.cos, in.sin);
-  const Tensor q = qk.narrow(2, 0, H).transpose(1, 2);
-  Tensor k = qk.narrow(2, H, KV).transpose(1, 2);
-  Tensor v = qkv.narrow(-1, (H + KV) * D, KV * D).view({B, T, KV, D}).transpose(1, 2);
+  const auto q_k = qk.split_with_sizes({H, KV}, 2);
+  const Tensor q = q_k[0].transpose(1, 2);
+  Tensor k = q_k[1].transpose(1, 2);
+  Tensor v = qk_v[1].view({B, T, KV, D}).transpose(1, 2);
   bool causal_dense = in.causal_dense;
   if (in.cache) {
     auto& keys = in.cache->keys[in.layer_index];
@@ -471,9 +489,8 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
     h = x + attn_out;
   }
   const Tensor mlp_in = olmo ? h : rms_norm(h, L.post_attn_norm, eps, false);
-  const Tensor gate_up = F::linear(mlp_in, w(L.gate_up_weight));
-  const int64_t I = c.intermediate_size;
-  const Tensor act = torch::silu(gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I);
+  const auto gate_up = F::linear(mlp_in, w(L.gate_up_weight)).chunk(2, -1);
+  const Tensor act = torch::silu(gate_up[0]) * gate_up[1];
   const Tensor mlp_out = F::linear(act, w(L.down_weight));
   return olmo ? h + rms_norm(mlp_out, L.post_mlp_norm, eps, true) : h + mlp_out;
 }
@@ -531,6 +548,7 @@ CausalLMImpl::CausalLMImpl(ModelConfig config, torch::TensorOptions options) : c
   if (!c.tie_word_embeddings) lm_head_ = register_parameter("lm_head", empty({c.vocab_size, H}));
   final_norm_ = register_parameter("norm", empty({H}));
   rope_inv_freq_ = register_buffer("rope_inv_freq", rope_inverse_frequencies(c).to(options.device()));
+  static_inputs_ = std::make_shared<StaticInputs>();
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     auto L = std::make_shared<Layer>();
     const std::string p = "layer" + std::to_string(i) + "_";
@@ -575,14 +593,7 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   const auto device = embed_tokens_.device();
   const Tensor ids = input_ids.to(device, torch::kLong);
   const Tensor mask = attention_mask.to(device, torch::kLong);
-  {
-    const auto range = torch::stack({ids.min(), ids.max()}).cpu();
-    if (range[0].item<int64_t>() < 0 || range[1].item<int64_t>() >= config_.vocab_size)
-      throw std::invalid_argument("input_ids hold a token id outside [0, vocab_size=" +
-                                  std::to_string(config_.vocab_size) + ")");
-  }
   int64_t start = 0;
-  Tensor key_mask, positions = mask.cumsum(1) - 1;
   if (cache) {
     start = cache->length;
     if (cache->keys.size() != layers_.size() || cache->attention_mask.size(0) != B)
@@ -590,41 +601,79 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
     if (start + T > cache->capacity)
       throw std::invalid_argument("KV cache full: " + std::to_string(start) + " + " + std::to_string(T) + " > capacity " +
                                   std::to_string(cache->capacity));
-    cache->attention_mask.narrow(1, start, T).copy_(mask);
-    key_mask = cache->attention_mask.narrow(1, 0, start + T);
-    positions = positions + cache->next_position.unsqueeze(1);
-    cache->next_position += mask.sum(1);
-  } else {
-    key_mask = mask;
   }
-  positions = positions.clamp_min(0);
+  bool no_padding;
+  {  // one device-to-host transfer for the id range check and the padding test
+    std::vector<Tensor> checks = {ids.min(), ids.max(), mask.min()};
+    if (start > 0) checks.push_back(cache->attention_mask.narrow(1, 0, start).min());
+    const auto values = torch::stack(checks).cpu();
+    const auto* v = values.data_ptr<int64_t>();  // a CPU copy
+    if (v[0] < 0 || v[1] >= config_.vocab_size)
+      throw std::invalid_argument("input_ids hold a token id outside [0, vocab_size=" +
+                                  std::to_string(config_.vocab_size) + ")");
+    no_padding = v[2] == 1 && (start == 0 || v[3] == 1);
+  }
   const int64_t S = start + T;
-
   const auto dtype = compute_dtype_.value_or(embed_tokens_.scalar_type());
   LayerInputs in;
   in.cache = cache;
   in.start = start;
-  {
-    const Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * rope_inv_freq_;  // [B, T, D/2]
-    const Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(2);                      // [B, T, 1, D]
-    in.cos = emb.cos().to(dtype);
-    in.sin = emb.sin().to(dtype);
+  in.causal_dense = cache == nullptr && no_padding;
+  // RoPE tables and masks; `rows` is B, or 1 when every row has the same positions and mask.
+  const auto build = [&](const Tensor& positions, const Tensor& key_mask, int64_t rows, bool rows_identical) {
+    const Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * rope_inv_freq_;  // [rows, T, D/2]
+    in.cos = torch::cat({freqs, freqs}, -1).cos().unsqueeze(2).to(dtype);              // [rows, T, 1, D]
+    const Tensor sin = freqs.sin();
+    in.sin = torch::cat({-sin, sin}, -1).unsqueeze(2).to(dtype);
     const auto long_options = torch::TensorOptions().device(device).dtype(torch::kLong);
     const Tensor query_index = torch::arange(start, S, long_options).view({T, 1});
     const Tensor key_index = torch::arange(0, S, long_options).view({1, S});
     const Tensor causal = key_index <= query_index;  // [T, S]
     const Tensor diagonal = key_index == query_index;
     // Padding queries attend to themselves so no row is empty (their outputs are never used).
-    in.allowed = causal.logical_and(key_mask.to(torch::kBool).view({B, 1, S})).logical_or(diagonal).view({B, 1, 1, T, S});
-    const bool no_padding = key_mask.min().item<int64_t>() == 1;
-    in.causal_dense = cache == nullptr && no_padding;
+    in.allowed = causal.logical_and(key_mask.to(torch::kBool).view({rows, 1, S}))
+                     .logical_or(diagonal)
+                     .view({rows, 1, 1, T, S});
+    in.allowed_sliding = Tensor();
     if (config_.sliding_window > 0 && !config_.sliding_layers.empty())
       in.allowed_sliding = in.allowed.logical_and((key_index > query_index - config_.sliding_window).view({1, 1, 1, T, S}));
 #if TORCH_VERSION_MAJOR < 2
     const int64_t kv = config_.num_key_value_heads, rep = config_.num_attention_heads / kv;
-    in.additive = additive_mask(in.allowed, kv, rep, no_padding, dtype);
-    if (in.allowed_sliding.defined()) in.additive_sliding = additive_mask(in.allowed_sliding, kv, rep, no_padding, dtype);
+    in.additive = additive_mask(in.allowed, kv, rep, rows_identical, dtype);
+    if (in.allowed_sliding.defined()) in.additive_sliding = additive_mask(in.allowed_sliding, kv, rep, rows_identical, dtype);
+#else
+    (void)rows_identical;
 #endif
+  };
+  if (in.causal_dense) {
+    // Unpadded and uncached (training, scoring): positions 0..T-1 in every row, so the tables and
+    // masks depend on (T, device, dtype) only and are reused from the previous call.
+    std::lock_guard<std::mutex> lock(static_inputs_->mutex);
+    auto& st = *static_inputs_;
+    if (!st.cos.defined() || st.length != T || st.cos.device() != device || st.cos.scalar_type() != dtype) {
+      // Normal tensors even when this call runs under InferenceMode, so that a later training
+      // forward may save them for backward.
+      c10::InferenceMode normal_tensors(false);
+      const auto long_options = torch::TensorOptions().device(device).dtype(torch::kLong);
+      build(torch::arange(0, T, long_options).view({1, T}), torch::ones({1, T}, long_options), 1, true);
+      st.length = T;
+      st.cos = in.cos, st.sin = in.sin, st.allowed = in.allowed, st.allowed_sliding = in.allowed_sliding;
+      st.additive = in.additive, st.additive_sliding = in.additive_sliding;
+    } else {
+      in.cos = st.cos, in.sin = st.sin, in.allowed = st.allowed, in.allowed_sliding = st.allowed_sliding;
+      in.additive = st.additive, in.additive_sliding = st.additive_sliding;
+    }
+  } else {
+    Tensor key_mask, positions = mask.cumsum(1) - 1;
+    if (cache) {
+      cache->attention_mask.narrow(1, start, T).copy_(mask);
+      key_mask = cache->attention_mask.narrow(1, 0, S);
+      positions = positions + cache->next_position.unsqueeze(1);
+      cache->next_position += mask.sum(1);
+    } else {
+      key_mask = mask;
+    }
+    build(positions.clamp_min(0), key_mask, B, no_padding);
   }
   Tensor x = F::embedding(ids, embed_tokens_);
   if (x.scalar_type() != dtype) x = x.to(dtype);

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -101,6 +102,7 @@ class CausalLMImpl : public torch::nn::Module {
   void load_hf_tensor(const std::string& name, const torch::Tensor& value);
 
   struct Layer;
+  struct StaticInputs;  // RoPE tables and masks of an unpadded, uncached forward, per length
 
  private:
   ModelConfig config_;
@@ -109,6 +111,7 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor final_norm_;     // [H]
   torch::Tensor rope_inv_freq_;  // [head_dim/2] fp32 buffer
   std::vector<std::shared_ptr<Layer>> layers_;
+  std::shared_ptr<StaticInputs> static_inputs_;  // last (T, device, dtype) used without padding
   bool gradient_checkpointing_ = false;
   std::optional<torch::Dtype> compute_dtype_;
 };
