@@ -536,6 +536,36 @@ TEST(ModelTraining, GradientsMatchFiniteDifferences) {
   }
 }
 
+// fp32 projections on the CPU may go through oneDNN with a hand-written backward (LibTorch without
+// MKL); fp64 always goes through F::linear. Both must give the same logits and gradients (the
+// finite-difference test above runs in fp64, so this is what checks the fp32 path's backward).
+TEST(ModelTraining, Fp32LogitsAndGradientsMatchFp64) {
+  for (const char* variant : {"qwen3", "llama3", "olmo2"}) {
+    SCOPED_TRACE(variant);
+    ModelConfig config = tiny_config(variant);
+    config.attention_bias = std::string(variant) == "llama3";  // the bias path too
+    CausalLM fp32 = spicy_model(config, 91), fp64 = spicy_model(config, 91);
+    fp64->to(torch::kFloat64);
+    const Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6, 5, 3}, torch::kLong).view({2, -1});
+    for (const bool padded : {false, true}) {
+      Tensor mask = torch::ones_like(ids);
+      if (padded) mask[1][0] = 0;
+      const Tensor coeff = torch::randn({2, 5, 300}, at::detail::createCPUGenerator(5), torch::kFloat64);
+      fp32->zero_grad();
+      fp64->zero_grad();
+      const Tensor logits32 = fp32->forward(ids, mask), logits64 = fp64->forward(ids, mask);
+      (logits32 * coeff.to(torch::kFloat32)).sum().backward();
+      (logits64 * coeff).sum().backward();
+      expect_close(logits32.to(torch::kFloat64), logits64, 1e-5, "logits");
+      const auto p32 = fp32->named_parameters(), p64 = fp64->named_parameters();
+      for (const auto& item : p32) {
+        ASSERT_TRUE(item.value().grad().defined()) << item.key();
+        expect_close(item.value().grad().to(torch::kFloat64), p64[item.key()].grad(), 1e-4, item.key());
+      }
+    }
+  }
+}
+
 // Unpadded, uncached forwards reuse RoPE tables and masks built for the last (length, device,
 // dtype): other lengths, padded calls, a compute-dtype switch and an InferenceMode call in between
 // must not leak into later results, and tables first built under InferenceMode must still serve a
