@@ -18,6 +18,9 @@
 #   --skip-setup, --skip-build, --report-only (re-print the table from an earlier --out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One intra-op thread: the demo model is tiny, and on the shared 2-core machine two threads made
+# a pretraining step ~4x slower (threads spinning against other processes).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 methods="distil ce sdpo grpo opsd"
 seeds="0 1 2"

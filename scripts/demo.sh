@@ -20,6 +20,9 @@
 #   --skip-setup / --skip-build        for repeated runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One intra-op thread: the demo model is tiny, and on the shared 2-core machine two threads made
+# a pretraining step ~4x slower (threads spinning against other processes).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 repo=$(pwd)
 
 config=configs/demo.yaml

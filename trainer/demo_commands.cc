@@ -1,5 +1,7 @@
 // distil-train demo-data / demo-pretrain: command-line parsing only; the work is in demo_tasks
 // and demo_pretrain.
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -10,6 +12,11 @@
 #include "trainer/config.h"
 #include "trainer/demo_pretrain.h"
 #include "trainer/demo_tasks.h"
+#include "trainer/model/model.h"
+#include "trainer/rollout.h"
+#include "trainer/scoring.h"
+#include "trainer/teacher.h"
+#include "trainer/text/chat.h"
 
 namespace distil::trainer {
 namespace {
@@ -125,6 +132,94 @@ int run_demo_pretrain(const PretrainArgs& args) {
   }
 }
 
+
+struct ProbeArgs {
+  std::vector<std::string> configs;
+  std::vector<std::string> overrides;
+  std::string model;
+  std::string problem;   // e.g. add-47-38
+  std::string response;  // the rollout being taught, e.g. \boxed{84}
+  int top = 4;
+  bool batched = false;
+};
+
+// Prints, at every token of `response`, the student's top tokens (plain prompt) beside the
+// teacher's under each context the trainer can build (correct sibling, the real grader's feedback
+// on this response, the reference solution): what signal distillation actually gets.
+int run_demo_probe(const ProbeArgs& args) {
+  try {
+    const TrainConfig config = load_config(args.configs, args.overrides);
+    int left = 0, right = 0;
+    char op[4] = {0};
+    if (std::sscanf(args.problem.c_str(), "%3[a-z]-%d-%d", op, &left, &right) != 3 ||
+        (std::string(op) != "add" && std::string(op) != "sub"))
+      throw std::invalid_argument("--problem: expected add-A-B or sub-A-B, got '" + args.problem + "'");
+    const demo::Problem p{std::string(op) == "add" ? demo::Operation::add : demo::Operation::subtract, left, right};
+    const text::Tokenizer tokenizer = text::Tokenizer::from_model_dir(args.model);
+    model::CausalLM model = model::load_pretrained(args.model);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const PromptRenderer renderer(config.model, tokenizer);
+    const text::ChatFormat format = text::ChatFormat::from_name(
+        config.model.chat_format == "auto" ? tokenizer.chat_format_name() : config.model.chat_format);
+    const std::vector<int32_t> response = tokenizer.encode(args.response + std::string(format.end_of_turn()), true);
+    const std::string feedback = demo::grader_feedback(p, args.response);
+    const bool passed = demo::grader_accepts(p, args.response);
+    const auto reference = reference_solution(demo::to_task(p));
+    const std::vector<RolloutView> with_sibling = {{passed, args.response, feedback},
+                                                   {true, demo::boxed_response(p.answer()), "Correct."}};
+    const std::vector<RolloutView> alone = {{passed, args.response, feedback}};
+    std::vector<std::pair<std::string, std::string>> contexts = {{"student", p.prompt()}};
+    for (auto [name, message] :
+         {std::pair{"sibling", teacher_message(config.teacher, "feedback", p.prompt(), with_sibling, 0, reference)},
+          {"feedback", teacher_message(config.teacher, "feedback", p.prompt(), alone, 0, reference)},
+          {"reference", teacher_message(config.teacher, "reference", p.prompt(), alone, 0, reference)}})
+      if (message) contexts.emplace_back(name, *message);
+    std::cout << p.prompt() << "  answer " << p.answer() << "  response " << args.response << " ("
+              << (passed ? "passed" : "failed") << ", grader feedback: " << feedback << ")\n";
+    std::vector<PositionTopK> tops;
+    if (args.batched) {
+      // All contexts in one left-padded batch, as the trainer scores them.
+      TokenRows prompts, responses;
+      for (const auto& [name, message] : contexts) prompts.push_back(renderer.encode(message)), responses.push_back(response);
+      const PositionTopK all = response_topk(model, prompts, responses, tokenizer.pad_token_id().value_or(0), args.top,
+                                             1024, 1 << 20);
+      const int64_t n = static_cast<int64_t>(response.size());
+      for (std::size_t c = 0; c < contexts.size(); ++c)
+        tops.push_back({all.ids.slice(0, c * n, (c + 1) * n), all.logp.slice(0, c * n, (c + 1) * n)});
+    } else {
+      for (const auto& [name, message] : contexts)
+        tops.push_back(response_topk(model, {renderer.encode(message)}, {response},
+                                     tokenizer.pad_token_id().value_or(0), args.top, 1024, 1 << 20));
+    }
+    std::printf("%-10s", "token");
+    for (const auto& [name, message] : contexts) std::printf(" | %-40s", name.c_str());
+    std::printf("\n");
+    for (std::size_t t = 0; t < response.size(); ++t) {
+      std::printf("%-10s", tokenizer.decode(std::vector<int32_t>{response[t]}, false).c_str());
+      for (const auto& top : tops) {
+        std::string cell;
+        for (int64_t j = 0; j < top.ids.size(1); ++j) {
+          char item[64];
+          std::snprintf(item, sizeof item, "%s:%.2f ",
+                        tokenizer.decode(std::vector<int32_t>{static_cast<int32_t>(top.ids[t][j].item<int64_t>())}, false).c_str(),
+                        std::exp(top.logp[t][j].item<double>()));
+          cell += item;
+        }
+        std::printf(" | %-40s", cell.c_str());
+      }
+      std::printf("\n");
+    }
+    return 0;
+  } catch (const ConfigError& e) {
+    std::cerr << "distil-train demo-probe: config error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "distil-train demo-probe: " << e.what() << "\n";
+    return 1;
+  }
+}
+
 }  // namespace
 
 void add_demo_commands(CLI::App& app, int& exit_code) {
@@ -155,6 +250,18 @@ void add_demo_commands(CLI::App& app, int& exit_code) {
   pre_cmd->add_option("--accuracy-samples", pre->accuracy_samples, "Samples per problem for the report")
       ->capture_default_str();
   pre_cmd->callback([pre, &exit_code] { exit_code = run_demo_pretrain(*pre); });
+
+  auto probe = std::make_shared<ProbeArgs>();
+  auto* probe_cmd = app.add_subcommand(
+      "demo-probe", "Print the student's and each teacher context's top tokens at every position of a response");
+  probe_cmd->add_option("--config,-c", probe->configs, "Training config(s): teacher templates and chat settings");
+  probe_cmd->add_option("--set", probe->overrides, "Override one training config key: section.key=value");
+  probe_cmd->add_option("--model", probe->model, "Model directory")->required();
+  probe_cmd->add_option("--problem", probe->problem, "add-A-B or sub-A-B")->required();
+  probe_cmd->add_option("--response", probe->response, "The response, e.g. '\\boxed{84}'")->required();
+  probe_cmd->add_option("--top", probe->top, "Tokens shown per context")->capture_default_str();
+  probe_cmd->add_flag("--batched", probe->batched, "Score all contexts in one left-padded batch (as training does)");
+  probe_cmd->callback([probe, &exit_code] { exit_code = run_demo_probe(*probe); });
 }
 
 }  // namespace distil::trainer

@@ -19,7 +19,7 @@ namespace {
 
 // Bump when the corpus or training code changes in a way the recipe fields do not capture, so a
 // stale cached model is not reused.
-constexpr int kCorpusVersion = 1;
+constexpr int kCorpusVersion = 2;  // 2: length-bucketed batches, feedback_correct examples
 
 using Clock = std::chrono::steady_clock;
 
@@ -92,9 +92,12 @@ void PretrainRecipe::validate() const {
                          {"after_feedback_correct", after_feedback_correct}})
     require(v >= 0 && v <= 1, name, "must be a probability in [0, 1]");
   for (auto [name, v] : {std::pair{"mix_student", mix_student}, {"mix_solution", mix_solution},
-                         {"mix_reference", mix_reference}, {"mix_feedback", mix_feedback}})
+                         {"mix_reference", mix_reference}, {"mix_feedback", mix_feedback},
+          {"mix_feedback_correct", mix_feedback_correct},
+                         {"mix_feedback_correct", mix_feedback_correct}})
     require(v >= 0 && std::isfinite(v), name, "must be a non-negative weight");
-  require(mix_student + mix_solution + mix_reference + mix_feedback > 0, "mix_*", "weights must not all be 0");
+  require(mix_student + mix_solution + mix_reference + mix_feedback + mix_feedback_correct > 0, "mix_*",
+          "weights must not all be 0");
   require(bpe_merges >= 0 && bpe_merges <= 4096, "bpe_merges", "must be in [0, 4096]");
   require(hidden_size > 0 && num_layers > 0 && num_heads > 0 && num_kv_heads > 0 && intermediate_size > 0,
           "model", "sizes must be positive");
@@ -114,6 +117,7 @@ nlohmann::json PretrainRecipe::to_json() const {
           {"after_feedback_correct", after_feedback_correct},
           {"mix_student", mix_student},     {"mix_solution", mix_solution},
           {"mix_reference", mix_reference}, {"mix_feedback", mix_feedback},
+          {"mix_feedback_correct", mix_feedback_correct},
           {"bpe_merges", bpe_merges},       {"hidden_size", hidden_size},
           {"num_layers", num_layers},       {"num_heads", num_heads},
           {"num_kv_heads", num_kv_heads},   {"intermediate_size", intermediate_size},
@@ -148,6 +152,7 @@ PretrainRecipe PretrainRecipe::from_json(const nlohmann::json& j) {
   num("mix_solution", r.mix_solution);
   num("mix_reference", r.mix_reference);
   num("mix_feedback", r.mix_feedback);
+  num("mix_feedback_correct", r.mix_feedback_correct);
   num("bpe_merges", r.bpe_merges);
   num("hidden_size", r.hidden_size);
   num("num_layers", r.num_layers);
@@ -202,12 +207,14 @@ CorpusSampler::CorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::
 
 CorpusExample CorpusSampler::next(std::mt19937_64& rng) const {
   const Problem& p = pool_[rng() % pool_.size()];
-  const double total = recipe_.mix_student + recipe_.mix_solution + recipe_.mix_reference + recipe_.mix_feedback;
+  const double total = recipe_.mix_student + recipe_.mix_solution + recipe_.mix_reference + recipe_.mix_feedback +
+                       recipe_.mix_feedback_correct;
   double u = uniform01(rng) * total;
-  std::string kind = "feedback";
+  std::string kind = "feedback_correct";
   if ((u -= recipe_.mix_student) < 0) kind = "student";
   else if ((u -= recipe_.mix_solution) < 0) kind = "solution";
   else if ((u -= recipe_.mix_reference) < 0) kind = "reference";
+  else if ((u -= recipe_.mix_feedback) < 0) kind = "feedback";
   return make(p, kind, rng);
 }
 
@@ -246,6 +253,16 @@ CorpusExample CorpusSampler::make(const Problem& p, const std::string& kind, std
     e.user_message = message ? *message : p.prompt();
     e.correct = uniform01(rng) < recipe_.after_feedback_correct;
     e.response = e.correct ? correct : boxed_response(sample_wrong_excluding(p, rejected, rng));
+    return e;
+  }
+  if (kind == "feedback_correct") {
+    // A passed rollout with no passed sibling: the trainer shows the teacher the grader's own
+    // feedback on it ("Correct.") in the feedback template; the right continuation keeps the answer.
+    std::vector<RolloutView> group = {{true, correct, grader_feedback(p, correct)}};
+    const auto message = teacher_message(formats_.teacher, "feedback", p.prompt(), group, 0, std::nullopt);
+    e.user_message = message ? *message : p.prompt();
+    e.response = correct;
+    e.correct = true;
     return e;
   }
   throw std::invalid_argument("kind: unknown corpus example kind '" + kind + "'");
@@ -347,12 +364,33 @@ PretrainRun run_pretraining(const PretrainRecipe& recipe, const PromptFormats& f
     std::vector<TokenizedExample> batch;
     for (int i = 0; i < recipe.batch_size; ++i)
       batch.push_back(tokenize(train_corpus.next(rng), run.tokenizer, renderer, format));
+    // Short plain prompts and long re-prompts padded together waste most of the compute: sort by
+    // length and split into the two buckets with the fewest padded tokens. The loss is the same
+    // mean over all response tokens of the batch (each bucket weighted by its token count).
+    const auto length = [](const TokenizedExample& e) { return e.prompt.size() + e.response.size(); };
+    std::stable_sort(batch.begin(), batch.end(),
+                     [&](const TokenizedExample& a, const TokenizedExample& b) { return length(a) < length(b); });
+    std::size_t split = batch.size(), best_cost = batch.size() * length(batch.back());
+    for (std::size_t s = 1; s < batch.size(); ++s) {
+      const std::size_t cost = s * length(batch[s - 1]) + (batch.size() - s) * length(batch.back());
+      if (cost < best_cost) best_cost = cost, split = s;
+    }
+    std::size_t total_tokens = 0;
+    for (const auto& e : batch) total_tokens += e.response.size();
     optimizer.zero_grad();
-    torch::Tensor loss = response_loss(run.model, batch, pad_id);
-    loss.backward();
+    double value = 0.0;
+    for (auto [lo, hi] : {std::pair<std::size_t, std::size_t>{0, split}, {split, batch.size()}}) {
+      if (lo == hi) continue;
+      const std::vector<TokenizedExample> bucket(batch.begin() + lo, batch.begin() + hi);
+      std::size_t bucket_tokens = 0;
+      for (const auto& e : bucket) bucket_tokens += e.response.size();
+      torch::Tensor loss = response_loss(run.model, bucket, pad_id) *
+                           (static_cast<double>(bucket_tokens) / static_cast<double>(total_tokens));
+      loss.backward();
+      value += loss.item<double>();
+    }
     torch::nn::utils::clip_grad_norm_(run.model->parameters(), 1.0);
     optimizer.step();
-    const double value = loss.item<double>();
     running = step == 1 ? value : 0.95 * running + 0.05 * value;
     if (step % 50 == 0 || step == recipe.steps) {
       char line[160];
@@ -374,8 +412,8 @@ nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Toke
   if (samples <= 0) throw std::invalid_argument("samples: must be positive");
   const PromptRenderer renderer(formats.model, tokenizer);
   std::mt19937_64 rng(seed);
-  const std::vector<std::string> contexts = {"student", "teacher_solution", "teacher_reference",
-                                             "teacher_feedback"};
+  const std::vector<std::string> contexts = {"student",          "teacher_solution",         "teacher_reference",
+                                             "teacher_feedback", "teacher_feedback_correct", "student_greedy"};
   nlohmann::json result = nlohmann::json::object();
   for (const std::string& context : contexts) {
     std::vector<std::vector<int32_t>> prompts;
@@ -392,12 +430,18 @@ nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Toke
         std::vector<RolloutView> group = {{false, wrong, grader_feedback(p, wrong)}};
         message = teacher_message(formats.teacher, "feedback", p.prompt(), group, 0, std::nullopt)
                       .value_or(p.prompt());
+      } else if (context == "teacher_feedback_correct") {
+        const std::string right = boxed_response(p.answer());
+        std::vector<RolloutView> group = {{true, right, grader_feedback(p, right)}};
+        message = teacher_message(formats.teacher, "feedback", p.prompt(), group, 0, std::nullopt)
+                      .value_or(p.prompt());
       }
       const auto tokens = renderer.encode(message);
-      for (int s = 0; s < samples; ++s) prompts.push_back(tokens), owners.push_back(&p);
+      const int n = context == "student_greedy" ? 1 : samples;  // greedy: one answer per problem
+      for (int s = 0; s < n; ++s) prompts.push_back(tokens), owners.push_back(&p);
     }
     model::SamplingParams params;
-    params.temperature = 1.0;
+    params.temperature = context == "student_greedy" ? 0.0 : 1.0;
     params.max_new_tokens = 16;
     params.seed = seed + 7;
     const auto generated = generate_in_batches(model, tokenizer, prompts, params, 128);

@@ -26,24 +26,27 @@ namespace distil::trainer::demo {
 struct PretrainRecipe {
   SplitSpec split;
   // Probability that a student-format answer in the corpus is correct (the mediocrity knob).
-  double add_correct = 0.45;
-  double subtract_correct = 0.30;
+  double add_correct = 0.70;
+  double subtract_correct = 0.55;
   // After feedback saying the previous answer was wrong, the corpus answer is correct this often
   // (and never repeats the rejected answer).
   double after_feedback_correct = 0.70;
   // Corpus mixture weights (normalised): plain prompts, sibling-solution re-prompts,
-  // reference-solution re-prompts, feedback re-prompts.
-  double mix_student = 0.50;
-  double mix_solution = 0.30;
-  double mix_reference = 0.10;
+  // reference-solution re-prompts, feedback re-prompts on a wrong answer, and feedback re-prompts
+  // on the rollout's own *correct* answer (the trainer's context for a passed rollout with no
+  // passed sibling: the grader's "Correct." inside the feedback template; the answer is kept).
+  double mix_student = 0.60;
+  double mix_solution = 0.20;
+  double mix_reference = 0.05;
   double mix_feedback = 0.10;
+  double mix_feedback_correct = 0.05;
   int bpe_merges = 160;
   int64_t hidden_size = 128;
   int64_t num_layers = 3;
   int64_t num_heads = 4;
   int64_t num_kv_heads = 2;
   int64_t intermediate_size = 384;
-  int steps = 600;
+  int steps = 900;
   int batch_size = 64;
   double lr = 3e-3;
   double min_lr = 3e-4;
@@ -69,7 +72,7 @@ PromptFormats prompt_formats_from(const TrainConfig& config);
 std::string recipe_hash(const PretrainRecipe& recipe, const PromptFormats& formats);
 
 struct CorpusExample {
-  std::string kind;          // student | solution | reference | feedback
+  std::string kind;          // student | solution | reference | feedback | feedback_correct
   std::string user_message;  // before chat formatting
   std::string response;      // without the end-of-turn marker
   bool correct = false;
@@ -115,7 +118,8 @@ PretrainReport pretrain_or_reuse(const PretrainRecipe& recipe, const PromptForma
 
 // Student vs teacher accuracy (avg@n at temperature 1) on held-out problems, graded in-process by
 // the real math grader: plain prompt; re-prompt with a correct sibling solution; with the
-// reference solution; with the grader's feedback on a plausible wrong answer.
+// reference solution; with the grader's feedback on a plausible wrong answer; with the grader's
+// "Correct." on the right answer; and the student's greedy (temperature 0) accuracy.
 nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
                                         const PromptFormats& formats, const std::vector<Problem>& problems,
                                         int samples, uint64_t seed);

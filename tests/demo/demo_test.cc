@@ -1,5 +1,6 @@
 // The demo's task generator (seeded, disjoint splits, every reference answer accepted by the real
 // math grader) and its pretraining loop (a tiny run lowers the held-out loss).
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
@@ -12,6 +13,7 @@
 #include "trainer/config.h"
 #include "trainer/demo_pretrain.h"
 #include "trainer/demo_tasks.h"
+#include "trainer/teacher.h"
 
 namespace demo = distil::trainer::demo;
 
@@ -97,6 +99,39 @@ TEST(DemoCorpus, TeacherExamplesUseTheTrainerTemplatesAndAreCorrect) {
   const auto reference = sampler.make(p, "reference", rng);
   EXPECT_NE(reference.user_message.find("Reference solution:"), std::string::npos) << reference.user_message;
   EXPECT_THROW(sampler.make(p, "bogus", rng), std::invalid_argument);
+}
+
+// A passed rollout with no passed sibling: the trainer's teacher reads the real grader's feedback
+// on that (correct) rollout through the feedback template; the corpus answer keeps the answer.
+TEST(DemoCorpus, FeedbackOnACorrectAnswerKeepsTheAnswer) {
+  const auto formats = default_formats();
+  const auto pools = demo::make_pools({0, 0.2});
+  demo::PretrainRecipe only;
+  only.mix_student = only.mix_solution = only.mix_reference = only.mix_feedback = 0.0;
+  only.mix_feedback_correct = 1.0;
+  const demo::CorpusSampler sampler(only, formats, pools.train);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 20; ++i) {
+    const auto e = sampler.next(rng);
+    ASSERT_EQ(e.kind, "feedback_correct");
+    EXPECT_TRUE(e.correct);
+    const std::size_t q = e.user_message.find("? Answer in \\boxed{}.");
+    ASSERT_NE(q, std::string::npos) << e.user_message;
+    // The problem is the one the response answers (left and right operand parsed from the prompt).
+    const std::string prompt = e.user_message.substr(0, q + 1);
+    int left = 0, right = 0;
+    char op = 0;
+    ASSERT_EQ(std::sscanf(prompt.c_str(), "What is %d %c %d?", &left, &op, &right), 3) << prompt;
+    const demo::Problem p{op == '+' ? demo::Operation::add : demo::Operation::subtract, left, right};
+    EXPECT_EQ(e.response, demo::boxed_response(p.answer()));
+    const std::string feedback = demo::grader_feedback(p, e.response);
+    EXPECT_EQ(feedback, "Correct.");  // the real math grader's text for a boxed right answer
+    const auto expected = distil::trainer::teacher_message(
+        formats.teacher, "feedback", p.prompt(), {{true, e.response, feedback}}, 0, std::nullopt);
+    ASSERT_TRUE(expected.has_value());
+    EXPECT_EQ(e.user_message, *expected);
+  }
+  EXPECT_THROW(demo::PretrainRecipe::from_json({{"mix_feedback_correct", -1.0}}), std::invalid_argument);
 }
 
 TEST(DemoRecipe, RejectsBadKeysAndValues) {
