@@ -96,13 +96,17 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, bool weight_i
 // python3-torch / libtorch use a generic BLAS, OpenBLAS here) run fp32 matmuls of these sizes about
 // 2x slower than oneDNN's JIT kernels, which the same LibTorch ships (mkldnn_linear). One autograd
 // node: backward is dX = dY W and dW = dY^T X, also through oneDNN. Dense <-> oneDNN conversions of
-// the activations are plain copies; the weight is read in place.
+// the activations are plain copies; the weight is read in place. DISTIL_BLAS_LINEAR=1 in the
+// environment turns it off.
 bool use_onednn_linear(const Tensor& x, const Tensor& weight) {
 #if AT_MKLDNN_ENABLED()
   static const bool enabled = at::hasMKLDNN() && !at::hasMKL() && std::getenv("DISTIL_BLAS_LINEAR") == nullptr;
   return enabled && x.device().is_cpu() && weight.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
          weight.scalar_type() == torch::kFloat32 && x.layout() == torch::kStrided && weight.layout() == torch::kStrided &&
-         x.numel() > 0 && weight.numel() > 0;
+         x.numel() > 0 && weight.numel() > 0 &&
+         // oneDNN costs ~30 us more per call (primitive lookup, conversions): below ~0.5M
+         // multiply-adds (e.g. decoding a few rows at a time) the BLAS is faster.
+         x.numel() / x.size(-1) * weight.size(0) * weight.size(1) >= (int64_t{1} << 19);
 #else
   (void)x, (void)weight;
   return false;
