@@ -200,7 +200,11 @@ int main(int argc, char** argv) {
       // ratio column: median of the per-round ratios (each round's two numbers were taken back to back)
       row(what, num(ours, "tok/s"), num(reference, "tok/s"), ratios[ratios.size() / 2]);
       std::string note = std::string(k.name) + ": per-round ratios";
-      for (double r : ratios) note += " " + std::to_string(r).substr(0, 4) + "x";
+      for (double r : ratios) {
+        char text[32];
+        std::snprintf(text, sizeof text, " %.2fx", r);
+        note += text;
+      }
       char best_ratio[64];
       std::snprintf(best_ratio, sizeof best_ratio, "; best vs best %.2fx", ours / reference);
       notes.push_back(note + best_ratio);
