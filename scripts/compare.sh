@@ -18,6 +18,7 @@
 #   --skip-setup, --skip-build, --report-only (re-print the table from an earlier --out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/pipeline.sh
 # One intra-op thread: the demo model is tiny, and on the shared 2-core machine two threads made
 # a pretraining step ~4x slower (threads spinning against other processes).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -164,15 +165,8 @@ if ((report_only)); then report | tee "$out/table.txt"; exit 0; fi
 
 if ((!skip_setup)); then scripts/setup.sh; fi
 build_dir=${DISTIL_BUILD_DIR:-build}
-if ((!skip_build)); then
-  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${DISTIL_CMAKE_ARGS:-} >/dev/null
-  cmake --build "$build_dir" -j "${DISTIL_JOBS:-$(nproc)}" --target distil-env distil-train distil-eval
-fi
-find_bin() {
-  for d in "$build_dir" "$build_dir/env_server" "$build_dir/trainer"; do [ -x "$d/$1" ] && { echo "$(pwd)/$d/$1"; return; }; done
-  echo "compare.sh: $1 not built in $build_dir" >&2; exit 1
-}
-DISTIL_ENV=$(find_bin distil-env); DISTIL_TRAIN=$(find_bin distil-train); DISTIL_EVAL=$(find_bin distil-eval)
+if ((!skip_build)); then build_binaries "$build_dir"; fi
+locate_binaries compare.sh "$build_dir"
 
 if [ -z "$train_tasks$eval_tasks" ]; then
   "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe configs/demo_pretrain.yaml
@@ -180,20 +174,15 @@ if [ -z "$train_tasks$eval_tasks" ]; then
 fi
 for f in "$train_tasks" "$eval_tasks"; do [ -f "$f" ] || { echo "compare.sh: task file '$f' missing (give both --train-tasks and --eval-tasks)" >&2; exit 2; }; done
 
-endpoint=http://127.0.0.1:$port
-"$DISTIL_ENV" serve --tasks "$train_tasks" "$eval_tasks" --host 127.0.0.1 --port "$port" --access-log off \
-  >"$out/distil-env.log" 2>&1 &
-env_pid=$!
 train_pid=""
 cleanup() {
   [ -n "$train_pid" ] && kill -TERM "$train_pid" 2>/dev/null && wait "$train_pid" 2>/dev/null
-  kill -TERM "$env_pid" 2>/dev/null && wait "$env_pid" 2>/dev/null
+  [ -n "${env_pid:-}" ] && kill -TERM "$env_pid" 2>/dev/null && wait "$env_pid" 2>/dev/null
   return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-for _ in $(seq 1 100); do curl -fsS "$endpoint/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fsS "$endpoint/healthz" >/dev/null || { echo "compare.sh: distil-env did not start; see $out/distil-env.log" >&2; exit 1; }
+start_env_server compare.sh "$port" "$out/distil-env.log" "$train_tasks" "$eval_tasks"
 
 common=(--config "$config" "${overrides[@]}" --set "env.endpoints=[\"$endpoint\"]"
         --set "data.train_tasks=[\"$train_tasks\"]" --set "data.eval_tasks=[\"$eval_tasks\"]")

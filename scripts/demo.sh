@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 # One intra-op thread: the demo model is tiny, and on the shared 2-core machine two threads made
 # a pretraining step ~4x slower (threads spinning against other processes).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-repo=$(pwd)
+source scripts/lib/pipeline.sh
 
 config=configs/demo.yaml
 overrides=()
@@ -64,16 +64,10 @@ if ((!skip_setup)); then log "setup: checking dependencies"; scripts/setup.sh; f
 if ((!skip_build)); then
   log "build: distil-env, distil-train, distil-eval into $build_dir/"
   t0=$(date +%s)
-  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${DISTIL_CMAKE_ARGS:-} >/dev/null
-  cmake --build "$build_dir" -j "${DISTIL_JOBS:-$(nproc)}" --target distil-env distil-train distil-eval
+  build_binaries "$build_dir"
   echo "build took $(( $(date +%s) - t0 ))s"
 fi
-bin=$repo/$build_dir
-for b in distil-env distil-train distil-eval; do
-  [ -x "$bin/$b" ] || [ -x "$bin/env_server/$b" ] || [ -x "$bin/trainer/$b" ] || { echo "demo.sh: $b not built in $build_dir" >&2; exit 1; }
-done
-find_bin() { for d in "$bin" "$bin/env_server" "$bin/trainer"; do [ -x "$d/$1" ] && { echo "$d/$1"; return; }; done; }
-DISTIL_ENV=$(find_bin distil-env); DISTIL_TRAIN=$(find_bin distil-train); DISTIL_EVAL=$(find_bin distil-eval)
+locate_binaries demo.sh "$build_dir"
 pipeline_started=$(date +%s)
 
 # The before/after table and the reward / held-out accuracy curves (stdlib Python, no plotting
@@ -165,22 +159,13 @@ fi
 for f in "$train_tasks" "$eval_tasks"; do [ -f "$f" ] || { echo "demo.sh: task file $f: no such file" >&2; exit 2; }; done
 
 # 2. The feedback server on loopback, stopped on any exit.
-endpoint=http://127.0.0.1:$port
-log "env: starting distil-env on $endpoint"
-"$DISTIL_ENV" serve --tasks "$train_tasks" "$eval_tasks" --host 127.0.0.1 --port "$port" \
-  --access-log off >"$out/distil-env.log" 2>&1 &
-env_pid=$!
+log "env: starting distil-env on 127.0.0.1:$port"
 stop_env() {
-  if kill -0 "$env_pid" 2>/dev/null; then kill -TERM "$env_pid" 2>/dev/null || true; wait "$env_pid" 2>/dev/null || true; fi
+  if [ -n "${env_pid:-}" ] && kill -0 "$env_pid" 2>/dev/null; then kill -TERM "$env_pid" 2>/dev/null || true; wait "$env_pid" 2>/dev/null || true; fi
 }
 trap stop_env EXIT
 trap 'exit 130' INT TERM
-for _ in $(seq 1 100); do
-  curl -fsS "$endpoint/healthz" >/dev/null 2>&1 && break
-  kill -0 "$env_pid" 2>/dev/null || { echo "demo.sh: distil-env exited; its log:" >&2; cat "$out/distil-env.log" >&2; exit 1; }
-  sleep 0.1
-done
-curl -fsS "$endpoint/healthz" >/dev/null || { echo "demo.sh: distil-env did not become healthy" >&2; exit 1; }
+start_env_server demo.sh "$port" "$out/distil-env.log" "$train_tasks" "$eval_tasks"
 
 common=(--config "$config" "${overrides[@]}"
         --set "env.endpoints=[\"$endpoint\"]"

@@ -1,0 +1,40 @@
+# Shared by scripts/demo.sh and scripts/compare.sh (sourced, run from the repository root):
+# build the three binaries, find them, start distil-env on loopback and wait until it is healthy.
+# Each function takes the calling script's name for its error messages and exits on failure.
+
+# build_binaries BUILD_DIR: configure and build distil-env, distil-train and distil-eval.
+build_binaries() {
+  cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${DISTIL_CMAKE_ARGS:-} >/dev/null
+  cmake --build "$1" -j "${DISTIL_JOBS:-$(nproc)}" --target distil-env distil-train distil-eval
+}
+
+# locate_binaries SCRIPT BUILD_DIR: sets DISTIL_ENV, DISTIL_TRAIN and DISTIL_EVAL to absolute paths.
+locate_binaries() {
+  local script=$1 dir=$2 name var found d
+  case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac
+  for name in distil-env distil-train distil-eval; do
+    found=""
+    for d in "$dir" "$dir/env_server" "$dir/trainer"; do
+      if [ -x "$d/$name" ]; then found=$d/$name; break; fi
+    done
+    [ -n "$found" ] || { echo "$script: $name not built in $2" >&2; exit 1; }
+    var=${name#distil-}
+    printf -v "DISTIL_${var^^}" '%s' "$found"
+  done
+}
+
+# start_env_server SCRIPT PORT LOG TASK_FILE...: starts distil-env on 127.0.0.1:PORT in the
+# background (pid in env_pid, URL in endpoint) and waits up to 10 s for /healthz.
+start_env_server() {
+  local script=$1 port=$2 log=$3
+  shift 3
+  endpoint=http://127.0.0.1:$port
+  "$DISTIL_ENV" serve --tasks "$@" --host 127.0.0.1 --port "$port" --access-log off >"$log" 2>&1 &
+  env_pid=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "$endpoint/healthz" >/dev/null 2>&1 && return 0
+    kill -0 "$env_pid" 2>/dev/null || { echo "$script: distil-env exited; its log:" >&2; cat "$log" >&2; exit 1; }
+    sleep 0.1
+  done
+  curl -fsS "$endpoint/healthz" >/dev/null || { echo "$script: distil-env did not become healthy; see $log" >&2; exit 1; }
+}
