@@ -186,6 +186,21 @@ const std::vector<Case>& cases() {
   return all;
 }
 
+Program program_of(const Case& c) {
+  Program p;
+  p.source = c.source;
+  return p;
+}
+
+// The same limits one-shot and in the fork server, so both must reach the same verdicts.
+Limits limits_of(const Case& c) {
+  Limits limits;
+  limits.cpu_time_s = 1;
+  limits.wall_time_s = c.wall_time_s;
+  limits.memory_mb = 256;
+  return limits;
+}
+
 class Adversarial : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Adversarial, ContainedWithRightVerdict) {
@@ -197,12 +212,8 @@ TEST_P(Adversarial, ContainedWithRightVerdict) {
     ASSERT_FALSE(host_path_exists(c.host_must_not_exist));
   }
   setenv("DISTIL_TEST_SECRET", "hunter2", 1);
-  Program p;
-  p.source = c.source;
-  Limits limits;
-  limits.cpu_time_s = 1;
-  limits.wall_time_s = c.wall_time_s;
-  limits.memory_mb = 256;
+  const Program p = program_of(c);
+  const Limits limits = limits_of(c);
   const RunResult r = sandbox().run(p, c.stdin_data, limits);
   EXPECT_TRUE(c.verdicts.count(r.verdict)) << c.name << ": " << to_json(r).dump().substr(0, 2000);
   if (c.stdout_has) {
@@ -295,12 +306,8 @@ TEST_P(AdversarialBatch, ContainedInForkServerBatch) {
     GTEST_SKIP() << "the fork server needs namespaces, unavailable here";
   }
 
-  Program p;
-  p.source = c.source;
-  Limits limits;
-  limits.cpu_time_s = 1;
-  limits.wall_time_s = c.wall_time_s;
-  limits.memory_mb = 256;
+  const Program p = program_of(c);
+  const Limits limits = limits_of(c);
   const auto results = sandbox().run_batch(p, {c.stdin_data, c.stdin_data}, limits);
   ASSERT_EQ(results.size(), 2u);
   for (const auto& r : results) {

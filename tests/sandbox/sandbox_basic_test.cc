@@ -22,6 +22,18 @@ Program python(std::string source) {
   return p;
 }
 
+// Four processes of 150 MB each: every one stays under RLIMIT_AS, together they exceed a cgroup
+// memory ceiling of a few hundred MB.
+constexpr const char* kFourForksOf150MB =
+    "import os, time\n"
+    "for _ in range(4):\n"
+    "    if os.fork() == 0:\n"
+    "        b = bytearray(150 << 20)\n"
+    "        for i in range(0, len(b), 4096): b[i] = 1\n"
+    "        time.sleep(1)\n"
+    "        os._exit(0)\n"
+    "for _ in range(4): os.wait()\n";
+
 Limits fast_limits() {
   Limits l;
   l.cpu_time_s = 2;
@@ -87,17 +99,7 @@ TEST(SandboxBasic, DegradedModeStillRunsAndLimits) {
 
 TEST(SandboxBasic, CgroupBoundsTheWholeProcessTree) {
   if (!shared_sandbox().isolation().cgroup) GTEST_SKIP() << "no writable cgroup hierarchy here";
-  // Each process stays under RLIMIT_AS; together they exceed the cgroup's memory ceiling.
-  const char* source =
-      "import os, time\n"
-      "for _ in range(4):\n"
-      "    if os.fork() == 0:\n"
-      "        b = bytearray(150 << 20)\n"
-      "        for i in range(0, len(b), 4096): b[i] = 1\n"
-      "        time.sleep(1)\n"
-      "        os._exit(0)\n"
-      "for _ in range(4): os.wait()\n";
-  auto r = shared_sandbox().run(python(source), "", fast_limits());
+  auto r = shared_sandbox().run(python(kFourForksOf150MB), "", fast_limits());
   EXPECT_EQ(r.verdict, Verdict::memory_limit) << to_json(r).dump();
 }
 
@@ -204,15 +206,7 @@ TEST(SandboxBasic, PrespawnedProcessRunsExactlyAsAFreshOne) {
   // The cgroup's memory limit is the run's (300 MB: ~407 MB for the tree), not the pool's
   // default (512 MB: ~672 MB): 4 processes of 150 MB, each under RLIMIT_AS, must be stopped.
   if (!pooled.isolation().cgroup) return;
-  const RunResult big = pooled.run(python("import os, time\n"
-                                          "for _ in range(4):\n"
-                                          "    if os.fork() == 0:\n"
-                                          "        b = bytearray(150 << 20)\n"
-                                          "        for i in range(0, len(b), 4096): b[i] = 1\n"
-                                          "        time.sleep(1)\n"
-                                          "        os._exit(0)\n"
-                                          "for _ in range(4): os.wait()\n"),
-                                   "", limits);
+  const RunResult big = pooled.run(python(kFourForksOf150MB), "", limits);
   EXPECT_EQ(big.verdict, Verdict::memory_limit) << to_json(big).dump().substr(0, 2000);
 }
 
