@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "trainer/cli.h"
+#include "trainer/command_errors.h"
 #include "trainer/config.h"
 #include "trainer/demo_pretrain.h"
 #include "trainer/demo_tasks.h"
@@ -73,7 +74,7 @@ struct DataArgs {
 };
 
 int run_demo_data(const DataArgs& args) {
-  try {
+  return exit_code_of("distil-train demo-data", [&] {
     const demo::PretrainRecipe recipe = load_recipe(args.recipe_file, args.recipe_overrides);
     const demo::ProblemPools pools = demo::make_pools(recipe.split);
     const auto train = demo::sample_problems(pools.train, args.train, args.sample_seed);
@@ -85,10 +86,7 @@ int run_demo_data(const DataArgs& args) {
               << eval.size() << " held-out tasks to " << (dir / "eval.jsonl").string() << " (pools: "
               << pools.train.size() << " train / " << pools.heldout.size() << " held-out problems)\n";
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "distil-train demo-data: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }
 
 struct PretrainArgs {
@@ -104,7 +102,7 @@ struct PretrainArgs {
 };
 
 int run_demo_pretrain(const PretrainArgs& args) {
-  try {
+  return exit_code_of("distil-train demo-pretrain", [&] {
     const demo::PretrainRecipe recipe = load_recipe(args.recipe_file, args.recipe_overrides);
     // The corpus must use the teacher templates and chat settings training will use.
     const TrainConfig config = load_config(args.configs, args.overrides);
@@ -123,13 +121,7 @@ int run_demo_pretrain(const PretrainArgs& args) {
     }
     std::cerr << "model: " << report.model_dir.string() << (report.reused ? " (cached)" : "") << "\n";
     return 0;
-  } catch (const ConfigError& e) {
-    std::cerr << "distil-train demo-pretrain: config error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "distil-train demo-pretrain: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }
 
 
@@ -147,7 +139,7 @@ struct ProbeArgs {
 // teacher's under each context the trainer can build (correct sibling, the real grader's feedback
 // on this response, the reference solution): what signal distillation actually gets.
 int run_demo_probe(const ProbeArgs& args) {
-  try {
+  return exit_code_of("distil-train demo-probe", [&] {
     const TrainConfig config = load_config(args.configs, args.overrides);
     int left = 0, right = 0;
     char op[4] = {0};
@@ -211,13 +203,7 @@ int run_demo_probe(const ProbeArgs& args) {
       std::printf("\n");
     }
     return 0;
-  } catch (const ConfigError& e) {
-    std::cerr << "distil-train demo-probe: config error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "distil-train demo-probe: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "env_server/client.h"
 #include "trainer/cli.h"
+#include "trainer/command_errors.h"
 #include "trainer/config.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
@@ -25,20 +26,14 @@ struct TrainArgs {
 };
 
 int run_train(const TrainArgs& args) {
-  try {
+  return exit_code_of("distil-train", [&] {
     TrainConfig config = load_config(args.configs, args.overrides);
     std::cout << "# distil-train configuration\n" << config.yaml << std::flush;
     if (args.print_only) return 0;
     Trainer trainer(std::move(config), args.resume);
     trainer.run();
     return 0;
-  } catch (const ConfigError& e) {
-    std::cerr << "distil-train: config error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "distil-train: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }
 
 }  // namespace
@@ -60,16 +55,13 @@ void add_plot_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--metrics", *metrics, "metrics.jsonl written by train")->required();
   cmd->add_option("--out", *out, "Output directory (index.html + one SVG per metric)")->required();
   cmd->callback([metrics, out, &exit_code] {
-    try {
+    exit_code = exit_code_of("distil-train plot", [&] {
       std::vector<std::string> errors;
       auto files = plot_metrics(*metrics, *out, &errors);
       for (const auto& e : errors) std::cerr << "skipped: " << e << "\n";
       std::cout << "wrote " << files.size() << " files to " << *out << "\n";
-      exit_code = 0;
-    } catch (const std::exception& e) {
-      std::cerr << "distil-train plot: " << e.what() << "\n";
-      exit_code = 1;
-    }
+      return 0;
+    });
   });
 }
 
@@ -96,7 +88,7 @@ void configure_eval_app(CLI::App& app, int& exit_code) {
   app.add_option("--out,-o", args->out, "Write the JSON result here (default: stdout)");
   app.add_flag("--samples-out", args->keep_samples, "Include every sample in the JSON");
   app.callback([args, &exit_code] {
-    try {
+    exit_code = exit_code_of("distil-eval", [&] {
       auto overrides = args->overrides;
       auto list = [](const std::vector<std::string>& v) {
         std::string s = "[";
@@ -140,14 +132,8 @@ void configure_eval_app(CLI::App& app, int& exit_code) {
         if (!out) throw std::runtime_error("cannot write " + args->out);
         out << text;
       }
-      exit_code = 0;
-    } catch (const ConfigError& e) {
-      std::cerr << "distil-eval: config error: " << e.what() << "\n";
-      exit_code = 2;
-    } catch (const std::exception& e) {
-      std::cerr << "distil-eval: " << e.what() << "\n";
-      exit_code = 1;
-    }
+      return 0;
+    });
   });
 }
 
