@@ -43,6 +43,7 @@ namespace {
 
 constexpr const char* kProgramPath = "/box/main.py";
 constexpr const char* kFilterPath = "/box/filter.bpf";
+constexpr const char* kForkServerNativePath = "/box/fork_server.so";
 constexpr const char* kCxxSourcePath = "/box/main.cpp";
 constexpr const char* kCxxBinaryPath = "/box/main";
 constexpr const char* kScratchBase = "/var/tmp";
@@ -517,14 +518,16 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
   std::snprintf(cpu, sizeof(cpu), "%.3f", limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0);
   std::snprintf(wall, sizeof(wall), "%.3f", wall_deadline_s(limits));
   for (const std::string& a : {std::string("-c"), std::string(kForkServerBoot), std::string(kProgramPath),
-                               std::to_string(limits.file_size_mb), std::string(cpu), std::string(wall), fsize,
+                               std::string(kForkServerNativePath), std::string(cpu), std::string(wall), fsize,
                                std::to_string(std::max(1, limits.max_open_files)),
                                std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath)})
     l.argv.push_back(a);
   l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
   const auto& bpf = user_filter_deny.instructions;
   l.files = {{kProgramPath, program.source},
-             {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))}};
+             {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))},
+             {kForkServerNativePath,
+              std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), true}};
   l.filter = &server_filter;
   l.exec_notify = true;
   l.limits = limits;

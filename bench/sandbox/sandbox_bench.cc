@@ -4,7 +4,7 @@
 //   one-shot    Sandbox::run (namespaces, read-only root, seccomp, rlimits, cgroup, capped pipes),
 //               interleaved with the others and back to back; and, to show where time goes,
 //               without a prespawned process, and without one and without cgroups
-//   fork server Sandbox::run_batch per input, (T(n) - T(2)) / (n - 2)
+//   fork server Sandbox::run_batch per input, (T(102) - T(2)) / 100
 // Usage: sandbox_bench [runs=40] [python=/usr/bin/python3]. Prints medians and ratios.
 #include <spawn.h>
 #include <sys/resource.h>
@@ -149,10 +149,13 @@ int main(int argc, char** argv) {
     s_back_to_back.cpu.push_back(cpu / n);
   }
 
-  const int batch = 22;
+  // Per test = (T(n) - T(2)) / (n - 2): the server's start (interpreter, imports, and a cgroup
+  // move that can wait 5-15 ms for an RCU grace period) cancels out, and what is left of its
+  // variance is spread over n - 2 tests.
+  const int batch = 102;
   Sample s_server;
   bool used_server = false;
-  for (int i = 0; i < std::max(3, runs / 8); ++i) {
+  for (int i = 0; i < std::max(5, runs / 4); ++i) {
     std::vector<RunResult> small, large;
     Sample a, b;
     time_ms([&] { small = sandbox.run_batch(pass, std::vector<std::string>(2), limits); }, &a);

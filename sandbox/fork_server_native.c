@@ -1,0 +1,443 @@
+/* The fork server's loop, in C, loaded into the sandboxed interpreter (fork_server_boot.h) with
+ * ctypes.PyDLL and called once: it serves requests until the supervisor hangs up, and returns 1
+ * in each forked child, sandboxed and holding the run's pipes, which then runs the program.
+ *
+ * Why C: after a fork every page of the interpreter is shared copy-on-write with the child, so
+ * each page the server's own loop touches while a child lives is copied (a fault, ~2 us on a VM),
+ * and so is each page the child touches before the program starts. A loop written in Python
+ * touched ~130 pages per test in the server and ~200 in the child (Python's after-fork hooks,
+ * socket.recv_fds, ctypes, setrlimit wrappers) before the program ran; this one touches a few
+ * pages of stack. Its only inputs are the supervisor's requests on the control socket: a tag
+ * byte and three descriptors, nothing else is read.
+ *
+ * Built as a small shared object with no dependency but libc (it is loaded into whatever
+ * interpreter the sandbox is configured with), embedded into distil_sandbox, and written into
+ * each fork server's read-only /box. Every system call's result is checked. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* The sandbox's uid/gid for the program inside the user namespace (namespaces.cc maps it). */
+enum { kProgramId = 1000 };
+
+/* Reply per request, as fork_server.cc reads it. */
+struct reply {
+  int32_t status; /* wait status */
+  int32_t flags;  /* kTimedOut | kSetupFailed */
+  double user_s;
+  double system_s;
+  int64_t max_rss_kb;
+} __attribute__((packed));
+enum { kTimedOut = 1, kSetupFailed = 2 };
+
+struct limits {
+  int is_init;
+  double wall_s;
+  long long cpu_s, fsize_bytes, nofile, nproc;
+  const struct sock_filter* filter;
+  unsigned short filter_len;
+};
+
+struct child {
+  pid_t pid;
+  int ctl;    /* our end of the socket the child waits on for its descriptors */
+  int report; /* read end: the child's setup failure text, EOF when it is running the program */
+};
+
+static void write_all(int fd, const char* text, size_t size) {
+  while (size > 0) {
+    ssize_t n = write(fd, text, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    text += n;
+    size -= (size_t)n;
+  }
+}
+
+/* In the child before the program: tells the server which step failed, then exits. */
+_Noreturn static void child_fail(int report, const char* step) {
+  char text[256];
+  int n = snprintf(text, sizeof text, "%s: %s", step, strerror(errno));
+  if (n > 0) write_all(report, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
+  _exit(127);
+}
+
+static int set_limit(int resource, long long soft, long long hard) {
+  struct rlimit r = {(rlim_t)soft, (rlim_t)hard};
+  return setrlimit(resource, &r);
+}
+
+/* Receives one message: the tag byte and up to `max_fds` descriptors. Returns the byte count
+ * (0 at EOF) or -1; descriptors beyond what fits were closed by the kernel (MSG_CTRUNC). */
+static ssize_t receive(int socket, char* tag, int* fds, int max_fds, int* nfds) {
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * 3)];
+  } control;
+  struct iovec iov = {tag, 1};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  ssize_t n;
+  do n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  *nfds = 0;
+  if (n < 0) return -1;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < count; ++i) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (*nfds < max_fds) fds[(*nfds)++] = fd;
+      else close(fd);
+    }
+  }
+  return n;
+}
+
+static int send_fds(int socket, const int fds[3]) {
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * 3)];
+  } control;
+  memset(&control, 0, sizeof control);
+  char tag = 'R';
+  struct iovec iov = {&tag, 1};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * 3);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * 3);
+  ssize_t n;
+  do n = sendmsg(socket, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n == 1 ? 0 : -1;
+}
+
+static int close_from(unsigned first, unsigned last) {
+  if (first > last) return 0;
+  return (int)syscall(SYS_close_range, first, last, 0);
+}
+
+/* The child, right after the fork. Everything that does not depend on the input is done before
+ * it arrives (the server forks ahead, while the supervisor handles the previous result); no user
+ * code runs until the descriptors are connected and the seccomp filter is loaded. Returns only
+ * on success. */
+static void child_become_sandboxed(int ctl, int report, const struct limits* lim) {
+  if (setsid() < 0) child_fail(report, "setsid");
+  if (chdir("/tmp") != 0) child_fail(report, "chdir /tmp");
+  /* As the one-shot path: SIGXCPU at the limit, SIGKILL a second later. */
+  if (set_limit(RLIMIT_CPU, lim->cpu_s, lim->cpu_s + 1) != 0) child_fail(report, "setrlimit(RLIMIT_CPU)");
+  if (set_limit(RLIMIT_FSIZE, lim->fsize_bytes, lim->fsize_bytes) != 0) child_fail(report, "setrlimit(RLIMIT_FSIZE)");
+  if (set_limit(RLIMIT_NPROC, lim->nproc, lim->nproc) != 0) child_fail(report, "setrlimit(RLIMIT_NPROC)");
+  if (set_limit(RLIMIT_CORE, 0, 0) != 0) child_fail(report, "setrlimit(RLIMIT_CORE)");
+  /* Raw system calls: they change this process's ids only (the interpreter runs no threads). */
+  if (syscall(SYS_setgroups, 0, NULL) != 0) child_fail(report, "setgroups");
+  if (syscall(SYS_setresgid, kProgramId, kProgramId, kProgramId) != 0) child_fail(report, "setresgid");
+  if (syscall(SYS_setresuid, kProgramId, kProgramId, kProgramId) != 0) child_fail(report, "setresuid");
+  /* The uid change cleared the parent-death signal. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(report, "prctl(PR_SET_PDEATHSIG)");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(report, "prctl(PR_SET_NO_NEW_PRIVS)");
+
+  char tag = 0;
+  int fds[3];
+  int nfds = 0;
+  ssize_t n = receive(ctl, &tag, fds, 3, &nfds);
+  if (n <= 0 || tag != 'R' || nfds != 3) _exit(0); /* retired unused (the server is ending) */
+  for (int i = 0; i < 3; ++i)
+    if (fds[i] < 3) {
+      errno = EBADF;
+      child_fail(report, "received descriptor below 3");
+    }
+  for (int i = 0; i < 3; ++i)
+    if (dup2(fds[i], i) < 0) child_fail(report, "dup2");
+  /* Everything else goes: the received copies, the control sockets, the server's descriptors. */
+  if (close_from(3, (unsigned)report - 1) != 0 || close_from((unsigned)report + 1, ~0U) != 0)
+    child_fail(report, "close_range");
+  if (set_limit(RLIMIT_NOFILE, lim->nofile, lim->nofile) != 0) child_fail(report, "setrlimit(RLIMIT_NOFILE)");
+  struct sock_fprog program = {lim->filter_len, (struct sock_filter*)lim->filter};
+  if (prctl(PR_SET_SECCOMP, 2 /* SECCOMP_MODE_FILTER */, &program, 0, 0) != 0) child_fail(report, "seccomp");
+  /* EOF on the report pipe tells the server the setup succeeded. */
+  if (close(report) != 0) child_fail(report, "close");
+}
+
+/* Forks the next child ahead of its input. Returns 1 in the child (sandboxed, holding the
+ * run's pipes), 0 in the server, -1 on failure. */
+static int fork_child(int control, const struct limits* lim, struct child* out) {
+  int pair[2], pipefd[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -1;
+  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+    close(pair[0]);
+    close(pair[1]);
+    return -1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    int saved = errno;
+    close(pair[0]);
+    close(pair[1]);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    errno = saved;
+    return -1;
+  }
+  if (pid == 0) {
+    close(pair[0]);
+    close(pipefd[0]);
+    close(control);
+    child_become_sandboxed(pair[1], pipefd[1], lim);
+    return 1;
+  }
+  close(pair[1]);
+  close(pipefd[1]);
+  out->pid = pid;
+  out->ctl = pair[0];
+  out->report = pipefd[0];
+  return 0;
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void terminate(pid_t pid) {
+  kill(pid, SIGKILL);
+  killpg(pid, SIGKILL);
+}
+
+/* As the PID namespace's init, kill(-1) reaches every process but this one; what the child
+ * forked is then reaped here, so no test leaves anything behind for the next. */
+static void kill_leftovers(pid_t pid, int is_init) {
+  killpg(pid, SIGKILL);
+  if (!is_init) return;
+  kill(-1, SIGKILL);
+  for (;;) {
+    if (waitpid(-1, NULL, 0) >= 0) continue;
+    if (errno == EINTR) continue;
+    break; /* ECHILD: nothing left */
+  }
+}
+
+/* Removes everything inside the directory open as `dir` (consumed). Children run one at a time
+ * and every process of a finished one is dead before this, so emptying /tmp gives the next child
+ * the same clean directory. (A private mount namespace per child would too, but its teardown
+ * costs an RCU grace period per test.) One descriptor per level of nesting. */
+static int empty_directory(int dir, int depth) {
+  if (depth > 256) {
+    close(dir);
+    errno = ELOOP;
+    return -1;
+  }
+  DIR* d = fdopendir(dir);
+  if (!d) {
+    int saved = errno;
+    close(dir);
+    errno = saved;
+    return -1;
+  }
+  int rc = 0;
+  for (int removed = 1; removed && rc == 0;) { /* again until a pass removes nothing */
+    removed = 0;
+    rewinddir(d);
+    struct dirent* e;
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+      int is_dir = e->d_type == DT_DIR;
+      if (e->d_type == DT_UNKNOWN) {
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) { rc = -1; break; }
+        is_dir = S_ISDIR(st.st_mode);
+      }
+      if (is_dir) {
+        if (fchmodat(dirfd(d), e->d_name, 0700, 0) != 0) { rc = -1; break; }
+        int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 || empty_directory(sub, depth + 1) != 0) { rc = -1; break; }
+        if (unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) != 0) { rc = -1; break; }
+      } else if (unlinkat(dirfd(d), e->d_name, 0) != 0) {
+        rc = -1;
+        break;
+      }
+      removed = 1;
+      errno = 0;
+    }
+    if (rc == 0 && errno != 0) rc = -1; /* readdir failed */
+  }
+  int saved = errno;
+  closedir(d);
+  errno = saved;
+  return rc;
+}
+
+static int wipe_tmp(void) {
+  int dir = open("/tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir < 0) return -1;
+  return empty_directory(dir, 0);
+}
+
+static int send_reply(int control, const struct reply* r, const char* text, size_t size) {
+  char buf[sizeof *r + 4096];
+  if (size > 4096) size = 4096;
+  memcpy(buf, r, sizeof *r);
+  memcpy(buf + sizeof *r, text, size);
+  ssize_t n;
+  do n = send(control, buf, sizeof *r + size, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n < 0 ? -1 : 0;
+}
+
+/* Runs one request in `c` (already forked and waiting): hands it the descriptors, waits for it
+ * within the wall deadline (or a kill request), reaps it and everything it left, replies. */
+static int run_one(int control, const struct limits* lim, struct child* c, const int fds[3]) {
+  if (send_fds(c->ctl, fds) != 0) {
+    /* the child is gone: its wait status says so */
+  }
+  close(c->ctl);
+  for (int i = 0; i < 3; ++i) close(fds[i]);
+  int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+  if (pidfd < 0) return -1;
+  const double deadline = now_s() + lim->wall_s;
+  int flags = 0;
+  for (;;) {
+    double remaining = deadline - now_s();
+    if (remaining <= 0) {
+      flags |= kTimedOut;
+      terminate(c->pid);
+      break;
+    }
+    struct pollfd p[2] = {{pidfd, POLLIN, 0}, {control, POLLIN, 0}};
+    int ms = (int)(remaining * 1000.0) + 1;
+    int n = poll(p, 2, ms);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      close(pidfd);
+      return -1;
+    }
+    if (p[0].revents) break;
+    if (p[1].revents) {
+      char buf[16];
+      ssize_t got = recv(control, buf, sizeof buf, 0);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0 || buf[0] == 'K') { /* a kill request, or the supervisor is gone */
+        terminate(c->pid);
+        break;
+      }
+    }
+  }
+  int status = 0;
+  struct rusage usage;
+  memset(&usage, 0, sizeof usage);
+  while (wait4(c->pid, &status, 0, &usage) < 0) {
+    if (errno != EINTR) {
+      close(pidfd);
+      return -1;
+    }
+  }
+  /* Before the reply: whatever the child left running may still hold its stdout open. */
+  kill_leftovers(c->pid, lim->is_init);
+  close(pidfd);
+  char error[4096];
+  ssize_t size;
+  do size = read(c->report, error, sizeof error);
+  while (size < 0 && errno == EINTR);
+  close(c->report);
+  if (size < 0) size = 0;
+  if (size > 0) flags |= kSetupFailed;
+  struct reply r = {status, flags,
+                    (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec * 1e-6,
+                    (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec * 1e-6, usage.ru_maxrss};
+  return send_reply(control, &r, error, (size_t)size);
+}
+
+/* After a failure to start or clean up for the next child: answers the next request (if any)
+ * with a setup failure naming the cause, which retires the server. */
+static void fail_next_request(int control, const char* what) {
+  char text[512];
+  int n = snprintf(text, sizeof text, "%s: %s", what, strerror(errno));
+  char tag;
+  int fds[3], nfds;
+  ssize_t got = receive(control, &tag, fds, 3, &nfds);
+  for (int i = 0; i < nfds; ++i) close(fds[i]);
+  if (got <= 0) return;
+  struct reply r = {0, kSetupFailed, 0.0, 0.0, 0};
+  send_reply(control, &r, text, n > 0 ? (size_t)n : 0);
+}
+
+/* Serves until the supervisor hangs up (returns 0) or the server fails (-1, after answering the
+ * next request with the reason). Returns 1 in each child: the caller runs the program there. */
+EXPORT int distil_fork_server_serve(int control, int is_init, double wall_s, long long cpu_s, long long fsize_bytes,
+                                    long long nofile, long long nproc, const void* filter, unsigned filter_len) {
+  if (filter_len == 0 || filter_len > 0xFFFF) {
+    errno = EINVAL;
+    fail_next_request(control, "seccomp filter length");
+    return -1;
+  }
+  struct limits lim = {is_init, wall_s, cpu_s, fsize_bytes, nofile, nproc, (const struct sock_filter*)filter,
+                       (unsigned short)filter_len};
+  struct child next;
+  int forked = fork_child(control, &lim, &next);
+  if (forked == 1) return 1;
+  if (forked < 0) {
+    fail_next_request(control, "fork");
+    return -1;
+  }
+  for (;;) {
+    char tag = 0;
+    int fds[3], nfds = 0;
+    ssize_t n = receive(control, &tag, fds, 3, &nfds);
+    if (n <= 0) { /* the supervisor hung up: retire the waiting child */
+      close(next.ctl);
+      close(next.report);
+      kill(next.pid, SIGKILL);
+      while (waitpid(next.pid, NULL, 0) < 0 && errno == EINTR) {
+      }
+      return n == 0 ? 0 : -1;
+    }
+    if (tag != 'R' || nfds != 3) { /* a late kill request, or malformed */
+      for (int i = 0; i < nfds; ++i) close(fds[i]);
+      continue;
+    }
+    if (run_one(control, &lim, &next, fds) != 0) return -1;
+    /* After the reply, while the supervisor reads the result: the next child must start from an
+     * empty /tmp, and is forked only once it is. */
+    if (wipe_tmp() != 0) {
+      fail_next_request(control, "cleaning /tmp");
+      return -1;
+    }
+    forked = fork_child(control, &lim, &next);
+    if (forked == 1) return 1;
+    if (forked < 0) {
+      fail_next_request(control, "fork");
+      return -1;
+    }
+  }
+}
