@@ -151,7 +151,10 @@ static int close_from(unsigned first, unsigned last) {
  * code runs until the descriptors are connected and the seccomp filter is loaded. Returns only
  * on success. */
 static void child_become_sandboxed(int ctl, int report, const struct limits* lim) {
-  if (setsid() < 0) child_fail(report, "setsid");
+  /* As init, the server's session and process group are the namespace's (1), which is where a
+   * one-shot program runs too; the server kills leftovers with kill(-1). Only a server that is
+   * not init (no PID namespace) needs a group to kill. */
+  if (!lim->is_init && setsid() < 0) child_fail(report, "setsid");
   if (chdir("/tmp") != 0) child_fail(report, "chdir /tmp");
   /* As the one-shot path: SIGXCPU at the limit, SIGKILL a second later. */
   if (set_limit(RLIMIT_CPU, lim->cpu_s, lim->cpu_s + 1) != 0) child_fail(report, "setrlimit(RLIMIT_CPU)");
@@ -229,16 +232,18 @@ static double now_s(void) {
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void terminate(pid_t pid) {
+static void terminate(pid_t pid, int is_init) {
   kill(pid, SIGKILL);
-  killpg(pid, SIGKILL);
+  if (!is_init) killpg(pid, SIGKILL);
 }
 
 /* As the PID namespace's init, kill(-1) reaches every process but this one; what the child
  * forked is then reaped here, so no test leaves anything behind for the next. */
 static void kill_leftovers(pid_t pid, int is_init) {
-  killpg(pid, SIGKILL);
-  if (!is_init) return;
+  if (!is_init) {
+    killpg(pid, SIGKILL);
+    return;
+  }
   kill(-1, SIGKILL);
   for (;;) {
     if (waitpid(-1, NULL, 0) >= 0) continue;
@@ -331,7 +336,7 @@ static int run_one(int control, const struct limits* lim, struct child* c, const
     double remaining = deadline - now_s();
     if (remaining <= 0) {
       flags |= kTimedOut;
-      terminate(c->pid);
+      terminate(c->pid, lim->is_init);
       break;
     }
     struct pollfd p[2] = {{pidfd, POLLIN, 0}, {control, POLLIN, 0}};
@@ -348,7 +353,7 @@ static int run_one(int control, const struct limits* lim, struct child* c, const
       ssize_t got = recv(control, buf, sizeof buf, 0);
       if (got < 0 && errno == EINTR) continue;
       if (got <= 0 || buf[0] == 'K') { /* a kill request, or the supervisor is gone */
-        terminate(c->pid);
+        terminate(c->pid, lim->is_init);
         break;
       }
     }

@@ -2,6 +2,7 @@
 // children must not see each other (files, processes, interpreter state).
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -87,7 +88,30 @@ INSTANTIATE_TEST_SUITE_P(
         Equivalence{"memory_bomb", "x = []\nif input() == 'eat':\n    while True: x.append(bytearray(1 << 24))\nprint(len(x))\n", {"eat", "no"}},
         Equivalence{"socket_denied", "import socket\nsocket.socket()\n", {"", ""}},
         Equivalence{"ptrace_denied", "import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)\n", {"", ""}},
-        Equivalence{"exec_denied", "import os\nos.execv('/bin/true', ['true'])\n", {"", ""}}),
+        Equivalence{"exec_denied", "import os\nos.execv('/bin/true', ['true'])\n", {"", ""}},
+        // The native loop forks without Python's after-fork hooks: the thread machinery must
+        // still see one main thread that is this process.
+        Equivalence{"threads_and_identity",
+                    "import os, queue, threading\nt = threading.main_thread()\n"
+                    "print(t is threading.current_thread(), t.ident == threading.get_ident(),\n"
+                    "      t.native_id == threading.get_native_id() == os.getpid(), threading.active_count())\n"
+                    "q = queue.Queue()\nlock = threading.Lock()\n"
+                    "def work(n):\n    with lock:\n        q.put(sum(range(n)))\n"
+                    "ts = [threading.Thread(target=work, args=(int(input()) + i,)) for i in range(3)]\n"
+                    "for x in ts: x.start()\nfor x in ts: x.join()\n"
+                    "print(sorted(q.get() for _ in ts), threading.active_count())\n",
+                    {"10", "1000"}},
+        // Descriptors, limits, ids, session and seccomp as a one-shot program has them. (Not
+        // RLIMIT_NPROC: a one-shot run's limit counts its init stub, which runs as the program's
+        // uid, so it reads one higher for the same number of processes.)
+        Equivalence{"descriptors_limits_ids",
+                    "import os, resource\nfds = []\ntry:\n    while True: fds.append(os.open('/dev/null', os.O_RDONLY))\n"
+                    "except OSError as e:\n    print('fds', fds[0], len(fds), e.errno)\n"
+                    "for r in ('CPU', 'FSIZE', 'NOFILE', 'CORE', 'AS'):\n"
+                    "    print(r, resource.getrlimit(getattr(resource, 'RLIMIT_' + r)))\n"
+                    "print(os.getresuid(), os.getresgid(), os.getgroups(), os.getcwd(), os.getppid(), os.getpgrp(), os.getsid(0))\n"
+                    "print([l for l in open('/proc/self/status') if l.startswith(('NoNewPrivs', 'Seccomp:', 'Cap'))])\n",
+                    {"", ""}}),
     [](const ::testing::TestParamInfo<Equivalence>& info) { return std::string(info.param.name); });
 
 TEST(ForkServerIsolation, FilesDoNotLeakBetweenInputs) {
@@ -100,6 +124,51 @@ TEST(ForkServerIsolation, FilesDoNotLeakBetweenInputs) {
   EXPECT_EQ(results[0].stdout_data, "['d', 'secret']\n");
   EXPECT_EQ(results[1].stdout_data, "[]\n") << results[1].stderr_data;
   EXPECT_EQ(results[2].stdout_data, "[]\n");
+}
+
+TEST(ForkServerIsolation, NestedDirectoriesLinksAndLockedModesAreWiped) {
+  // Everything a child leaves in /tmp is gone for the next one, without following its links.
+  const auto results = sandbox().run_batch(
+      python("import os\nif input() == 'write':\n"
+             "    d = '/tmp/' + '/'.join(['n%d' % i for i in range(40)])\n    os.makedirs(d)\n"
+             "    open(d + '/f', 'w').write('x')\n    os.chmod(d, 0)\n    os.chmod('/tmp/n0', 0o100)\n"
+             "    os.symlink('/box', '/tmp/box_link')\n    os.symlink('/tmp/n0', '/tmp/dir_link')\n"
+             "    open('/tmp/a', 'w').write('a')\n    os.link('/tmp/a', '/tmp/hard')\n"
+             "print(sorted(os.listdir('/tmp')))\n"),
+      {"write", "read", "read"}, limits());
+  require_fork_server(results);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].stdout_data, "['a', 'box_link', 'dir_link', 'hard', 'n0']\n") << results[0].stderr_data;
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_TRUE(results[i].fork_server) << sandbox().fork_server_failure();
+    EXPECT_EQ(results[i].stdout_data, "[]\n") << results[i].stderr_data;
+  }
+}
+
+TEST(ForkServerIsolation, TreeTooDeepToWipeRetiresTheServer) {
+  // Past the wipe's nesting bound the server gives up rather than hand the next child a dirty
+  // /tmp; the inputs after it run one-shot, with the same results.
+  const auto results = sandbox().run_batch(
+      python("import os\nif input() == 'deep':\n    os.makedirs('/tmp/' + '/'.join(['d'] * 300))\n"
+             "print(os.listdir('/tmp'))\n"),
+      {"deep", "look", "look"}, limits());
+  require_fork_server(results);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].stdout_data, "['d']\n") << results[0].stderr_data;
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_FALSE(results[i].fork_server);
+    EXPECT_EQ(to_string(results[i].verdict), "ok") << results[i].message;
+    EXPECT_EQ(results[i].stdout_data, "[]\n");
+  }
+  EXPECT_NE(sandbox().fork_server_failure().find("cleaning /tmp"), std::string::npos) << sandbox().fork_server_failure();
+}
+
+TEST(ForkServerIsolation, EachChildDrawsItsOwnRandomness) {
+  const auto results = sandbox().run_batch(
+      python("import os, random\nprint(random.getrandbits(64), os.urandom(8).hex())\n"), {"", "", "", ""}, limits());
+  require_fork_server(results);
+  std::set<std::string> seen;
+  for (const auto& r : results) EXPECT_TRUE(seen.insert(r.stdout_data).second) << "repeated: " << r.stdout_data;
 }
 
 TEST(ForkServerIsolation, NoProcessOutlivesItsInput) {
