@@ -5,7 +5,9 @@
 //               interleaved with the others and back to back; and, to show where time goes,
 //               without a prespawned process, and without one and without cgroups
 //   fork server Sandbox::run_batch per input, (T(102) - T(2)) / 100
+// and the same three for a typical solution (imports, parses and sorts 1,000 integers).
 // Usage: sandbox_bench [runs=40] [python=/usr/bin/python3]. Prints medians and ratios.
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -60,12 +63,21 @@ double time_ms(const std::function<void()>& f, Sample* sample = nullptr, const s
   return wall;
 }
 
-bool spawn_and_wait(const std::vector<std::string>& argv) {
+// `stdin_path`: a file for the program's standard input (its output goes to /dev/null).
+bool spawn_and_wait(const std::vector<std::string>& argv, const char* stdin_path = nullptr) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stdin_path) {
+    posix_spawn_file_actions_addopen(&actions, 0, stdin_path, O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  }
   pid_t pid;
-  if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return false;
+  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return false;
   int status = 0;
   waitpid(pid, &status, 0);
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -167,6 +179,38 @@ int main(int argc, char** argv) {
     s_server.cpu.push_back((b.cpu[0] - a.cpu[0]) / (batch - 2));
   }
 
+  // A typical solution (imports, parses 1,000 integers, sorts, counts): what the fork server
+  // saves on real programs, whose imports it has loaded once per batch.
+  Program typical;
+  typical.source =
+      "import sys, collections, heapq, bisect, math, itertools, functools, re\n"
+      "data = list(map(int, sys.stdin.read().split()))\n"
+      "counts = collections.Counter(data)\n"
+      "print(sum(sorted(data)[:10]), len(counts), max(counts.values()))\n";
+  std::string typical_input;
+  for (int i = 0; i < 1000; ++i) typical_input += std::to_string((i * 7919) % 1009) + (i % 20 == 19 ? "\n" : " ");
+  char input_path[] = "/tmp/distil-bench-input-XXXXXX";
+  const int input_fd = mkstemp(input_path);
+  if (input_fd < 0 || write(input_fd, typical_input.data(), typical_input.size()) != static_cast<ssize_t>(typical_input.size()))
+    return std::perror("writing the typical program's input"), 1;
+  close(input_fd);
+  const std::vector<std::string> bare_typical = {python, "-S", "-c", typical.source};
+  Sample t_bare, t_oneshot, t_server;
+  for (int i = 0; i < std::max(5, runs / 4); ++i) {
+    time_ms([&] { failures += !spawn_and_wait(bare_typical, input_path); }, &t_bare);
+    time_ms([&] { failures += sandbox.run(typical, typical_input, limits).verdict != Verdict::ok; }, &t_oneshot,
+            [&] { sandbox.settle(); });
+    std::vector<RunResult> small, large;
+    Sample a, b;
+    time_ms([&] { small = sandbox.run_batch(typical, std::vector<std::string>(2, typical_input), limits); }, &a);
+    time_ms([&] { large = sandbox.run_batch(typical, std::vector<std::string>(batch, typical_input), limits); }, &b);
+    for (const auto& r : small) failures += r.verdict != Verdict::ok;
+    for (const auto& r : large) failures += r.verdict != Verdict::ok || !r.fork_server;
+    t_server.wall.push_back((b.wall[0] - a.wall[0]) / (batch - 2));
+    t_server.cpu.push_back((b.cpu[0] - a.cpu[0]) / (batch - 2));
+  }
+  unlink(input_path);
+
   double bare_wall = median(s_bare.wall), bare_cpu = median(s_bare.cpu);
   std::printf("\n%-34s %10s %8s %10s %8s\n", "runner (program: pass)", "wall ms", "ratio", "CPU ms", "ratio");
   auto row = [&](const char* name, const Sample& s, const char* note, bool cpu_known = true) {
@@ -185,6 +229,12 @@ int main(int argc, char** argv) {
   row("distil sandbox one-shot", s_oneshot, "");
   row("distil one-shot, back to back", s_back_to_back, "");
   row("distil fork server, per test", s_server, used_server ? "" : "  (fork server NOT used)");
+  std::printf("typical solution (imports, 1,000 integers in; ratios to it run bare):\n");
+  bare_wall = median(t_bare.wall);
+  bare_cpu = median(t_bare.cpu);
+  row("  bare python3 -S", t_bare, "");
+  row("  distil sandbox one-shot", t_oneshot, "");
+  row("  distil fork server, per test", t_server, "");
   std::printf("breakdown (own loop, ratios to its own bare runs):\n");
   bare_wall = median(s_bare2.wall);
   bare_cpu = median(s_bare2.cpu);
