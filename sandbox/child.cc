@@ -299,7 +299,7 @@ int parked_main(void* arg) {
       generic_error = errno;
       generic_step = static_cast<int>(ChildStep::new_session);
     } else {
-      generic_error = build_root_generic(*start.generic_root, /*pivot=*/true, &generic_step, &generic_detail);
+      generic_error = build_root_generic(*start.generic_root, &generic_step, &generic_detail);
     }
   }
   if (!wait_for_release(release) || close(release) != 0) _exit(127);  // the supervisor gave up on us

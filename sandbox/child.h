@@ -45,10 +45,6 @@ struct RootPlan {
   // Sandbox: a prespawned process builds them while it waits for its run.
   int generic_steps = 0;
   bool generic_done = false;  // they are built already: start at generic_steps
-  // ... and the process already pivoted into the new root and detached the host's tree (a
-  // prespawned process does that ahead: the detach waits for an RCU grace period). The
-  // remaining steps then address the new root, so none may take a host source.
-  bool generic_pivoted = false;
 };
 
 // Steps a child can fail at, reported to the supervisor by number.

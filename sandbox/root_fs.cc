@@ -10,7 +10,6 @@
 
 #include <cerrno>
 #include <climits>
-#include <cstring>
 #include <stdexcept>
 
 namespace distil::sandbox::detail {
@@ -146,12 +145,10 @@ std::string generic_signature(const RootPlan& plan) {
 
 namespace {
 
-// `strip`: characters of each target to skip (the staging prefix, once the root is pivoted).
-int run_steps(const RootPlan& plan, int from, int to, std::size_t strip, int* step, int* detail) noexcept {
+int run_steps(const RootPlan& plan, int from, int to, int* step, int* detail) noexcept {
   for (int i = from; i < to; ++i) {
-    RootStep s = plan.steps[i];
+    const RootStep& s = plan.steps[i];
     int rc = 0;
-    s.target += strip;
     switch (s.kind) {
       case RootStep::Kind::directory:
         rc = mkdir(s.target, 0755);
@@ -208,23 +205,9 @@ int run_steps(const RootPlan& plan, int from, int to, std::size_t strip, int* st
   return 0;
 }
 
-// pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours.
-int pivot_into(const RootPlan& plan, int* step, int* detail) noexcept {
-  auto fail = [&](ChildStep s) {
-    *step = static_cast<int>(s);
-    *detail = -1;
-    return errno ? errno : EIO;
-  };
-  if (chdir(plan.staging) != 0) return fail(ChildStep::pivot_root);
-  if (syscall(SYS_pivot_root, ".", ".") != 0) return fail(ChildStep::pivot_root);
-  if (umount2(".", MNT_DETACH) != 0) return fail(ChildStep::detach_old_root);
-  if (chdir("/") != 0) return fail(ChildStep::detach_old_root);
-  return 0;
-}
-
 }  // namespace
 
-int build_root_generic(const RootPlan& plan, bool pivot, int* step, int* detail) noexcept {
+int build_root_generic(const RootPlan& plan, int* step, int* detail) noexcept {
   auto fail = [&](ChildStep s, int index) {
     *step = static_cast<int>(s);
     *detail = index;
@@ -233,26 +216,7 @@ int build_root_generic(const RootPlan& plan, bool pivot, int* step, int* detail)
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return fail(ChildStep::private_mounts, -1);
   if (mount("tmpfs", plan.staging, "tmpfs", MS_NOSUID | MS_NODEV, plan.root_options) != 0)
     return fail(ChildStep::root_tmpfs, -1);
-  if (const int err = run_steps(plan, 0, plan.generic_steps, 0, step, detail); err != 0) return err;
-  return pivot ? pivot_into(plan, step, detail) : 0;
-}
-
-bool specific_steps_need_no_host(const RootPlan& plan) {
-  const std::size_t prefix = std::strlen(plan.staging);
-  for (int i = plan.generic_steps; i < plan.step_count; ++i) {
-    const RootStep& s = plan.steps[i];
-    switch (s.kind) {
-      case RootStep::Kind::directory:
-      case RootStep::Kind::file:
-      case RootStep::Kind::symlink:
-      case RootStep::Kind::tmpfs:
-        break;
-      default:
-        return false;
-    }
-    if (std::strncmp(s.target, plan.staging, prefix) != 0 || s.target[prefix] != '/') return false;
-  }
-  return true;
+  return run_steps(plan, 0, plan.generic_steps, step, detail);
 }
 
 int build_root(const RootPlan& plan, int* step, int* detail) noexcept {
@@ -262,15 +226,13 @@ int build_root(const RootPlan& plan, int* step, int* detail) noexcept {
     return errno ? errno : EIO;
   };
   if (!plan.generic_done)
-    if (const int err = build_root_generic(plan, false, step, detail); err != 0) return err;
-  if (plan.generic_done && plan.generic_pivoted) {
-    // Already inside the new root: its paths lose the staging prefix.
-    const std::size_t strip = std::strlen(plan.staging);
-    if (const int err = run_steps(plan, plan.generic_steps, plan.step_count, strip, step, detail); err != 0) return err;
-  } else {
-    if (const int err = run_steps(plan, plan.generic_steps, plan.step_count, 0, step, detail); err != 0) return err;
-    if (const int err = pivot_into(plan, step, detail); err != 0) return err;
-  }
+    if (const int err = build_root_generic(plan, step, detail); err != 0) return err;
+  if (const int err = run_steps(plan, plan.generic_steps, plan.step_count, step, detail); err != 0) return err;
+  // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours.
+  if (chdir(plan.staging) != 0) return fail(ChildStep::pivot_root, -1);
+  if (syscall(SYS_pivot_root, ".", ".") != 0) return fail(ChildStep::pivot_root, -1);
+  if (umount2(".", MNT_DETACH) != 0) return fail(ChildStep::detach_old_root, -1);
+  if (chdir("/") != 0) return fail(ChildStep::detach_old_root, -1);
   if (mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)
     return fail(ChildStep::readonly_root, -1);
   return 0;

@@ -40,12 +40,8 @@ class RootLayout {
 // Child side, async-signal-safe: mounts, pivots and remounts read-only. Returns 0 or errno;
 // `step` says which ChildStep failed and `detail` the index of the root step.
 int build_root(const RootPlan& plan, int* step, int* detail) noexcept;
-// Only the private propagation, the root tmpfs and steps [0, generic_steps); with `pivot`, also
-// pivot_root into it and detach the host's tree (the plan then needs generic_pivoted).
-int build_root_generic(const RootPlan& plan, bool pivot, int* step, int* detail) noexcept;
-
-// Whether steps [generic_steps, step_count) can run after the pivot: none binds a host path.
-bool specific_steps_need_no_host(const RootPlan& plan);
+// Only the private propagation, the root tmpfs and steps [0, generic_steps).
+int build_root_generic(const RootPlan& plan, int* step, int* detail) noexcept;
 
 // What the generic part of `plan` does, to check that a prespawned process built the same.
 std::string generic_signature(const RootPlan& plan);

@@ -321,14 +321,11 @@ bool release_parked(ParkedChild& parked, const ChildPlan& src, ChildProcess& out
   // The child set up the root's common part for this Sandbox's configuration: the run's own
   // must start with exactly that.
   if (generic_built && (!src.root || generic_signature(*src.root) != parked.generic_signature)) return false;
-  // It is inside that root already (pivoted, host tree detached): the rest must need no host path.
-  if (generic_built && !specific_steps_need_no_host(*src.root)) return false;
   ArenaWriter writer(static_cast<char*>(parked.arena) + parked.arena_used, parked.arena_size - parked.arena_used);
   ChildPlan* plan = copy_plan(src, writer);
   if (!plan) return false;
   if (generic_built) {
     const_cast<RootPlan*>(plan->root)->generic_done = true;
-    const_cast<RootPlan*>(plan->root)->generic_pivoted = true;
     plan->setup_started = true;
   }
   plan->stdin_fd = parked.child_fds[0];
