@@ -4,6 +4,7 @@
 
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sandbox/sandbox.h"
@@ -169,6 +170,32 @@ TEST(ForkServerIsolation, EachChildDrawsItsOwnRandomness) {
   require_fork_server(results);
   std::set<std::string> seen;
   for (const auto& r : results) EXPECT_TRUE(seen.insert(r.stdout_data).second) << "repeated: " << r.stdout_data;
+}
+
+TEST(ForkServerIsolation, ConcurrentBatchesKeepTheirOwnInputsAndFiles) {
+  // As the env server grades several responses at once: one fork server per batch, side by side.
+  constexpr int kThreads = 3, kInputs = 12;
+  std::vector<std::vector<RunResult>> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([t, &results] {
+      std::vector<std::string> inputs;
+      for (int i = 0; i < kInputs; ++i) inputs.push_back(std::to_string(t) + " " + std::to_string(i));
+      results[t] = sandbox().run_batch(
+          python("import os\nt, i = input().split()\nopen('/tmp/mine', 'w').write(t + i)\n"
+                 "print(t, i, sorted(os.listdir('/tmp')), open('/tmp/mine').read())\n"),
+          inputs, limits());
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    require_fork_server(results[t]);
+    ASSERT_EQ(results[t].size(), static_cast<std::size_t>(kInputs));
+    for (int i = 0; i < kInputs; ++i) {
+      const std::string a = std::to_string(t), b = std::to_string(i);
+      EXPECT_EQ(results[t][i].stdout_data, a + " " + b + " ['mine'] " + a + b + "\n") << results[t][i].stderr_data;
+      EXPECT_TRUE(results[t][i].fork_server);
+    }
+  }
 }
 
 TEST(ForkServerIsolation, NoProcessOutlivesItsInput) {
