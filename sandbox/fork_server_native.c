@@ -84,20 +84,29 @@ static int set_limit(int resource, long long soft, long long hard) {
   return setrlimit(resource, &r);
 }
 
+/* Room for the ancillary data of one message: three descriptors. */
+union fd_control {
+  struct cmsghdr align;
+  char buf[CMSG_SPACE(sizeof(int) * 3)];
+};
+
+/* A one-byte message (`iov`) with `control` as its (zeroed) ancillary buffer. */
+static void init_message(struct msghdr* msg, struct iovec* iov, union fd_control* control) {
+  memset(control, 0, sizeof *control);
+  memset(msg, 0, sizeof *msg);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+  msg->msg_control = control->buf;
+  msg->msg_controllen = sizeof control->buf;
+}
+
 /* Receives one message: the tag byte and up to `max_fds` descriptors. Returns the byte count
  * (0 at EOF) or -1; descriptors beyond what fits were closed by the kernel (MSG_CTRUNC). */
 static ssize_t receive(int socket, char* tag, int* fds, int max_fds, int* nfds) {
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * 3)];
-  } control;
+  union fd_control control;
   struct iovec iov = {tag, 1};
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
+  init_message(&msg, &iov, &control);
   ssize_t n;
   do n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
@@ -117,19 +126,11 @@ static ssize_t receive(int socket, char* tag, int* fds, int max_fds, int* nfds) 
 }
 
 static int send_fds(int socket, const int fds[3]) {
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * 3)];
-  } control;
-  memset(&control, 0, sizeof control);
+  union fd_control control;
   char tag = 'R';
   struct iovec iov = {&tag, 1};
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
+  init_message(&msg, &iov, &control);
   struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
