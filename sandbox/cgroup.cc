@@ -185,6 +185,28 @@ std::size_t RunCgroup::peak_kb() const {
   return text.empty() ? 0 : static_cast<std::size_t>(std::strtoull(text.c_str(), nullptr, 10) / 1024);
 }
 
+std::vector<pid_t> RunCgroup::pids() const {
+  std::vector<pid_t> out;
+  if (slot_->dirs.empty()) return out;
+  // A fresh descriptor: cgroup v1 keeps the pid list it built for an open file and serves it
+  // again to reads that follow within a second, so the pooled descriptor can answer with the
+  // processes of an earlier moment (an empty list while the run is full of processes).
+  const UniqueFd fd(open_control(slot_->dirs[0] + "/cgroup.procs", O_RDONLY));
+  if (!fd.valid()) return out;
+  std::string text;  // read whole: a run may hold thousands of processes
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  std::istringstream in(text);
+  pid_t pid;
+  while (in >> pid) out.push_back(pid);
+  return out;
+}
+
 void RunCgroup::kill_all() const {
   if (v2_ && slot_->kill.valid() && fd_write(slot_->kill, "1", "cgroup.kill").empty()) return;
   for (int round = 0; round < 3; ++round) {

@@ -47,6 +47,8 @@ class RunCgroup {
   std::size_t peak_kb() const;  // 0 when unknown
   void kill_all() const;
   bool empty() const;
+  // The processes in the cgroup now (as the caller's PID namespace numbers them).
+  std::vector<pid_t> pids() const;
 
  private:
   long oom_kills_total() const;

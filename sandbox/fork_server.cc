@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -108,7 +109,11 @@ RunResult ForkServer::run(const std::string& stdin_data) {
   StdioPump pump(UniqueFd(in[1]), stdin_data, UniqueFd(out[0]), UniqueFd(err[0]), limits_.output_bytes);
 
   const long oom_kills_before = cgroup_ ? cgroup_->oom_kills() : -1;
+  // The server is the namespace's init: what it reaps from now on, and every other process of
+  // its session, is this run's (its own time is not).
+  const CpuMeter meter(process_.pid, false, cgroup_.get());
   const auto started = Clock::now();
+  CpuSchedule schedule(started, limits_.cpu_time_s);
   if (!send_with_fds(control_.get(), 'R', {child_in.get(), child_out.get(), child_err.get()}))
     return server_failure(std::string("sending the request: ") + std::strerror(errno));
   child_in.reset();
@@ -133,13 +138,25 @@ RunResult ForkServer::run(const std::string& stdin_data) {
       kill_sent = true;
       t.killed_for_output = true;
     }
+    if (!replied && !kill_sent && schedule.due(now)) {
+      schedule.advance(now);
+      t.sampled_cpu_s = std::max(t.sampled_cpu_s, meter.sample());
+      if (t.sampled_cpu_s > limits_.cpu_time_s) {
+        const char k = 'K';
+        if (send(control_.get(), &k, 1, MSG_NOSIGNAL) != 1) return server_failure("sending kill");
+        kill_sent = true;
+        t.killed_for_cpu = true;
+      }
+    }
     if (replied && (!pump.outputs_open() || now - reply_seen > std::chrono::milliseconds(200))) break;
     fds.clear();
     fds.push_back({control_.get(), static_cast<short>(replied ? 0 : POLLIN), 0});
     fds.push_back({process_.pidfd.get(), POLLIN, 0});
     const std::size_t pump_first = fds.size();
     pump.add_to(fds);
-    const auto until = replied ? reply_seen + std::chrono::milliseconds(200) : backstop;
+    const auto until = replied ? reply_seen + std::chrono::milliseconds(200)
+                       : kill_sent ? backstop
+                                   : std::min(backstop, schedule.next());
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count() + 1;
     if (poll(fds.data(), fds.size(), static_cast<int>(std::clamp<long long>(ms, 0, 1000))) < 0) {
       if (errno == EINTR) continue;

@@ -247,7 +247,7 @@ static void kill_leftovers(pid_t pid, int is_init) {
   }
   kill(-1, SIGKILL);
   for (;;) {
-    if (waitpid(-1, NULL, 0) >= 0) continue;
+    if (waitpid(-1, NULL, __WALL) >= 0) continue;
     if (errno == EINTR) continue;
     break; /* ECHILD: nothing left */
   }
@@ -321,9 +321,22 @@ static int send_reply(int control, const struct reply* r, const char* text, size
   return n < 0 ? -1 : 0;
 }
 
+static double seconds(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6; }
+
 /* Runs one request in `c` (already forked and waiting): hands it the descriptors, waits for it
- * within the wall deadline (or a kill request), reaps it and everything it left, replies. */
+ * within the wall deadline (or a kill request), reaps it and everything it left, replies.
+ *
+ * The CPU time replied is what this server's RUSAGE_CHILDREN grew by during the request: the
+ * child's own, that of every descendant it reaped, and that of every process it left behind
+ * (orphans reparented to this server, which is the namespace's init, and whatever
+ * kill_leftovers ends), so workers the program never waits for count as they do in a one-shot
+ * run. Nothing can be reaped without reaching this sum: the user filter keeps SIGCHLD's
+ * disposition at SIG_DFL (SIG_IGN would let the kernel discard a child's CPU at its exit).
+ * Only one child runs at a time and nothing else of the previous one is left, so the growth is
+ * this run's. */
 static int run_one(int control, const struct limits* lim, struct child* c, const int fds[3]) {
+  struct rusage before;
+  if (getrusage(RUSAGE_CHILDREN, &before) != 0) return -1;
   if (send_fds(c->ctl, fds) != 0) {
     /* the child is gone: its wait status says so */
   }
@@ -370,6 +383,11 @@ static int run_one(int control, const struct limits* lim, struct child* c, const
   }
   /* Before the reply: whatever the child left running may still hold its stdout open. */
   kill_leftovers(c->pid, lim->is_init);
+  struct rusage after;
+  if (getrusage(RUSAGE_CHILDREN, &after) != 0) {
+    close(pidfd);
+    return -1;
+  }
   close(pidfd);
   char error[4096];
   ssize_t size;
@@ -378,9 +396,9 @@ static int run_one(int control, const struct limits* lim, struct child* c, const
   close(c->report);
   if (size < 0) size = 0;
   if (size > 0) flags |= kSetupFailed;
-  struct reply r = {status, flags,
-                    (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec * 1e-6,
-                    (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec * 1e-6, usage.ru_maxrss};
+  /* Peak memory: the child's own tree (RUSAGE_CHILDREN's maximum spans the server's life). */
+  struct reply r = {status, flags, seconds(after.ru_utime) - seconds(before.ru_utime),
+                    seconds(after.ru_stime) - seconds(before.ru_stime), usage.ru_maxrss};
   return send_reply(control, &r, error, (size_t)size);
 }
 

@@ -272,6 +272,15 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     d.compiler_filter = build_seccomp_program(SeccompPolicy::supervisor, ExecRule::allow);
     d.server_filter = build_seccomp_program(SeccompPolicy::supervisor, ExecRule::notify);
     r.seccomp = true;
+    if (!seccomp_kill_process_available()) {
+      // Loud: a denied call (or another ABI's) from a second thread then ends only that thread,
+      // and a program waiting for it runs into the wall deadline instead of syscall_denied.
+      const std::string why =
+          "seccomp: this kernel lacks SECCOMP_RET_KILL_PROCESS (Linux 4.14+); denied system calls kill only the "
+          "calling thread";
+      r.notes.push_back(why);
+      std::fprintf(stderr, "distil sandbox: warning: %s\n", why.c_str());
+    }
   } catch (const std::exception& e) {
     r.notes.push_back(std::string("seccomp unavailable: ") + e.what());
   }
@@ -491,7 +500,7 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
   }
   StdioPump pump(std::move(child.stdin_w), stdin_data, std::move(child.stdout_r), std::move(child.stderr_r),
                  l.limits.output_bytes);
-  Termination t = supervise(child, pump, wall_deadline_s(l.limits), &p->step_targets);
+  Termination t = supervise(child, pump, wall_deadline_s(l.limits), &p->step_targets, l.limits.cpu_time_s, cgroup.get());
   if (cgroup) {
     t.memory_exceeded = cgroup->oom_kills() > 0;
     t.peak_memory_kb = std::max(t.peak_memory_kb, cgroup->peak_kb());

@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <seccomp.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -54,9 +57,10 @@ constexpr const char* kUserAllowed[] = {
     "alarm", "setitimer", "getitimer", "timer_create", "timer_settime", "timer_gettime",
     "timer_getoverrun", "timer_delete",
     // signals: kill reaches only processes of the sandbox's own PID namespace and uid
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigreturn", "rt_sigpending",
+    "rt_sigprocmask", "rt_sigreturn", "sigreturn", "rt_sigpending",
     "rt_sigtimedwait", "rt_sigsuspend", "sigaltstack", "pause", "kill", "tgkill", "tkill",
     "restart_syscall",
+    // (rt_sigaction: below, SIGCHLD's disposition is fixed)
     // randomness
     "getrandom",
 };
@@ -100,6 +104,11 @@ class Builder {
  public:
   explicit Builder(uint32_t default_action) : default_action_(default_action), ctx_(seccomp_init(default_action)) {
     if (!ctx_) throw std::runtime_error("seccomp_init failed");
+    // A call from another architecture's ABI (x32 numbers with bit 30 set, the i386 int 0x80
+    // entry) ends the whole process, as a denied call does. libseccomp's default here kills only
+    // the calling thread: a second thread making such a call died alone and left the interpreter
+    // waiting for it until the wall deadline.
+    check(seccomp_attr_set(ctx_.get(), SCMP_FLTATR_ACT_BADARCH, kill_action()), "SCMP_FLTATR_ACT_BADARCH");
     // A binary tree over the system call numbers instead of a linear list: fewer instructions
     // per call, and a much cheaper load (the kernel runs the filter once per system call
     // number to build its allow cache).
@@ -117,6 +126,11 @@ class Builder {
     const int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR || action == default_action_) return;
     check(seccomp_rule_add(ctx_.get(), action, nr, 1, cmp), name);
+  }
+  void rule(uint32_t action, const char* name, scmp_arg_cmp first, scmp_arg_cmp second) {
+    const int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR || action == default_action_) return;
+    check(seccomp_rule_add(ctx_.get(), action, nr, 2, first, second), name);
   }
 
   SeccompProgram export_program() {
@@ -159,14 +173,49 @@ void add_exec_rule(Builder& b, ExecRule exec_rule) {
   }
 }
 
+// rt_sigaction with SIGCHLD's disposition fixed at SIG_DFL: SIG_IGN or SA_NOCLDWAIT would make
+// the kernel reap the program's children at their exit without adding their CPU time to anyone's
+// rusage, so the run's CPU total (which the PID namespace's init collects by reaping, see
+// docs/sandbox.md) would miss them. Reading SIGCHLD's action (act == NULL) stays allowed; setting
+// it fails with EPERM. The signal number is an int: the rules look at its low 32 bits only where
+// the kernel does (17 | 1 << 32 is SIGCHLD to the kernel), and the other rules compare all 64
+// bits, so a value with high bits set that is not SIGCHLD gets EINVAL.
+void add_sigaction_rules(Builder& b) {
+  const unsigned long long all = ~0ULL;
+  b.rule(SCMP_ACT_ERRNO(EPERM), "rt_sigaction", SCMP_A0(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFULL, SIGCHLD),
+         SCMP_A1(SCMP_CMP_NE, 0));
+  b.rule(SCMP_ACT_ALLOW, "rt_sigaction", SCMP_A0(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFULL, SIGCHLD), SCMP_A1(SCMP_CMP_EQ, 0));
+  static_assert(SIGCHLD == 17, "the blocks below cover 0..64 except 17");
+  // 0..15, 16, 18..19, 20..23, 24..31, 32..63, 64: every signal number but SIGCHLD.
+  const struct {
+    unsigned long long mask, value;
+  } blocks[] = {{all ^ 0xF, 0}, {all, 16}, {all ^ 0x1, 18}, {all ^ 0x3, 20}, {all ^ 0x7, 24}, {all ^ 0x1F, 32}, {all, 64}};
+  for (const auto& block : blocks)
+    b.rule(SCMP_ACT_ALLOW, "rt_sigaction", SCMP_A0(SCMP_CMP_MASKED_EQ, block.mask, block.value));
+  b.rule(SCMP_ACT_ERRNO(EINVAL), "rt_sigaction", SCMP_A0(SCMP_CMP_GT, 64));
+}
+
 }  // namespace
+
+bool seccomp_kill_process_available() {
+  static const bool available = [] {
+    // Linux 4.14 added both SECCOMP_RET_KILL_PROCESS and this query.
+    std::uint32_t action = SECCOMP_RET_KILL_PROCESS;
+    return syscall(SYS_seccomp, SECCOMP_GET_ACTION_AVAIL, 0, &action) == 0;
+  }();
+  return available;
+}
+
+uint32_t kill_action() { return seccomp_kill_process_available() ? SCMP_ACT_KILL_PROCESS : SCMP_ACT_KILL; }
 
 SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule) {
   if (policy == SeccompPolicy::user_program) {
-    Builder b(SCMP_ACT_KILL_PROCESS);
+    const uint32_t kill = kill_action();
+    Builder b(kill);
     for (const char* name : kUserAllowed) b.rule(SCMP_ACT_ALLOW, name);
+    add_sigaction_rules(b);
     for (const char* name : kUserEperm) b.rule(SCMP_ACT_ERRNO(EPERM), name);
-    for (const char* name : kKernelAttackSurface) b.rule(SCMP_ACT_KILL_PROCESS, name);
+    for (const char* name : kKernelAttackSurface) b.rule(kill, name);
     // Threads and fork, never new namespaces. clone3 passes its flags in memory a filter cannot
     // read, so it reports "not implemented" and glibc falls back to clone.
     b.rule(SCMP_ACT_ALLOW, "clone", SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceCloneFlags, 0));
@@ -188,7 +237,7 @@ SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule) {
   for (const char* name : kKernelAttackSurface) {
     // The fork server's children load the user policy on top of this one.
     if (std::string(name) == "seccomp") continue;
-    b.rule(SCMP_ACT_KILL_PROCESS, name);
+    b.rule(kill_action(), name);
   }
   // EPERM, not a kill: the fork server's children stack the user policy on this one, and the
   // strictest action of the stack wins, so the user policy's EPERM for sockets must not become

@@ -5,6 +5,8 @@
 
 #include <linux/filter.h>
 
+#include <cstdint>
+
 #include <string>
 #include <vector>
 
@@ -34,6 +36,13 @@ struct SeccompProgram {
                       const_cast<sock_filter*>(instructions.data())};
   }
 };
+
+// Whether the kernel has SECCOMP_RET_KILL_PROCESS (Linux 4.14+). Without it every kill in the
+// policies (denied calls, other architectures' ABIs) falls back to killing the calling thread
+// only, and the sandbox says so in its isolation report.
+bool seccomp_kill_process_available();
+// SCMP_ACT_KILL_PROCESS, or SCMP_ACT_KILL (the thread) where the kernel lacks it.
+uint32_t kill_action();
 
 // Throws std::runtime_error naming the libseccomp call that failed.
 SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule);

@@ -1,5 +1,6 @@
 #include "sandbox/supervisor.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
@@ -13,8 +14,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -66,6 +70,93 @@ void set_nonblocking(int fd) {
 double seconds(const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; }
 
 }  // namespace
+
+CpuMeter::CpuMeter(pid_t root, bool count_root_self, const RunCgroup* cgroup)
+    : root_(root), count_root_self_(count_root_self), cgroup_(cgroup) {
+  ProcStat st;
+  if (read_stat(root_, st)) baseline_ = st.reaped;
+}
+
+bool CpuMeter::read_stat(pid_t pid, ProcStat& out) {
+  char path[64], buf[1024];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n;
+  do n = read(fd, buf, sizeof(buf) - 1);
+  while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  // "pid (comm) state ppid pgrp session ..." with comm free text: fields count from the last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return false;
+  ++p;
+  // Fields 3.. after it: state(3) ppid pgrp session(6) tty tpgid flags minflt cminflt majflt
+  // cmajflt utime(14) stime cutime cstime(17).
+  long long field[18] = {};
+  char* end = nullptr;
+  const char* at = p;
+  for (int i = 3; i <= 17; ++i) {
+    while (*at == ' ') ++at;
+    if (i == 3) {  // the state letter
+      if (!*at) return false;
+      ++at;
+      continue;
+    }
+    field[i] = std::strtoll(at, &end, 10);
+    if (end == at) return false;
+    at = end;
+  }
+  out.session = static_cast<pid_t>(field[6]);
+  out.own = field[14] + field[15];
+  out.reaped = field[16] + field[17];
+  return true;
+}
+
+std::vector<pid_t> CpuMeter::processes() const {
+  if (cgroup_) return cgroup_->pids();
+  std::vector<pid_t> out;
+  DIR* dir = opendir("/proc");
+  if (!dir) return out;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (pid > 0 && *end == '\0') out.push_back(static_cast<pid_t>(pid));
+  }
+  closedir(dir);
+  return out;
+}
+
+double CpuMeter::sample() const {
+  // The root first (see the header): what it reaps after this read is not counted twice.
+  ProcStat root;
+  if (!read_stat(root_, root)) return 0;
+  long long ticks = root.reaped - baseline_ + (count_root_self_ ? root.own : 0);
+  for (const pid_t pid : processes()) {
+    ProcStat st;
+    if (pid == root_ || !read_stat(pid, st) || st.session != root_) continue;
+    ticks += st.own;
+  }
+  static const long hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
+  return static_cast<double>(ticks) / static_cast<double>(hz);
+}
+
+CpuSchedule::CpuSchedule(Clock::time_point started, double cpu_limit_s) {
+  const double cpus = static_cast<double>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  const double interval = std::clamp(cpu_limit_s / 10, 0.05, 0.25);
+  const double first = std::max(interval, 0.9 * cpu_limit_s / cpus);
+  auto to_duration = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
+  interval_ = to_duration(interval);
+  next_ = cpu_limit_s > 0 ? started + to_duration(first) : Clock::time_point::max();
+}
+
+void CpuSchedule::advance(Clock::time_point now) {
+  if (next_ == Clock::time_point::max()) return;
+  next_ = std::max(next_ + interval_, now);
+}
 
 void kill_tree(const ChildProcess& child) {
   // With a PID namespace the child is its init: killing it kills everything inside. Without,
@@ -534,10 +625,15 @@ std::string await_exec(ChildProcess& child, SetupMonitor& monitor, double timeou
 }
 
 Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
-                      const std::vector<std::string>* root_step_targets) {
+                      const std::vector<std::string>* root_step_targets, double cpu_limit_s,
+                      const RunCgroup* cgroup) {
   Termination t;
   const auto deadline = child.started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wall_limit_s));
   SetupMonitor monitor(child, root_step_targets);
+  // The child is the sandbox's init (or, without a PID namespace, the program): its own time
+  // and everything it reaps is the run's.
+  const CpuMeter meter(child.pid, true, cgroup);
+  CpuSchedule schedule(child.started, cpu_limit_s);
   bool exited = false;
   Clock::time_point exit_seen;
 
@@ -552,11 +648,20 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
       t.killed_for_output = true;
       kill_tree(child);
     }
+    if (!exited && !monitor.program_exited && !t.killed_for_cpu && schedule.due(now)) {
+      schedule.advance(now);
+      t.sampled_cpu_s = std::max(t.sampled_cpu_s, meter.sample());
+      if (t.sampled_cpu_s > cpu_limit_s) {
+        t.killed_for_cpu = true;
+        kill_tree(child);
+      }
+    }
     // After the exit, leftover writers (only possible without a PID namespace) get a short grace.
     if (exited && (!pump.outputs_open() || now - exit_seen > std::chrono::milliseconds(200))) break;
     // The init stub reported the program's end after killing and reaping everything else, so
     // nothing can write any more: the run is judged without waiting for the stub's own exit.
-    if (!exited && monitor.program_exited && !pump.outputs_open() && !t.killed_for_time && !t.killed_for_output) {
+    if (!exited && monitor.program_exited && !pump.outputs_open() && !t.killed_for_time && !t.killed_for_output &&
+        !t.killed_for_cpu) {
       t.unreaped = true;
       break;
     }
@@ -567,7 +672,8 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
     const std::size_t pump_first = fds.size();
     pump.add_to(fds);
 
-    auto wait_until = exited ? exit_seen + std::chrono::milliseconds(200) : deadline;
+    const bool sampling = !exited && !monitor.program_exited && !t.killed_for_cpu;
+    auto wait_until = exited ? exit_seen + std::chrono::milliseconds(200) : sampling ? std::min(deadline, schedule.next()) : deadline;
     auto timeout_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wait_until - now).count() + 1;
     if (timeout_ms < 0) timeout_ms = 0;
     const int ready = poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(timeout_ms, 1000)));
@@ -741,7 +847,9 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
   r.stderr_data = std::move(pump.err().data);
   r.stdout_truncated = pump.out().truncated;
   r.stderr_truncated = pump.err().truncated;
-  r.cpu_time_s = t.cpu_time_s;
+  // The final figure is exact unless the run was killed from outside (the namespace's teardown
+  // discards what its last processes used); a sample taken while it ran is a lower bound.
+  r.cpu_time_s = std::max(t.cpu_time_s, t.sampled_cpu_s);
   r.wall_time_s = t.wall_time_s;
   r.peak_memory_kb = t.peak_memory_kb;
   r.exit_code = t.exited ? t.exit_code : -1;
@@ -760,7 +868,7 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
   } else if (t.killed_for_time) {
     r.verdict = Verdict::time_limit;
     r.message = "wall-clock limit exceeded";
-  } else if (t.signal == SIGXCPU || r.cpu_time_s > cpu_limit ||
+  } else if (t.killed_for_cpu || t.signal == SIGXCPU || r.cpu_time_s > cpu_limit ||
              (t.signal == SIGKILL && r.cpu_time_s >= 0.9 * std::ceil(cpu_limit))) {
     // The kernel's CPU accounting for RLIMIT_CPU and rusage's user/system split differ a little,
     // so a SIGKILL at the hard limit can come with rusage just under it.

@@ -116,6 +116,8 @@ struct Termination {
   int signal = 0;
   bool killed_for_time = false;
   bool killed_for_output = false;
+  bool killed_for_cpu = false;   // the CPU summed over the run's processes passed the limit
+  double sampled_cpu_s = 0;      // the largest such sum seen while it ran (CpuMeter)
   bool memory_exceeded = false;  // cgroup OOM kill or equivalent
   bool exec_denied = false;      // the program tried to exec (denied by the notifier)
   double cpu_time_s = 0;
@@ -188,9 +190,54 @@ class Reaper {
   std::thread thread_;
 };
 
-// Runs `child` to completion: stdin, capped output, exec notification, deadline, reaping.
+// The CPU time of every process of a run so far, read from /proc while it runs, so a run whose
+// processes together pass the CPU limit is stopped then (RLIMIT_CPU bounds each process alone).
+// The run's processes are those of its cgroup, or else those in the session of `root` (the
+// sandbox's init, or the program itself without a PID namespace; user code cannot leave its
+// session). A sample is what `root` has reaped since the meter was made (its cumulative child
+// times in /proc/<root>/stat), plus its own time when `count_root_self`, plus the own times of
+// every other process alive or not yet reaped. `root` is read first: a process's time can move
+// only into its reaper's, so a process read before being reaped is never counted twice, and a
+// sample never exceeds the true total (it can be short: a child reaped by a parent still alive
+// counts only when the parent ends). The exact total comes from the init's report at the end.
+class CpuMeter {
+ public:
+  CpuMeter(pid_t root, bool count_root_self, const RunCgroup* cgroup);
+  double sample() const;  // seconds
+
+ private:
+  struct ProcStat {
+    pid_t session = 0;
+    long long own = 0, reaped = 0;  // clock ticks
+  };
+  static bool read_stat(pid_t pid, ProcStat& out);
+  std::vector<pid_t> processes() const;
+  pid_t root_;
+  bool count_root_self_;
+  const RunCgroup* cgroup_;
+  long long baseline_ = 0;  // the root's reaped ticks when the meter was made
+};
+
+// When to sample a CpuMeter: from the moment the processes could together have used `cpu_limit_s`
+// on this machine's CPUs (so short runs never pay), then every `interval()`.
+class CpuSchedule {
+ public:
+  CpuSchedule(std::chrono::steady_clock::time_point started, double cpu_limit_s);
+  std::chrono::steady_clock::time_point next() const { return next_; }
+  bool due(std::chrono::steady_clock::time_point now) const { return now >= next_; }
+  void advance(std::chrono::steady_clock::time_point now);
+
+ private:
+  std::chrono::steady_clock::duration interval_;
+  std::chrono::steady_clock::time_point next_;
+};
+
+// Runs `child` to completion: stdin, capped output, exec notification, deadline, reaping; with
+// `cpu_limit_s` > 0, stops the run once its processes together used more (CpuMeter over
+// `cgroup`'s processes, or the child's session).
 Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
-                      const std::vector<std::string>* root_step_targets = nullptr);
+                      const std::vector<std::string>* root_step_targets = nullptr, double cpu_limit_s = 0,
+                      const RunCgroup* cgroup = nullptr);
 
 // Verdict from a termination and the run's limits; fills the RunResult fields.
 RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limits);

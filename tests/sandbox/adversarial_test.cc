@@ -161,6 +161,20 @@ const std::vector<Case>& cases() {
        {Verdict::syscall_denied}},
       {"ctypes_bpf", "import ctypes\nctypes.CDLL(None).syscall(321, 0, 0, 0)\n", {Verdict::syscall_denied}},
       {"ctypes_keyctl", "import ctypes\nctypes.CDLL(None).syscall(250, 0, 0, 0)\n", {Verdict::syscall_denied}},
+      // A denied call, or one with the x32 bit (0x40000000) set, made by a second thread ends the
+      // whole process: killing only the thread left the main thread waiting (a wall-clock
+      // time_limit) or let it finish (ok). 139 (sysfs) is on no list: the filter's default
+      // action. 39 is getpid, which the filter allows natively.
+      {"denied_call_from_thread",
+       "import ctypes, threading, time\nt = threading.Thread(target=lambda: ctypes.CDLL(None).syscall(139, 1, 0, 0))\n"
+       "t.start()\nt.join()\ntime.sleep(60)\nprint('survived')\n",
+       {Verdict::syscall_denied}},
+      {"x32_call_from_thread",
+       "import ctypes, threading, time\nt = threading.Thread(target=lambda: ctypes.CDLL(None).syscall(0x40000000 | 39))\n"
+       "t.start()\nt.join()\ntime.sleep(60)\nprint('survived')\n",
+       {Verdict::syscall_denied}},
+      {"x32_call", "import ctypes\nctypes.CDLL(None).syscall(0x40000000 | 39)\nprint('survived')\n",
+       {Verdict::syscall_denied}},
       {"os_fork_ok", "import os\npid = os.fork()\nif pid == 0:\n    print('child')\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('parent')\n",
        {Verdict::ok}, "parent"},
       {"orphan_background_process", "import os, time\nif os.fork() == 0:\n    time.sleep(100)\nprint('done')\n",
@@ -238,6 +252,104 @@ TEST_P(Adversarial, ContainedWithRightVerdict) {
   }
   expect_no_processes_left();
 }
+
+// CPU time is that of every process of the run, however the program arranges its children, one-shot
+// and in the fork server alike. The programs burn a fixed amount of CPU (process_time), several
+// times the limit in all, each process under RLIMIT_CPU alone, so only the sum decides.
+struct CpuCase {
+  const char* name;
+  const char* source;
+  double cpu_limit_s;
+  Verdict verdict;
+  double at_least_cpu_s;  // cpu_time_s must reach this
+  const char* stdout_has = nullptr;
+};
+
+void PrintTo(const CpuCase& c, std::ostream* os) { *os << c.name; }
+
+const std::vector<CpuCase>& cpu_cases() {
+  static const std::vector<CpuCase> all = {
+      // SIG_IGN for SIGCHLD would make the kernel reap the children at exit, their CPU time
+      // reaching nobody's rusage (2.45 s against 2 s read as ok, 0.07 s): setting SIGCHLD's
+      // disposition is refused (EPERM), the children are reaped and counted.
+      {"ignored_sigchld_children",
+       "import os, signal, time\n"
+       "try:\n    signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n    print('ignored', flush=True)\n"
+       "except OSError as e:\n    print('refused', e.errno, flush=True)\n"
+       "for _ in range(3):\n    if os.fork() == 0:\n        start = time.process_time()\n"
+       "        while time.process_time() - start < 0.9:\n            pass\n        os._exit(0)\n"
+       "try:\n    while True:\n        os.wait()\nexcept ChildProcessError:\n    pass\nprint('done', flush=True)\n",
+       1.0, Verdict::time_limit, 1.0, "refused 1\n"},
+      // The same through ctypes (sigaction with SA_NOCLDWAIT would do the same as SIG_IGN).
+      {"ctypes_signal_sigchld_ignored",
+       "import ctypes\nr = ctypes.CDLL(None, use_errno=True).signal(17, ctypes.c_void_p(1))\n"
+       "print('refused' if r == -1 else 'set', ctypes.get_errno())\n",
+       1.0, Verdict::ok, 0.0, "refused 1\n"},
+      // A correct answer from a program that also starts two workers it never waits for (it
+      // only waits for their pipe to close): the workers' CPU is the run's. Accepted before in
+      // the fork server, whose reply counted only the direct child.
+      {"unwaited_workers",
+       "import os, sys, time\nr, w = os.pipe()\n"
+       "for _ in range(2):\n    if os.fork() == 0:\n        os.close(r)\n        start = time.process_time()\n"
+       "        while time.process_time() - start < 0.9:\n            pass\n        os._exit(0)\n"
+       "os.close(w)\nos.read(r, 1)\nprint(sum(map(int, sys.stdin.read().split())))\n",
+       1.0, Verdict::time_limit, 1.0},
+      // No false alarm: two waited workers using 0.3 s each under a 2 s limit pass, and count.
+      {"workers_within_limit",
+       "import os, time\npids = []\n"
+       "for _ in range(2):\n    pid = os.fork()\n    if pid == 0:\n        start = time.process_time()\n"
+       "        while time.process_time() - start < 0.3:\n            pass\n        os._exit(0)\n    pids.append(pid)\n"
+       "for pid in pids:\n    os.waitpid(pid, 0)\nprint('ok')\n",
+       2.0, Verdict::ok, 0.6, "ok\n"},
+  };
+  return all;
+}
+
+Limits cpu_limits(const CpuCase& c) {
+  Limits limits;
+  limits.cpu_time_s = c.cpu_limit_s;
+  limits.wall_time_s = 20;  // a backstop only: the CPU sum must decide
+  limits.memory_mb = 256;
+  return limits;
+}
+
+void expect_cpu_result(const CpuCase& c, const RunResult& r) {
+  EXPECT_EQ(r.verdict, c.verdict) << c.name << ": " << to_json(r).dump().substr(0, 2000);
+  EXPECT_GE(r.cpu_time_s, c.at_least_cpu_s) << c.name << ": " << to_json(r).dump().substr(0, 2000);
+  if (c.verdict == Verdict::ok) {
+    EXPECT_LE(r.cpu_time_s, c.cpu_limit_s);
+  }
+  if (c.stdout_has) {
+    EXPECT_NE(r.stdout_data.find(c.stdout_has), std::string::npos) << r.stdout_data.substr(0, 500);
+  }
+}
+
+class CpuAccounting : public ::testing::TestWithParam<CpuCase> {};
+
+TEST_P(CpuAccounting, OneShotCountsEveryProcess) {
+  const CpuCase& c = GetParam();
+  Program p;
+  p.source = c.source;
+  expect_cpu_result(c, sandbox().run(p, "1 2\n", cpu_limits(c)));
+  expect_no_processes_left();
+}
+
+TEST_P(CpuAccounting, ForkServerCountsEveryProcess) {
+  const CpuCase& c = GetParam();
+  if (!sandbox().isolation().pid_namespace) GTEST_SKIP() << "the fork server needs namespaces, unavailable here";
+  Program p;
+  p.source = c.source;
+  const auto results = sandbox().run_batch(p, {"1 2\n", "3 4\n"}, cpu_limits(c));
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_TRUE(r.fork_server) << sandbox().fork_server_failure();
+    expect_cpu_result(c, r);
+  }
+  expect_no_processes_left();
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, CpuAccounting, ::testing::ValuesIn(cpu_cases()),
+                         [](const ::testing::TestParamInfo<CpuCase>& info) { return std::string(info.param.name); });
 
 // The same programs as fork-server children: two inputs each, so the second child starts after
 // whatever the first left behind was cleaned up.
