@@ -180,6 +180,9 @@ class CodeGrader final : public Grader {
                       {"test_type", functional ? "functional" : "stdin"},
                       {"tests", per_test}};
     result.feedback = feedback(task, outcomes, passed, total, options, functional);
+    // A failure's feedback shows the failing test (input, expected, actual, traceback); an
+    // accepted program's feedback only says so.
+    result.informative = !all_passed;
     return result;
   }
 

@@ -56,7 +56,8 @@ GradeOptions options_from_json(const nlohmann::json& j, const GradeOptions& defa
 
 nlohmann::json to_json(const GradeResult& r) {
   return {{"task_id", r.task_id}, {"reward", r.reward},     {"passed", r.passed},
-          {"verdict", r.verdict}, {"feedback", r.feedback}, {"extracted", r.extracted},
+          {"verdict", r.verdict}, {"feedback", r.feedback}, {"informative", r.informative},
+          {"extracted", r.extracted},
           {"details", r.details}, {"timing", r.timing}};
 }
 

@@ -36,6 +36,12 @@ struct GradeResult {
   bool passed = false;
   std::string verdict = "wrong_answer";
   std::string feedback;   // the text the teacher reads
+  // Whether the feedback says more than the verdict: what failed and where (a failing test, a
+  // traceback, a format problem), as opposed to a bare "Correct." / "The answer 84 is incorrect.".
+  // A trainer builds a teacher context from informative feedback only (SDPO's semantics); the
+  // rest would re-prompt the teacher with a sentence that tells it nothing. Graders that know
+  // their text restates the verdict set it false.
+  bool informative = true;
   std::string extracted;  // extracted final answer or code
   nlohmann::json details = nlohmann::json::object();
   nlohmann::json timing = nlohmann::json::object();  // {"grade_ms": ...}

@@ -84,8 +84,12 @@ class MathGrader final : public Grader {
     const bool boxed = shown.source == "boxed";
     if (correct) {
       result.feedback = boxed ? "Correct." : "Correct, but the final answer was not in \\boxed{}; put it there next time.";
+      result.informative = !boxed;
       return result;
     }
+    // A well-formatted wrong answer gets a sentence that only restates the verdict; the format
+    // notes, a truncation or the revealed answer are what a teacher could act on.
+    result.informative = !boxed || unterminated || options.reveal_answer;
     std::string feedback = "The final answer " + text::truncate_utf8(shown.text, 300) + " is incorrect.";
     if (!boxed) {
       feedback += " No \\boxed{} answer was found, so the " +

@@ -225,6 +225,7 @@ class ScienceGrader final : public Grader {
       result.feedback = "The final answer \"" + text::truncate_utf8(*extracted, 200) + "\" is incorrect.";
       if (options.reveal_answer) result.feedback += " The correct answer is " + expected_shown + ".";
     }
+    result.informative = !correct && options.reveal_answer;
     return result;
   }
 

@@ -95,6 +95,7 @@ class ScriptGrader final : public Grader {
       result.reward = 0.0;
       result.passed = false;
       result.feedback = "The task's grader script failed: " + why;
+      result.informative = false;  // about the grader, not the response
       result.details = {{"script_stderr", text::truncate_utf8(run.stderr_data, 2000)}, {"script_verdict", sandbox::to_string(run.verdict)}};
       return result;
     };
@@ -143,6 +144,12 @@ class ScriptGrader final : public Grader {
     if (auto d = j.find("details"); d != j.end()) {
       if (!d->is_object()) return script_failed("\"details\" must be a dict");
       result.details = *d;
+    }
+    // A script that does not say: feedback on a failed response is taken to be informative.
+    result.informative = !result.passed && !result.feedback.empty();
+    if (auto inf = j.find("informative"); inf != j.end()) {
+      if (!inf->is_boolean()) return script_failed("\"informative\" must be a boolean");
+      result.informative = inf->get<bool>();
     }
     return result;
   }

@@ -5,17 +5,21 @@
 #   (or reuses runs/cache/), evaluates it on the held-out split, trains it with DistIL against the
 #   server's feedback, evaluates again, prints a before/after table, writes plots, stops the server.
 #
-#   scripts/demo.sh                          the built-in demo (about 10 minutes on 2 cores)
+#   scripts/demo.sh                          the built-in rich-feedback demo: word-pipeline programs
+#                                            graded in the sandbox (code domain)
+#   scripts/demo.sh --domain arithmetic      the one-bit-feedback demo: two-digit arithmetic
 #   scripts/demo.sh --model DIR --train-tasks A.jsonl --eval-tasks B.jsonl [--config my.yaml]
 #                                            the same pipeline on a real model and real tasks
 # Options:
-#   --config FILE      training config over configs/default.yaml (default: configs/demo.yaml)
+#   --domain NAME      code (default) | arithmetic: the built-in task domain and its model recipe
+#   --config FILE      training config over configs/default.yaml (default: configs/demo_code.yaml,
+#                      or configs/demo.yaml for arithmetic)
 #   --set KEY=VALUE    override one training config key (repeatable), e.g. --set train.steps=50
 #   --recipe-set K=V   override one pretraining recipe key (configs/demo_pretrain.yaml)
 #   --objective NAME   distil (default) | ce | sdpo | grpo | opsd | sft
 #   --model DIR        a Hugging Face model directory instead of the pretrained demo model
 #   --train-tasks F / --eval-tasks F   task JSONL files instead of the generated ones
-#   --out DIR          where everything goes (default: runs/demo)
+#   --out DIR          where everything goes (default: runs/demo-code, runs/demo for arithmetic)
 #   --port N           distil-env port on 127.0.0.1 (default: 18080)
 #   --skip-setup / --skip-build        for repeated runs
 set -euo pipefail
@@ -25,19 +29,21 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 source scripts/lib/pipeline.sh
 
-config=configs/demo.yaml
+domain=code
+config=""
 overrides=()
 recipe_overrides=()
 objective=distil
 model_dir=""
 train_tasks=""
 eval_tasks=""
-out=runs/demo
+out=""
 port=18080
 skip_setup=0
 skip_build=0
 while (($#)); do
   case "$1" in
+    --domain) domain=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
     --set) overrides+=(--set "$2"); shift 2 ;;
     --recipe-set) recipe_overrides+=(--recipe-set "$2"); shift 2 ;;
@@ -49,10 +55,15 @@ while (($#)); do
     --port) port=$2; shift 2 ;;
     --skip-setup) skip_setup=1; shift ;;
     --skip-build) skip_build=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$domain" in
+  code) recipe=configs/demo_code_pretrain.yaml; : "${config:=configs/demo_code.yaml}"; : "${out:=runs/demo-code}" ;;
+  arithmetic) recipe=configs/demo_pretrain.yaml; : "${config:=configs/demo.yaml}"; : "${out:=runs/demo}" ;;
+  *) echo "demo.sh: --domain must be code or arithmetic, got '$domain'" >&2; exit 2 ;;
+esac
 [[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || { echo "demo.sh: --port must be 1..65535" >&2; exit 2; }
 [ -f "$config" ] || { echo "demo.sh: --config $config: no such file" >&2; exit 2; }
 mkdir -p "$out"
@@ -100,7 +111,9 @@ if pre and "accuracy_avg_at_n" in pre:
     print(f"\npretrained model, avg@{pre.get('accuracy_samples')} at temperature 1 on {pre.get('accuracy_prompts')} held-out problems:")
     names = {"student": "student (plain prompt)", "teacher_solution": "teacher: correct sibling in context",
              "teacher_reference": "teacher: reference solution in context",
-             "teacher_feedback": "teacher: grader feedback on a wrong answer"}
+             "teacher_feedback": "teacher: env feedback alone on a wrong answer",
+             "teacher_feedback_correct": "teacher: own right answer as the solution",
+             "student_greedy": "student, greedy (temperature 0)"}
     for k, v in acc.items(): print(f"  {names.get(k, k):<44} {100*v:5.1f}%")
 steps, reward, evals = [], [], []
 if "avg@n" in before: evals.append((0, before["avg@n"]))
@@ -152,7 +165,7 @@ PY
 if [ -z "$train_tasks" ] || [ -z "$eval_tasks" ]; then
   [ -z "$train_tasks$eval_tasks" ] || { echo "demo.sh: give both --train-tasks and --eval-tasks" >&2; exit 2; }
   log "data: generating the built-in tasks"
-  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe configs/demo_pretrain.yaml "${recipe_overrides[@]}"
+  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe "$recipe" "${recipe_overrides[@]}"
   train_tasks=$out/data/train.jsonl
   eval_tasks=$out/data/eval.jsonl
 fi
@@ -174,7 +187,7 @@ common=(--config "$config" "${overrides[@]}"
 # 3. The model: pretrained here (cached by recipe) unless one is given.
 if [ -z "$model_dir" ]; then
   log "model: pretraining the demo model (or reusing runs/cache/)"
-  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe configs/demo_pretrain.yaml "${recipe_overrides[@]}" \
+  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe "$recipe" "${recipe_overrides[@]}" \
     --cache runs/cache --path-out "$out/model_path" >"$out/pretrain_report.json"
   model_dir=$(cat "$out/model_path")
   cp "$model_dir/demo_report.json" "$out/pretrain_report.json" 2>/dev/null || true
@@ -206,3 +219,4 @@ report "$out/eval_before.json" "$out/eval_after.json" "$out/pretrain_report.json
 echo
 echo "plots: $out/plots/index.html   metrics: $run_dir/metrics.jsonl   model: $final"
 echo "pipeline time (without setup/build): $(( $(date +%s) - pipeline_started ))s; total $(( $(date +%s) - started ))s"
+echo "cpu: $(cpu_model), $(nproc) cores; kernels: DISTIL_REPRODUCIBLE=$DISTIL_REPRODUCIBLE"

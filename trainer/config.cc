@@ -47,9 +47,10 @@ algo:
   baseline: group_mean        # distil: group_mean (leave-one-out mean over siblings) | none
   top_k: 20                   # teacher top-k per position (distil, ce, opsd)
   tail: bucket                # distil/ce: bucket (mass outside top-k as one token) | renormalize
-  normalizer: tokens          # divide the loss by: tokens (response tokens in the batch) | sequences
+  normalizer: active_tokens   # divide the loss by: active_tokens (response tokens of rollouts in the loss, SDPO) | tokens | sequences
   clip_low: 0.2               # grpo: PPO ratio clip below 1
   clip_high: 0.28             # grpo: PPO ratio clip above 1
+  dual_clip: 3.0              # grpo: verl's clip_ratio_c, caps the loss of negative advantages at c*|A|; 0 = off
   advantage_eps: 1.0e-6       # grpo: (r - mean) / (std + eps)
   off_policy_minibatches: 1   # grpo: 1 = on-policy; n > 1 = n minibatch updates with importance ratios
   jsd_mix: 0.5                # sdpo alpha / opsd beta: 0 forward KL, 1 reverse KL
@@ -68,6 +69,8 @@ teacher:
   feedback_template: "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback}\n\n"
   reference_template: "\nReference solution:\n\n{reference}\n\n"
   strip_reasoning: true       # remove <think>...</think> from a sibling's solution
+  uninformative_feedback: mask  # feedback that only restates the verdict (grader's informative: false): mask | use
+  passed_without_sibling: mask  # a passed rollout with no passed sibling: mask | own_response (its response as the solution)
 optim:
   lr: 1.0e-5
   weight_decay: 0.0
@@ -314,13 +317,16 @@ TrainConfig convert(const YAML::Node& root) {
   require(a.top_k >= 1, "algo.top_k", "must be >= 1");
   o.tail = choice(root, "algo.tail", {"bucket", "renormalize"}) == "bucket" ? TailMode::bucket
                                                                             : TailMode::renormalize;
-  o.normalizer = choice(root, "algo.normalizer", {"tokens", "sequences"}) == "tokens"
-                     ? Normalizer::tokens
-                     : Normalizer::sequences;
+  const std::string normalizer = choice(root, "algo.normalizer", {"active_tokens", "tokens", "sequences"});
+  o.normalizer = normalizer == "active_tokens" ? Normalizer::active_tokens
+                 : normalizer == "tokens"      ? Normalizer::tokens
+                                               : Normalizer::sequences;
   o.clip_low = number(root, "algo.clip_low");
   require(o.clip_low >= 0 && o.clip_low < 1, "algo.clip_low", "must be in [0, 1)");
   o.clip_high = number(root, "algo.clip_high");
   require(o.clip_high >= 0, "algo.clip_high", "must be >= 0");
+  o.dual_clip = number(root, "algo.dual_clip");
+  require(o.dual_clip == 0 || o.dual_clip > 1, "algo.dual_clip", "must be 0 (off) or > 1");
   o.advantage_eps = number(root, "algo.advantage_eps");
   require(o.advantage_eps >= 0, "algo.advantage_eps", "must be >= 0");
   a.off_policy_minibatches = integer(root, "algo.off_policy_minibatches");
@@ -355,6 +361,8 @@ TrainConfig convert(const YAML::Node& root) {
   require(t.reference_template.find("{reference}") != std::string::npos,
           "teacher.reference_template", "must contain {reference}");
   t.strip_reasoning = boolean(root, "teacher.strip_reasoning");
+  t.uninformative_feedback = choice(root, "teacher.uninformative_feedback", {"mask", "use"});
+  t.passed_without_sibling = choice(root, "teacher.passed_without_sibling", {"mask", "own_response"});
 
   auto& op = c.optim;
   op.lr = number(root, "optim.lr");

@@ -81,6 +81,8 @@ struct TeacherSection {
   std::string feedback_template;
   std::string reference_template;
   bool strip_reasoning = true;
+  std::string uninformative_feedback = "mask";  // mask | use
+  std::string passed_without_sibling = "mask";  // mask | own_response
 };
 
 struct OptimSection {

@@ -28,6 +28,7 @@ namespace {
 demo::PretrainRecipe load_recipe(const std::string& file, const std::vector<std::string>& overrides) {
   nlohmann::json j = nlohmann::json::object();
   auto scalar_to_json = [](const std::string& key, const std::string& text) -> nlohmann::json {
+    if (key == "domain") return text;  // the one key that is a name (arithmetic | code)
     try {
       std::size_t used = 0;
       if (text.find_first_of(".eE") == std::string::npos) {
@@ -76,10 +77,23 @@ struct DataArgs {
 int run_demo_data(const DataArgs& args) {
   return exit_code_of("distil-train demo-data", [&] {
     const demo::PretrainRecipe recipe = load_recipe(args.recipe_file, args.recipe_overrides);
+    const std::filesystem::path dir(args.out);
+    if (recipe.domain == "code") {
+      const demo::CodeTaskPools pools = demo::make_code_pools(demo::code_split_of(recipe));
+      const auto train = demo::sample_code_tasks(pools.train, std::min(args.train, pools.train.size()), args.sample_seed);
+      const auto eval = demo::sample_code_tasks(pools.heldout, std::min(args.eval, pools.heldout.size()),
+                                                args.sample_seed + 1);
+      demo::write_code_task_jsonl(dir / "train.jsonl", train);
+      demo::write_code_task_jsonl(dir / "eval.jsonl", eval);
+      std::cout << "wrote " << train.size() << " train code tasks to " << (dir / "train.jsonl").string() << " and "
+                << eval.size() << " held-out code tasks to " << (dir / "eval.jsonl").string() << " (pools: "
+                << pools.train.size() << " train / " << pools.heldout.size()
+                << " held-out tasks; held-out rules are never trained on)\n";
+      return 0;
+    }
     const demo::ProblemPools pools = demo::make_pools(recipe.split);
     const auto train = demo::sample_problems(pools.train, args.train, args.sample_seed);
     const auto eval = demo::sample_problems(pools.heldout, args.eval, args.sample_seed + 1);
-    const std::filesystem::path dir(args.out);
     demo::write_task_jsonl(dir / "train.jsonl", train);
     demo::write_task_jsonl(dir / "eval.jsonl", eval);
     std::cout << "wrote " << train.size() << " train tasks to " << (dir / "train.jsonl").string() << " and "
@@ -211,7 +225,7 @@ int run_demo_probe(const ProbeArgs& args) {
 void add_demo_commands(CLI::App& app, int& exit_code) {
   auto data = std::make_shared<DataArgs>();
   auto* data_cmd = app.add_subcommand(
-      "demo-data", "Write the built-in demo tasks (two-digit arithmetic in \\boxed{}): train.jsonl, eval.jsonl");
+      "demo-data", "Write the built-in demo tasks (the recipe's domain: arithmetic in \\boxed{}, or code: word-pipeline programs): train.jsonl, eval.jsonl");
   data_cmd->add_option("--out,-o", data->out, "Output directory")->required();
   data_cmd->add_option("--recipe", data->recipe_file, "Pretraining recipe YAML (its split seed/fraction)");
   data_cmd->add_option("--recipe-set", data->recipe_overrides, "Override one recipe key: key=value");

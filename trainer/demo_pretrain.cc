@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include "trainer/model/generate.h"
 #include "trainer/rollout.h"
 #include "trainer/teacher.h"
+#include "trainer/reproducible.h"
 #include "trainer/text/chat.h"
 
 namespace distil::trainer::demo {
@@ -19,7 +21,10 @@ namespace {
 
 // Bump when the corpus or training code changes in a way the recipe fields do not capture, so a
 // stale cached model is not reused.
-constexpr int kCorpusVersion = 2;  // 2: length-bucketed batches, feedback_correct examples
+// 2: length-bucketed batches, feedback_correct examples; 3: feedback_correct examples in the
+// own_response context (no longer "feedback on your unsuccessful attempt: Correct."),
+// deterministic kernels (pinned CPU kernels, see pin_deterministic_kernels).
+constexpr int kCorpusVersion = 3;
 
 using Clock = std::chrono::steady_clock;
 
@@ -87,7 +92,12 @@ double uniform01(std::mt19937_64& rng) { return std::uniform_real_distribution<d
 }  // namespace
 
 void PretrainRecipe::validate() const {
+  require(domain == "arithmetic" || domain == "code", "domain", "must be arithmetic or code, got '" + domain + "'");
   require(split.heldout_fraction > 0 && split.heldout_fraction < 1, "split.heldout_fraction", "must be in (0, 1)");
+  require(variants_per_rule >= 1 && variants_per_rule <= 10000, "variants_per_rule", "must be in [1, 10000]");
+  for (auto [name, v] : {std::pair{"code_factor_correct", code_factor_correct}, {"code_bug_rate", code_bug_rate},
+                         {"code_after_feedback_correct", code_after_feedback_correct}})
+    require(v >= 0 && v <= 1, name, "must be a probability in [0, 1]");
   for (auto [name, v] : {std::pair{"add_correct", add_correct}, {"subtract_correct", subtract_correct},
                          {"after_feedback_correct", after_feedback_correct}})
     require(v >= 0 && v <= 1, name, "must be a probability in [0, 1]");
@@ -112,7 +122,12 @@ void PretrainRecipe::validate() const {
 }
 
 nlohmann::json PretrainRecipe::to_json() const {
-  return {{"split_seed", split.seed},       {"heldout_fraction", split.heldout_fraction},
+  return {{"domain", domain},
+          {"variants_per_rule", variants_per_rule},
+          {"code_factor_correct", code_factor_correct},
+          {"code_bug_rate", code_bug_rate},
+          {"code_after_feedback_correct", code_after_feedback_correct},
+          {"split_seed", split.seed},       {"heldout_fraction", split.heldout_fraction},
           {"add_correct", add_correct},     {"subtract_correct", subtract_correct},
           {"after_feedback_correct", after_feedback_correct},
           {"mix_student", mix_student},     {"mix_solution", mix_solution},
@@ -133,6 +148,10 @@ PretrainRecipe PretrainRecipe::from_json(const nlohmann::json& j) {
   const nlohmann::json known = r.to_json();
   for (const auto& [key, value] : j.items()) {
     if (!known.contains(key)) throw std::invalid_argument(key + ": unknown recipe key");
+    if (key == "domain") {
+      if (!value.is_string()) throw std::invalid_argument("domain: expected arithmetic or code");
+      continue;
+    }
     if (!value.is_number()) throw std::invalid_argument(key + ": expected a number");
     const bool integral = known[key].is_number_integer() || known[key].is_number_unsigned();
     if (integral && !(value.is_number_integer() || value.is_number_unsigned()))
@@ -143,6 +162,11 @@ PretrainRecipe PretrainRecipe::from_json(const nlohmann::json& j) {
   auto num = [&](const char* key, auto& field) {
     if (j.contains(key)) field = j[key].get<std::decay_t<decltype(field)>>();
   };
+  if (j.contains("domain")) r.domain = j["domain"].get<std::string>();
+  num("variants_per_rule", r.variants_per_rule);
+  num("code_factor_correct", r.code_factor_correct);
+  num("code_bug_rate", r.code_bug_rate);
+  num("code_after_feedback_correct", r.code_after_feedback_correct);
   num("split_seed", r.split.seed);
   num("heldout_fraction", r.split.heldout_fraction);
   num("add_correct", r.add_correct);
@@ -188,6 +212,13 @@ std::string recipe_hash(const PretrainRecipe& recipe, const PromptFormats& forma
   return hex;
 }
 
+// The teacher templates with a passed rollout's own response as its solution: the context the
+// corpus's feedback_correct examples teach (teacher.passed_without_sibling: own_response).
+static TeacherSection own_response_teacher(TeacherSection teacher) {
+  teacher.passed_without_sibling = "own_response";
+  return teacher;
+}
+
 std::string grader_feedback(const Problem& problem, const std::string& response) {
   graders::GradeContext context;  // the math grader runs no code: no sandbox
   return graders::grade(graders::Registry::builtin(), to_task(problem), response, graders::GradeOptions{}, context)
@@ -205,17 +236,24 @@ CorpusSampler::CorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::
   if (pool_.empty()) throw std::invalid_argument("pool: no problems to draw the corpus from");
 }
 
+CodeSplitSpec code_split_of(const PretrainRecipe& recipe) {
+  return {recipe.split.seed, recipe.split.heldout_fraction, recipe.variants_per_rule};
+}
+
+std::string draw_corpus_kind(const PretrainRecipe& recipe, std::mt19937_64& rng) {
+  const double total = recipe.mix_student + recipe.mix_solution + recipe.mix_reference + recipe.mix_feedback +
+                       recipe.mix_feedback_correct;
+  double u = uniform01(rng) * total;
+  if ((u -= recipe.mix_student) < 0) return "student";
+  if ((u -= recipe.mix_solution) < 0) return "solution";
+  if ((u -= recipe.mix_reference) < 0) return "reference";
+  if ((u -= recipe.mix_feedback) < 0) return "feedback";
+  return "feedback_correct";
+}
+
 CorpusExample CorpusSampler::next(std::mt19937_64& rng) const {
   const Problem& p = pool_[rng() % pool_.size()];
-  const double total = recipe_.mix_student + recipe_.mix_solution + recipe_.mix_reference + recipe_.mix_feedback +
-                       recipe_.mix_feedback_correct;
-  double u = uniform01(rng) * total;
-  std::string kind = "feedback_correct";
-  if ((u -= recipe_.mix_student) < 0) kind = "student";
-  else if ((u -= recipe_.mix_solution) < 0) kind = "solution";
-  else if ((u -= recipe_.mix_reference) < 0) kind = "reference";
-  else if ((u -= recipe_.mix_feedback) < 0) kind = "feedback";
-  return make(p, kind, rng);
+  return make(p, draw_corpus_kind(recipe_, rng), rng);
 }
 
 CorpusExample CorpusSampler::make(const Problem& p, const std::string& kind, std::mt19937_64& rng) const {
@@ -256,11 +294,14 @@ CorpusExample CorpusSampler::make(const Problem& p, const std::string& kind, std
     return e;
   }
   if (kind == "feedback_correct") {
-    // A passed rollout with no passed sibling: the trainer shows the teacher the grader's own
-    // feedback on it ("Correct.") in the feedback template; the right continuation keeps the answer.
+    // A passed rollout with no passed sibling, under teacher.passed_without_sibling: own_response
+    // (the trainer masks it by default): its own answer as the solution, which the right
+    // continuation keeps.
     std::vector<RolloutView> group = {{true, correct, grader_feedback(p, correct)}};
-    const auto message = teacher_message(formats_.teacher, "feedback", p.prompt(), group, 0, std::nullopt);
-    e.user_message = message ? *message : p.prompt();
+    const auto message = teacher_message(own_response_teacher(formats_.teacher), "feedback", p.prompt(), group, 0,
+                                         std::nullopt);
+    if (!message) throw std::logic_error("teacher_message gave no own_response context for a passed rollout");
+    e.user_message = *message;
     e.response = correct;
     e.correct = true;
     return e;
@@ -297,9 +338,18 @@ PretrainRun run_pretraining(const PretrainRecipe& recipe, const PromptFormats& f
   // An empty log callback means: no progress output.
   const auto emit = [&log](const std::string& line) { if (log) log(line); };
   const auto start = Clock::now();
-  const ProblemPools pools = make_pools(recipe.split);
-  const CorpusSampler train_corpus(recipe, formats, pools.train);
-  const CorpusSampler heldout_corpus(recipe, formats, pools.heldout);
+  std::unique_ptr<CorpusSource> train_source, heldout_source;
+  if (recipe.domain == "code") {
+    const CodeTaskPools pools = make_code_pools(code_split_of(recipe));
+    train_source = std::make_unique<CodeCorpusSampler>(recipe, formats, pools.train);
+    heldout_source = std::make_unique<CodeCorpusSampler>(recipe, formats, pools.heldout);
+  } else {
+    const ProblemPools pools = make_pools(recipe.split);
+    train_source = std::make_unique<CorpusSampler>(recipe, formats, pools.train);
+    heldout_source = std::make_unique<CorpusSampler>(recipe, formats, pools.heldout);
+  }
+  const CorpusSource& train_corpus = *train_source;
+  const CorpusSource& heldout_corpus = *heldout_source;
 
   // A byte-level BPE tokenizer whose merges are learned from the corpus text (without the special
   // tokens, which are matched whole).
@@ -433,7 +483,7 @@ nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Toke
       } else if (context == "teacher_feedback_correct") {
         const std::string right = boxed_response(p.answer());
         std::vector<RolloutView> group = {{true, right, grader_feedback(p, right)}};
-        message = teacher_message(formats.teacher, "feedback", p.prompt(), group, 0, std::nullopt)
+        message = teacher_message(own_response_teacher(formats.teacher), "feedback", p.prompt(), group, 0, std::nullopt)
                       .value_or(p.prompt());
       }
       const auto tokens = renderer.encode(message);
@@ -450,6 +500,75 @@ nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Toke
     result[context] = static_cast<double>(correct) / static_cast<double>(generated.size());
   }
   return result;
+}
+
+nlohmann::json measure_code_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
+                                             const PromptFormats& formats, const std::vector<CodeTask>& tasks,
+                                             int samples, uint64_t seed) {
+  if (samples <= 0) throw std::invalid_argument("samples: must be positive");
+  const PromptRenderer renderer(formats.model, tokenizer);
+  std::mt19937_64 rng(seed);
+  const std::vector<std::string> contexts = {"student",          "teacher_solution",         "teacher_reference",
+                                             "teacher_feedback", "teacher_feedback_correct", "student_greedy"};
+  nlohmann::json result = nlohmann::json::object();
+  for (const std::string& context : contexts) {
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<const CodeTask*> owners;
+    for (const CodeTask& task : tasks) {
+      std::string message = task.prompt();
+      const std::string right = word_program(task.rule);
+      if (context == "teacher_solution" || context == "teacher_reference") {
+        const WrongProgram wrong = plausible_wrong_program(task, rng);
+        std::vector<RolloutView> group = {{false, word_program(wrong.rule, wrong.bug), ""}, {true, right, ""}};
+        message = *teacher_message(formats.teacher, context == "teacher_solution" ? "feedback" : "reference",
+                                   task.prompt(), group, 0, reference_solution(task.to_task()));
+      } else if (context == "teacher_feedback") {
+        // The env's feedback alone: no sibling, no reference.
+        const WrongProgram wrong = plausible_wrong_program(task, rng);
+        const std::string program = word_program(wrong.rule, wrong.bug);
+        const auto graded = grade_code_response(task, program);
+        std::vector<RolloutView> group = {{graded.passed, program, graded.feedback, graded.informative}};
+        message = teacher_message(formats.teacher, "feedback", task.prompt(), group, 0, std::nullopt)
+                      .value_or(task.prompt());
+      } else if (context == "teacher_feedback_correct") {
+        std::vector<RolloutView> group = {{true, right, "", false}};
+        message = teacher_message(own_response_teacher(formats.teacher), "feedback", task.prompt(), group, 0,
+                                  std::nullopt)
+                      .value_or(task.prompt());
+      }
+      const auto tokens = renderer.encode(message);
+      const int n = context == "student_greedy" ? 1 : samples;
+      for (int s = 0; s < n; ++s) prompts.push_back(tokens), owners.push_back(&task);
+    }
+    model::SamplingParams params;
+    params.temperature = context == "student_greedy" ? 0.0 : 1.0;
+    params.max_new_tokens = 96;
+    params.seed = seed + 7;
+    const auto generated = generate_in_batches(model, tokenizer, prompts, params, 128);
+    std::vector<std::string> texts;
+    for (const auto& g : generated) texts.push_back(g.text);
+    const auto graded = grade_code_responses(owners, texts);
+    int correct = 0;
+    for (const auto& g : graded) correct += g.passed;
+    result[context] = static_cast<double>(correct) / static_cast<double>(graded.size());
+  }
+  return result;
+}
+
+// FNV-1a over every parameter's float32 bytes in name order: equal exactly when the weights are.
+static std::string weights_fingerprint(model::CausalLM& model) {
+  std::map<std::string, torch::Tensor> by_name;
+  for (const auto& item : model->named_parameters()) {
+    by_name[item.key()] = item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  }
+  std::string bytes;
+  for (const auto& [name, tensor] : by_name) {
+    bytes += name;
+    bytes.append(static_cast<const char*>(tensor.data_ptr()), static_cast<std::size_t>(tensor.numel()) * sizeof(float));
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a64(bytes)));
+  return hex;
 }
 
 PretrainReport pretrain_or_reuse(const PretrainRecipe& recipe, const PromptFormats& formats,
@@ -478,13 +597,27 @@ PretrainReport pretrain_or_reuse(const PretrainRecipe& recipe, const PromptForma
   PretrainRun run = run_pretraining(recipe, formats, scratch / "tokenizer", options.log);
   model::save_pretrained(run.model, scratch / "model", torch::kFloat32, scratch / "tokenizer");
 
-  const ProblemPools pools = make_pools(recipe.split);
-  const auto probe = sample_problems(pools.heldout, std::min<std::size_t>(options.accuracy_prompts, pools.heldout.size()),
-                                     recipe.seed + 99);
-  options.log("pretrain: measuring student and teacher accuracy on " + std::to_string(probe.size()) +
-              " held-out problems");
-  const auto accuracy = measure_context_accuracy(run.model, run.tokenizer, formats, probe,
-                                                 options.accuracy_samples, recipe.seed + 5);
+  nlohmann::json accuracy;
+  std::size_t probe_size = 0;
+  if (recipe.domain == "code") {
+    const CodeTaskPools pools = make_code_pools(code_split_of(recipe));
+    const auto probe = sample_code_tasks(
+        pools.heldout, std::min<std::size_t>(options.accuracy_prompts, pools.heldout.size()), recipe.seed + 99);
+    probe_size = probe.size();
+    options.log("pretrain: measuring student and teacher accuracy on " + std::to_string(probe_size) +
+                " held-out code tasks (real sandbox)");
+    accuracy = measure_code_context_accuracy(run.model, run.tokenizer, formats, probe, options.accuracy_samples,
+                                             recipe.seed + 5);
+  } else {
+    const ProblemPools pools = make_pools(recipe.split);
+    const auto probe = sample_problems(
+        pools.heldout, std::min<std::size_t>(options.accuracy_prompts, pools.heldout.size()), recipe.seed + 99);
+    probe_size = probe.size();
+    options.log("pretrain: measuring student and teacher accuracy on " + std::to_string(probe_size) +
+                " held-out problems");
+    accuracy = measure_context_accuracy(run.model, run.tokenizer, formats, probe, options.accuracy_samples,
+                                        recipe.seed + 5);
+  }
   report.summary = {{"recipe", recipe.to_json()},
                     {"recipe_hash", hash},
                     {"heldout_loss_before", run.initial_loss},
@@ -496,7 +629,11 @@ PretrainReport pretrain_or_reuse(const PretrainRecipe& recipe, const PromptForma
                        return n;
                      }()},
                     {"accuracy_avg_at_n", accuracy},
-                    {"accuracy_prompts", probe.size()},
+                    // Two machines made the same model exactly when these agree (trainer/reproducible.h).
+                    {"kernels", kernel_pinning()},
+                    {"weights_fnv1a64", weights_fingerprint(run.model)},
+                    {"domain", recipe.domain},
+                    {"accuracy_prompts", probe_size},
                     {"accuracy_samples", options.accuracy_samples}};
   // The model directory is what users point model.path at; the report sits beside it.
   std::filesystem::remove_all(report.model_dir);

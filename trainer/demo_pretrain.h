@@ -9,13 +9,16 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "graders/grader.h"
 #include "trainer/config.h"
+#include "trainer/demo_code_tasks.h"
 #include "trainer/demo_tasks.h"
 #include "trainer/model/model.h"
 #include "trainer/text/tokenizer.h"
@@ -24,7 +27,17 @@ namespace distil::trainer::demo {
 
 // Everything that determines the pretrained model; its hash names the cache directory.
 struct PretrainRecipe {
-  SplitSpec split;
+  // arithmetic (two-digit sums, one bit of feedback) | code (word-pipeline programs, graded in the
+  // sandbox, feedback with the failing test). The only key that is not a number.
+  std::string domain = "arithmetic";
+  SplitSpec split;  // seed and held-out fraction, for either domain
+  // code: tasks (test sets) per rule; the probability that each of a student-format program's
+  // three factors is right; the share of student programs with a bug (a misspelt name, a missing
+  // .split()); how often the program after the grader's feedback on a wrong one is right.
+  int variants_per_rule = 20;
+  double code_factor_correct = 0.75;
+  double code_bug_rate = 0.10;
+  double code_after_feedback_correct = 0.85;
   // Probability that a student-format answer in the corpus is correct (the mediocrity knob).
   double add_correct = 0.70;
   double subtract_correct = 0.55;
@@ -78,12 +91,25 @@ struct CorpusExample {
   bool correct = false;
 };
 
+// Where pretraining draws its examples from: one domain's pool.
+class CorpusSource {
+ public:
+  virtual ~CorpusSource() = default;
+  virtual CorpusExample next(std::mt19937_64& rng) const = 0;
+};
+
+// The code domain's split from the recipe (split_seed, heldout_fraction, variants_per_rule).
+CodeSplitSpec code_split_of(const PretrainRecipe& recipe);
+
+// The mixture kind for one draw (student, solution, reference, feedback, feedback_correct).
+std::string draw_corpus_kind(const PretrainRecipe& recipe, std::mt19937_64& rng);
+
 // Draws corpus examples for problems of one pool. The feedback examples carry the real math
 // grader's feedback text for a wrong answer.
-class CorpusSampler {
+class CorpusSampler : public CorpusSource {
  public:
   CorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<Problem> pool);
-  CorpusExample next(std::mt19937_64& rng) const;
+  CorpusExample next(std::mt19937_64& rng) const override;
   CorpusExample make(const Problem& problem, const std::string& kind, std::mt19937_64& rng) const;
 
  private:
@@ -91,6 +117,34 @@ class CorpusSampler {
   PromptFormats formats_;
   std::vector<Problem> pool_;
 };
+
+// The code domain: the same mixture over word-pipeline tasks. Student programs get each factor
+// right with code_factor_correct; feedback examples carry the real code grader's feedback on a
+// plausible wrong program, run in the real sandbox (memoised: the corpus revisits programs).
+class CodeCorpusSampler : public CorpusSource {
+ public:
+  CodeCorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<CodeTask> pool);
+  ~CodeCorpusSampler() override;
+  CorpusExample next(std::mt19937_64& rng) const override;
+  CorpusExample make(const CodeTask& task, const std::string& kind, std::mt19937_64& rng) const;
+
+ private:
+  struct FeedbackCache;
+  PretrainRecipe recipe_;
+  PromptFormats formats_;
+  std::vector<CodeTask> pool_;
+  std::unique_ptr<FeedbackCache> cache_;
+};
+
+// The real code grader's result for `response` on `task`, in a process-wide sandbox.
+graders::GradeResult grade_code_response(const CodeTask& task, const std::string& response);
+// Many at once, on every core; results in order.
+std::vector<graders::GradeResult> grade_code_responses(const std::vector<const CodeTask*>& tasks,
+                                                       const std::vector<std::string>& responses);
+// A student-format program for `task`: each factor right with `factor_correct`, a bug with
+// `bug_rate`.
+std::string sample_student_program(const CodeTask& task, double factor_correct, double bug_rate,
+                                   std::mt19937_64& rng);
 
 // The math grader's feedback for `response` on `problem` (graded in-process by the real grader).
 std::string grader_feedback(const Problem& problem, const std::string& response);
@@ -123,6 +177,13 @@ PretrainReport pretrain_or_reuse(const PretrainRecipe& recipe, const PromptForma
 nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
                                         const PromptFormats& formats, const std::vector<Problem>& problems,
                                         int samples, uint64_t seed);
+
+// The same table for the code domain, graded by the real code grader in the sandbox: plain
+// prompt; a correct sibling program; the reference program; the grader's feedback on a plausible
+// wrong program alone (no sibling, no reference); a passed program's own response; greedy.
+nlohmann::json measure_code_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
+                                             const PromptFormats& formats, const std::vector<CodeTask>& tasks,
+                                             int samples, uint64_t seed);
 
 // Mean response-token cross-entropy of `model` on `examples` (no gradient).
 double corpus_loss(model::CausalLM& model, const text::Tokenizer& tokenizer, const PromptFormats& formats,

@@ -2,8 +2,10 @@
 #include <CLI/CLI.hpp>
 
 #include "trainer/cli.h"
+#include "trainer/reproducible.h"
 
 int main(int argc, char** argv) {
+  distil::trainer::pin_kernels_if_requested(argc, argv, false);  // DISTIL_REPRODUCIBLE=1
   CLI::App app{"distil-eval: evaluate a model on task files against distil-env feedback servers"};
   int exit_code = 0;
   distil::trainer::configure_eval_app(app, exit_code);

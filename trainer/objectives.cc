@@ -94,12 +94,23 @@ class GrpoObjective : public Objective {
     auto unclipped = ratio * advantage;
     auto clipped = ratio.clamp(1.0 - options_.clip_low, 1.0 + options_.clip_high) * advantage;
     auto per_token = -torch::min(unclipped, clipped);
+    torch::Tensor dual_clipped;
+    if (options_.dual_clip > 0.0) {
+      // verl's dual clip: for A < 0 a huge ratio would make the loss unbounded; cap it at -c*A.
+      auto cap = -options_.dual_clip * advantage;
+      auto negative = (advantage < 0).expand_as(per_token);
+      dual_clipped = negative & (per_token.detach() > cap);
+      per_token = torch::where(negative, torch::min(per_token, cap), per_token);
+    }
     LossOutput out;
     out.loss = masked_sum(per_token, mask) / norm;
     const double tokens = std::max(1.0, mask.sum().item<double>());
     auto was_clipped = (clipped.detach() < unclipped.detach()).to(mask.dtype());
     out.parts["policy"] = out.loss.item<double>();
     out.parts["clip_fraction"] = masked_sum(was_clipped, mask).item<double>() / tokens;
+    if (dual_clipped.defined()) {
+      out.parts["dual_clip_fraction"] = masked_sum(dual_clipped.to(mask.dtype()), mask).item<double>() / tokens;
+    }
     out.parts["ratio_mean"] = masked_sum(ratio.detach(), mask).item<double>() / tokens;
     out.parts["advantage_abs"] = advantage.abs().mean().item<double>();
     return out;
@@ -195,6 +206,9 @@ double Objective::normalizer(const SequenceBatch& batch) const {
   if (batch.normalizer > 0.0) return batch.normalizer;
   if (options_.normalizer == Normalizer::sequences) {
     return std::max<double>(1.0, static_cast<double>(batch.mask.size(0)));
+  }
+  if (options_.normalizer == Normalizer::active_tokens && batch.active.defined()) {
+    return std::max(1.0, (batch.mask * batch.active.to(batch.mask.dtype()).unsqueeze(1)).sum().item<double>());
   }
   return std::max(1.0, batch.mask.sum().item<double>());
 }

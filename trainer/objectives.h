@@ -21,7 +21,9 @@ namespace distil::trainer {
 
 enum class TailMode { bucket, renormalize };
 enum class BaselineMode { none, group_mean };
-enum class Normalizer { tokens, sequences };
+// active_tokens: response tokens of the rollouts that take part in the loss (those with a
+// teacher context; SDPO's convention), so the loss scale does not move with the masked fraction.
+enum class Normalizer { active_tokens, tokens, sequences };
 
 struct ObjectiveOptions {
   std::string name = "distil";  // distil | ce | grpo | sdpo | opsd | sft
@@ -30,10 +32,11 @@ struct ObjectiveOptions {
   double gamma = 1.0;   // discount of later disagreement
   BaselineMode baseline = BaselineMode::group_mean;
   TailMode tail = TailMode::bucket;
-  Normalizer normalizer = Normalizer::tokens;
+  Normalizer normalizer = Normalizer::active_tokens;
   // grpo
   double clip_low = 0.2;
   double clip_high = 0.28;
+  double dual_clip = 3.0;  // verl's clip_ratio_c: negative-advantage loss capped at c * |A|; 0 = off
   double advantage_eps = 1e-6;
   // sdpo (alpha) / opsd (beta): generalised JSD mixing, 0 forward KL, 1 reverse KL
   double jsd_mix = 0.5;

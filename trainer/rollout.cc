@@ -145,6 +145,10 @@ void apply_feedback(std::vector<Rollout>& rollouts, const std::vector<env::Feedb
     r.passed = j.contains("passed") && j["passed"].is_boolean() && j["passed"].get<bool>();
     r.verdict = j.contains("verdict") && j["verdict"].is_string() ? j["verdict"].get<std::string>() : "";
     r.feedback = j.contains("feedback") && j["feedback"].is_string() ? j["feedback"].get<std::string>() : "";
+    // A server that predates "informative" (or another env): failed-response feedback counts.
+    r.feedback_informative = j.contains("informative") && j["informative"].is_boolean()
+                                 ? j["informative"].get<bool>()
+                                 : !r.passed && !r.feedback.empty();
     r.extracted = j.contains("extracted") && j["extracted"].is_string() ? j["extracted"].get<std::string>() : "";
   }
 }

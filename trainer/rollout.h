@@ -60,6 +60,7 @@ struct Rollout {
   bool passed = false;
   std::string verdict;
   std::string feedback;
+  bool feedback_informative = true;  // the server's "informative" (absent: non-empty feedback on a failure)
   std::string extracted;
   nlohmann::json result;
 };

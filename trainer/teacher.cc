@@ -56,29 +56,56 @@ std::string fill_template(std::string tmpl, const std::vector<std::pair<std::str
   return out;
 }
 
+const char* to_string(ContextKind kind) {
+  switch (kind) {
+    case ContextKind::sibling: return "sibling";
+    case ContextKind::feedback: return "feedback";
+    case ContextKind::reference: return "reference";
+    case ContextKind::own_response: return "own_response";
+    case ContextKind::masked: return "masked";
+  }
+  return "masked";
+}
+
+TeacherContext teacher_context(const TeacherSection& config, const std::string& mode, const std::string& prompt,
+                               const std::vector<RolloutView>& group, std::size_t index,
+                               const std::optional<std::string>& reference) {
+  if (index >= group.size()) throw std::out_of_range("teacher_context: rollout index outside its group");
+  auto solution_text = [&](const std::string& response) {
+    return config.strip_reasoning ? strip_reasoning(response) : response;
+  };
+  auto render = [&](ContextKind kind, const std::string& solution, const std::string& feedback) {
+    return TeacherContext{kind, fill_template(config.reprompt_template,
+                                              {{"prompt", prompt}, {"solution", solution}, {"feedback", feedback}})};
+  };
+  if (mode == "reference") {
+    if (!reference || reference->empty()) return {};
+    return render(ContextKind::reference, fill_template(config.reference_template, {{"reference", *reference}}), "");
+  }
+  for (std::size_t j = 0; j < group.size(); ++j) {
+    if (j == index || !group[j].passed) continue;
+    const std::string other = solution_text(group[j].response);
+    if (other.empty()) continue;
+    return render(ContextKind::sibling, fill_template(config.solution_template, {{"response", other}}), "");
+  }
+  const RolloutView& self = group[index];
+  if (self.passed) {
+    // Never "feedback from your unsuccessful earlier attempt" on a right answer: that context
+    // teaches the teacher to move away from it.
+    const std::string own = solution_text(self.response);
+    if (config.passed_without_sibling != "own_response" || own.empty()) return {};
+    return render(ContextKind::own_response, fill_template(config.solution_template, {{"response", own}}), "");
+  }
+  const bool usable = !self.feedback.empty() && (self.informative || config.uninformative_feedback == "use");
+  if (!usable) return {};
+  return render(ContextKind::feedback, "", fill_template(config.feedback_template, {{"feedback", self.feedback}}));
+}
+
 std::optional<std::string> teacher_message(const TeacherSection& config, const std::string& mode,
                                            const std::string& prompt,
                                            const std::vector<RolloutView>& group, std::size_t index,
                                            const std::optional<std::string>& reference) {
-  std::string solution, feedback;
-  if (mode == "reference") {
-    if (!reference || reference->empty()) return std::nullopt;
-    solution = fill_template(config.reference_template, {{"reference", *reference}});
-  } else {
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      if (j == index || !group[j].passed) continue;
-      std::string other = config.strip_reasoning ? strip_reasoning(group[j].response) : group[j].response;
-      if (other.empty()) continue;
-      solution = fill_template(config.solution_template, {{"response", other}});
-      break;
-    }
-    if (solution.empty()) {
-      if (group[index].feedback.empty()) return std::nullopt;
-      feedback = fill_template(config.feedback_template, {{"feedback", group[index].feedback}});
-    }
-  }
-  return fill_template(config.reprompt_template,
-                       {{"prompt", prompt}, {"solution", solution}, {"feedback", feedback}});
+  return teacher_context(config, mode, prompt, group, index, reference).message;
 }
 
 namespace {

@@ -27,12 +27,29 @@ struct RolloutView {
   bool passed = false;
   std::string response;
   std::string feedback;
+  bool informative = true;  // the grader's "informative": the feedback says more than the verdict
 };
 
-// The teacher's user message for rollout `index` of a group, or nullopt when it has no context
-// (that rollout is masked out of the distillation loss). mode "feedback": the first other
-// successful sibling's response as the solution, else the env feedback; "reference": the
-// reference solution. The same chat format as the student prompt wraps the result.
+// Which context a rollout's teacher got (DESIGN.md "Data flow", step 3).
+enum class ContextKind { sibling, feedback, reference, own_response, masked };
+const char* to_string(ContextKind kind);
+
+struct TeacherContext {
+  ContextKind kind = ContextKind::masked;
+  std::optional<std::string> message;  // nullopt exactly when kind is masked
+};
+
+// The teacher's user message for rollout `index` of a group, with SDPO's reference semantics.
+// mode "feedback": the first other successful sibling's response as the solution; else, for a
+// failed rollout, the env feedback when it is informative (teacher.uninformative_feedback: use
+// takes any non-empty feedback); else, for a passed rollout, nothing (teacher.
+// passed_without_sibling: own_response takes its own response as the solution). mode
+// "reference": the reference solution. No context means the rollout is masked out of the
+// distillation loss and its normaliser. The same chat format as the student prompt wraps it.
+TeacherContext teacher_context(const TeacherSection& config, const std::string& mode, const std::string& prompt,
+                               const std::vector<RolloutView>& group, std::size_t index,
+                               const std::optional<std::string>& reference);
+// teacher_context(...).message.
 std::optional<std::string> teacher_message(const TeacherSection& config, const std::string& mode,
                                            const std::string& prompt,
                                            const std::vector<RolloutView>& group, std::size_t index,

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <random>
 #include <set>
@@ -309,7 +310,9 @@ struct Trainer::Impl {
     torch::Tensor old_logq;              // [positions] or undefined
     std::vector<int64_t> offsets;        // first position row of each rollout
     int64_t positions = 0;
+    int64_t active_positions = 0;        // positions of rollouts that take part in the loss
     int64_t masked = 0;
+    std::map<std::string, int64_t> contexts;  // teacher context kind -> rollouts
     double time_teacher = 0, time_old = 0;
   };
 
@@ -353,12 +356,22 @@ struct Trainer::Impl {
       p.time_old = seconds_since(start);
     }
 
+    auto count_active_positions = [&] {
+      p.active_positions = 0;
+      for (std::size_t i = 0; i < rs.size(); ++i) {
+        if (p.active[i].item<float>() > 0.5f) p.active_positions += static_cast<int64_t>(rs[i].response_tokens.size());
+      }
+    };
     if (config.algo.objective.name == "sft") {
       for (std::size_t i = 0; i < rs.size(); ++i) p.active[i] = rs[i].passed ? 1.0f : 0.0f;
       p.masked = static_cast<int64_t>(rs.size()) - static_cast<int64_t>(p.active.sum().item<double>());
+      count_active_positions();
       return p;
     }
-    if (!objective->needs_teacher()) return p;
+    if (!objective->needs_teacher()) {
+      p.active_positions = p.positions;
+      return p;
+    }
 
     auto start = Clock::now();
     // Teacher messages per rollout, from its group's siblings.
@@ -367,11 +380,15 @@ struct Trainer::Impl {
       std::size_t end = begin;
       while (end < rs.size() && rs[end].group == rs[begin].group) ++end;
       std::vector<RolloutView> views;
-      for (std::size_t j = begin; j < end; ++j) views.push_back({rs[j].passed, rs[j].response_text, rs[j].feedback});
+      for (std::size_t j = begin; j < end; ++j) {
+        views.push_back({rs[j].passed, rs[j].response_text, rs[j].feedback, rs[j].feedback_informative});
+      }
       const auto& task = train_tasks[rs[begin].task_index];
       const auto reference = reference_solution(task);
       for (std::size_t j = begin; j < end; ++j) {
-        messages[j] = teacher_message(config.teacher, teacher_context, task.prompt, views, j - begin, reference);
+        auto context = trainer::teacher_context(config.teacher, teacher_context, task.prompt, views, j - begin, reference);
+        ++p.contexts[to_string(context.kind)];
+        messages[j] = std::move(context.message);
       }
       begin = end;
     }
@@ -415,6 +432,7 @@ struct Trainer::Impl {
         row += len;
       }
     }
+    count_active_positions();
     p.time_teacher = seconds_since(start);
     return p;
   }
@@ -570,6 +588,7 @@ struct Trainer::Impl {
     PartsAccumulator parts;
     double t_gen = 0, t_feedback = 0, t_teacher = 0, t_student = 0, t_old = 0;
     int64_t rollouts = 0, failed = 0, masked = 0, passed = 0, response_tokens = 0, empty = 0;
+    std::map<std::string, int64_t> contexts;
     double reward_sum = 0;
     double grad_norm = 0;
     bool applied = true;
@@ -591,10 +610,13 @@ struct Trainer::Impl {
         reward_sum += r.reward;
         response_tokens += static_cast<int64_t>(r.response_tokens.size());
       }
-      // The global per-batch constant: every process's tokens (or sequences) in this batch.
-      const double local_units = config.algo.objective.normalizer == Normalizer::sequences
-                                     ? static_cast<double>(batch.rollouts.size())
-                                     : static_cast<double>(prep.positions);
+      for (const auto& [kind, count] : prep.contexts) contexts[kind] += count;
+      // The global per-batch constant: every process's tokens (or sequences) in this batch. With
+      // active_tokens a batch whose every rollout is masked divides a zero loss by 1.
+      const auto norm_mode = config.algo.objective.normalizer;
+      const double local_units = norm_mode == Normalizer::sequences       ? static_cast<double>(batch.rollouts.size())
+                                 : norm_mode == Normalizer::active_tokens ? static_cast<double>(prep.active_positions)
+                                                                          : static_cast<double>(prep.positions);
       const double normalizer = std::max(1.0, comm->all_reduce_sum(local_units)) * accumulation;
       const auto student_start = Clock::now();
       const int minibatches = config.algo.off_policy_minibatches;
@@ -636,6 +658,15 @@ struct Trainer::Impl {
     record["failed_feedback"] = failed;
     record["empty_responses"] = empty;
     record["masked_rollouts"] = masked;
+    if (objective->needs_teacher()) {
+      // Every kind, zeros included, so a plot of context shares over steps has all its series.
+      nlohmann::json by_kind = nlohmann::json::object();
+      for (auto kind : {ContextKind::sibling, ContextKind::feedback, ContextKind::reference, ContextKind::own_response,
+                        ContextKind::masked}) {
+        by_kind[to_string(kind)] = contexts.count(to_string(kind)) ? contexts.at(to_string(kind)) : 0;
+      }
+      record["teacher_contexts"] = by_kind;
+    }
     record["reward_mean"] = rollouts ? reward_sum / rollouts : 0.0;
     record["accuracy"] = rollouts ? static_cast<double>(passed) / rollouts : 0.0;
     record["response_length"] = rollouts ? static_cast<double>(response_tokens) / rollouts : 0.0;

@@ -2,6 +2,16 @@
 # build the three binaries, find them, start distil-env on loopback and wait until it is healthy.
 # Each function takes the calling script's name for its error messages and exits on failure.
 
+# Pinned CPU kernels for every distil-train / distil-eval process (trainer/reproducible.h): the
+# same numbers on any x86-64 machine with AVX2+FMA, at some cost in speed. DISTIL_REPRODUCIBLE=0
+# lets the kernels follow the CPU.
+export DISTIL_REPRODUCIBLE=${DISTIL_REPRODUCIBLE:-1}
+
+# cpu_model: the CPU's model name, printed beside every table of measured numbers.
+cpu_model() {
+  sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1
+}
+
 # build_binaries BUILD_DIR: configure and build distil-env, distil-train and distil-eval.
 build_binaries() {
   cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${DISTIL_CMAKE_ARGS:-} >/dev/null

@@ -104,6 +104,7 @@ TEST(CodeGrader, AcceptsACorrectStdinProgram) {
   EXPECT_EQ(r.reward, 1.0);
   EXPECT_EQ(r.details["tests_passed"], 3);
   EXPECT_EQ(r.details["fraction_passed"], 1.0);
+  EXPECT_FALSE(r.informative) << "an accepted program's feedback only restates the verdict";
 }
 
 TEST(CodeGrader, WrongAnswerFeedbackLikeLeetCode) {
@@ -118,6 +119,7 @@ TEST(CodeGrader, WrongAnswerFeedbackLikeLeetCode) {
   EXPECT_NE(r.feedback.find("Debug Output:\ndbg"), std::string::npos) << r.feedback;
   EXPECT_EQ(r.details["tests_passed"], 1);
   EXPECT_EQ(r.details["tests_run"], 2) << "stops at the first failure by default";
+  EXPECT_TRUE(r.informative) << "the failing test's input, output and expected output";
   graders::GradeOptions all;
   all.run_all_tests = true;
   r = grade(stdin_task(), py("a, b = map(int, input().split())\nprint(a + b if a < 5 else a * b)"), all);

@@ -186,3 +186,20 @@ TEST(MathGrader, MissingReferenceIsATaskError) {
   graders::GradeContext context;
   EXPECT_THROW(graders::grade(graders::Registry::builtin(), task, "\\boxed{1}", {}, context), tasks::TaskError);
 }
+
+// What a teacher can act on: a format problem, a truncation or a revealed answer; not a sentence
+// that only restates the verdict.
+TEST(MathGrader, FeedbackIsInformativeOnlyWhenItSaysMoreThanTheVerdict) {
+  EXPECT_FALSE(grade("12", "\\boxed{12}").informative);
+  EXPECT_FALSE(grade("12", "\\boxed{13}").informative);
+  EXPECT_EQ(grade("12", "\\boxed{13}").feedback, "The final answer 13 is incorrect.");
+  EXPECT_TRUE(grade("12", "I think 13").informative);                      // no \boxed{}
+  EXPECT_TRUE(grade("12", "I think 12").informative);                      // right, but not boxed
+  EXPECT_TRUE(grade("12", "").informative);                                // no answer at all
+  EXPECT_TRUE(grade("12", "\\boxed{1").informative);                       // cut off in the box
+  EXPECT_TRUE(grade("12", "<think>long \\boxed{13}").informative);        // truncated reasoning
+  graders::GradeOptions reveal;
+  reveal.reveal_answer = true;
+  EXPECT_TRUE(grade("12", "\\boxed{13}", reveal).informative);
+  EXPECT_EQ(graders::to_json(grade("12", "\\boxed{13}"))["informative"], false);
+}

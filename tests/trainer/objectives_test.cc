@@ -114,6 +114,42 @@ TEST(Grpo, OnPolicyGradientIsAdvantageWeightedScoreAndClipsOffPolicy) {
   EXPECT_GT(out2.parts["clip_fraction"], 0.0);
 }
 
+TEST(Grpo, DualClipCapsTheLossOfNegativeAdvantagesAtCTimesA) {
+  // verl's clip_ratio_c: with A < 0 and ratio 5 > c = 3 the per-token loss is 3|A| and carries no
+  // gradient; without the dual clip it is 5|A| with gradient 5|A| per token.
+  auto batch = two_sequence_batch();
+  batch.old_logq = torch::zeros({2, 2}, torch::kDouble);
+  const double a = 0.5 / std::sqrt(0.5);
+  for (const double c : {3.0, 0.0}) {
+    ObjectiveOptions o;
+    o.name = "grpo";
+    o.dual_clip = c;
+    auto grpo = make_objective(o);
+    auto logq = torch::tensor({{0.0, 0.0}, {std::log(5.0), 0.0}}, torch::kDouble).requires_grad_(true);
+    auto out = grpo->sequence_loss(logq, torch::zeros_like(logq), batch);
+    out.loss.backward();
+    // Row 0 (A = +a, ratio 1): -a per token; row 1, token 0 (A = -a, ratio 5): 3a or 5a.
+    const double expected = (-a - a + (c > 0 ? 3.0 : 5.0) * a) / 3.0;
+    EXPECT_NEAR(out.loss.item<double>(), expected, 1e-9) << "dual_clip " << c;
+    EXPECT_NEAR(logq.grad()[1][0].item<double>(), c > 0 ? 0.0 : 5.0 * a / 3.0, 1e-9) << "dual_clip " << c;
+    if (c > 0) EXPECT_NEAR(out.parts["dual_clip_fraction"], 1.0 / 3.0, 1e-9);
+  }
+}
+
+TEST(Distil, ActiveTokensNormalizerCountsOnlyRolloutsInTheLoss) {
+  // Row 1 has no teacher context: it adds nothing to the loss and nothing to the normaliser, so
+  // the loss scale does not move with the masked fraction.
+  auto batch = two_sequence_batch();
+  batch.active = torch::tensor({1.0, 0.0}, torch::kDouble);
+  auto local = torch::tensor({{0.5, 1.5}, {7.0, 0.0}}, torch::kDouble);
+  auto logq = torch::zeros({2, 2}, torch::kDouble);
+  ObjectiveOptions o;
+  o.name = "ce";
+  EXPECT_NEAR(make_objective(o)->sequence_loss(logq, local, batch).loss.item<double>(), 2.0 / 2.0, 1e-12);
+  o.normalizer = Normalizer::tokens;
+  EXPECT_NEAR(make_objective(o)->sequence_loss(logq, local, batch).loss.item<double>(), 2.0 / 3.0, 1e-12);
+}
+
 TEST(Sdpo, ImportanceWeightIsClipped) {
   ObjectiveOptions o;
   o.name = "sdpo";

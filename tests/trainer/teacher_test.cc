@@ -45,6 +45,53 @@ TEST(TeacherMessage, SiblingSolutionThenFeedbackThenMasked) {
   EXPECT_FALSE(teacher_message(config, "reference", "q", failing, 1, std::nullopt));
 }
 
+TEST(TeacherContext, PassedRolloutWithoutPassedSiblingIsMaskedByDefault) {
+  auto config = load_config_text("").teacher;
+  const std::vector<RolloutView> alone = {{true, "\\boxed{4}", "Correct.", false}, {false, "\\boxed{5}", "", false}};
+  const auto masked = teacher_context(config, "feedback", "2+2?", alone, 0, std::nullopt);
+  EXPECT_EQ(masked.kind, ContextKind::masked);
+  EXPECT_FALSE(masked.message);
+  // Never the grader's "Correct." in the unsuccessful-attempt template, under any option.
+  config.uninformative_feedback = "use";
+  EXPECT_EQ(teacher_context(config, "feedback", "2+2?", alone, 0, std::nullopt).kind, ContextKind::masked);
+  config.passed_without_sibling = "own_response";
+  const auto own = teacher_context(config, "feedback", "2+2?", alone, 0, std::nullopt);
+  EXPECT_EQ(own.kind, ContextKind::own_response);
+  ASSERT_TRUE(own.message);
+  EXPECT_EQ(*own.message, "2+2?\nCorrect solution:\n\n\\boxed{4}\n\n\n\nCorrectly solve the original question.");
+  EXPECT_EQ(own.message->find("unsuccessful"), std::string::npos);
+}
+
+TEST(TeacherContext, UninformativeFeedbackIsMaskedUnlessAskedFor) {
+  auto config = load_config_text("").teacher;
+  const std::vector<RolloutView> group = {{false, "\\boxed{84}", "The final answer 84 is incorrect.", false},
+                                          {false, "x = 1", "Test Case 1: Wrong Answer\nInput: 3\nOutput: 4\nExpected: 6", true}};
+  EXPECT_EQ(teacher_context(config, "feedback", "q", group, 0, std::nullopt).kind, ContextKind::masked);
+  const auto rich = teacher_context(config, "feedback", "q", group, 1, std::nullopt);
+  EXPECT_EQ(rich.kind, ContextKind::feedback);
+  ASSERT_TRUE(rich.message);
+  EXPECT_NE(rich.message->find("Expected: 6"), std::string::npos);
+  config.uninformative_feedback = "use";
+  const auto bare = teacher_context(config, "feedback", "q", group, 0, std::nullopt);
+  EXPECT_EQ(bare.kind, ContextKind::feedback);
+  EXPECT_NE(bare.message->find("84 is incorrect"), std::string::npos);
+  // A sibling's success outranks any feedback, and reference mode reports its own kind.
+  const std::vector<RolloutView> with_success = {group[1], {true, "y = 2", "Correct.", false}};
+  EXPECT_EQ(teacher_context(config, "feedback", "q", with_success, 0, std::nullopt).kind, ContextKind::sibling);
+  EXPECT_EQ(teacher_context(config, "reference", "q", group, 0, std::string("r")).kind, ContextKind::reference);
+  EXPECT_THROW(teacher_context(config, "feedback", "q", group, 2, std::nullopt), std::out_of_range);
+}
+
+TEST(TeacherContext, NewKeysAreValidated) {
+  EXPECT_THROW(load_config_text("teacher:\n  uninformative_feedback: maybe\n"), ConfigError);
+  EXPECT_THROW(load_config_text("teacher:\n  passed_without_sibling: self\n"), ConfigError);
+  EXPECT_THROW(load_config_text("algo:\n  dual_clip: 0.5\n"), ConfigError);
+  EXPECT_THROW(load_config_text("algo:\n  normalizer: rollouts\n"), ConfigError);
+  const auto c = load_config_text("");
+  EXPECT_EQ(c.algo.objective.normalizer, Normalizer::active_tokens);
+  EXPECT_EQ(c.algo.objective.dual_clip, 3.0);
+}
+
 std::string remote_error(const nlohmann::json& reply, std::size_t length = 2, int64_t k = 2) {
   try {
     parse_remote_topk(reply, length, k, 10);

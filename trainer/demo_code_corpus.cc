@@ -1,0 +1,164 @@
+// The code domain's pretraining corpus (trainer/demo_pretrain.h): student-format programs with
+// factor mistakes and bugs, and re-prompts in the trainer's exact teacher formats, whose feedback
+// is the real code grader's text on a real sandbox run.
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "sandbox/sandbox.h"
+#include "trainer/demo_pretrain.h"
+#include "trainer/rollout.h"
+#include "trainer/teacher.h"
+
+namespace distil::trainer::demo {
+namespace {
+
+double uniform01(std::mt19937_64& rng) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); }
+
+sandbox::Sandbox& demo_sandbox() {
+  static sandbox::Sandbox instance{sandbox::Config{}};
+  return instance;
+}
+
+TeacherSection with_own_response(TeacherSection teacher) {
+  teacher.passed_without_sibling = "own_response";
+  return teacher;
+}
+
+}  // namespace
+
+struct CodeCorpusSampler::FeedbackCache {
+  std::mutex mutex;
+  std::map<std::string, graders::GradeResult> results;  // task id + program -> graded
+};
+
+graders::GradeResult grade_code_response(const CodeTask& task, const std::string& response) {
+  graders::GradeContext context;
+  context.sandbox = &demo_sandbox();
+  return graders::grade(graders::Registry::builtin(), task.to_task(), response, graders::GradeOptions{}, context);
+}
+
+std::vector<graders::GradeResult> grade_code_responses(const std::vector<const CodeTask*>& tasks,
+                                                       const std::vector<std::string>& responses) {
+  if (tasks.size() != responses.size()) throw std::invalid_argument("grade_code_responses: sizes differ");
+  std::vector<graders::GradeResult> results(tasks.size());
+  std::atomic<std::size_t> next{0};
+  std::mutex error_mutex;
+  std::string error;
+  auto work = [&] {
+    for (std::size_t i = next++; i < tasks.size(); i = next++) {
+      try {
+        results[i] = grade_code_response(*tasks[i], responses[i]);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(error_mutex);
+        if (error.empty()) error = e.what();
+      }
+    }
+  };
+  const unsigned workers = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> threads;
+  for (unsigned w = 0; w < workers; ++w) threads.emplace_back(work);
+  for (auto& t : threads) t.join();
+  if (!error.empty()) throw std::runtime_error("grading demo code responses: " + error);
+  return results;
+}
+
+std::string sample_student_program(const CodeTask& task, double factor_correct, double bug_rate,
+                                   std::mt19937_64& rng) {
+  WordRule rule = task.rule;
+  const int n_sep = static_cast<int>(word_separators().size());
+  if (uniform01(rng) >= factor_correct) rule.order = static_cast<WordOrder>((static_cast<int>(rule.order) + 1 + rng() % 2) % 3);
+  if (uniform01(rng) >= factor_correct)
+    rule.letter_case = static_cast<WordCase>((static_cast<int>(rule.letter_case) + 1 + rng() % 2) % 3);
+  if (uniform01(rng) >= factor_correct) rule.separator = (rule.separator + 1 + static_cast<int>(rng() % (n_sep - 1))) % n_sep;
+  CodeBug bug = CodeBug::none;
+  if (uniform01(rng) < bug_rate) bug = rng() % 5 < 3 ? CodeBug::undefined_name : CodeBug::missing_split;
+  return word_program(rule, bug);
+}
+
+CodeCorpusSampler::CodeCorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<CodeTask> pool)
+    : recipe_(std::move(recipe)), formats_(std::move(formats)), pool_(std::move(pool)),
+      cache_(std::make_unique<FeedbackCache>()) {
+  if (pool_.empty()) throw std::invalid_argument("pool: no code tasks to draw the corpus from");
+}
+
+CodeCorpusSampler::~CodeCorpusSampler() = default;
+
+CorpusExample CodeCorpusSampler::next(std::mt19937_64& rng) const {
+  const CodeTask& task = pool_[rng() % pool_.size()];
+  return make(task, draw_corpus_kind(recipe_, rng), rng);
+}
+
+CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& kind, std::mt19937_64& rng) const {
+  CorpusExample e;
+  e.kind = kind;
+  const std::string right = word_program(task.rule);
+  if (kind == "student") {
+    e.user_message = task.prompt();
+    e.response = sample_student_program(task, recipe_.code_factor_correct, recipe_.code_bug_rate, rng);
+    e.correct = e.response == right;
+    return e;
+  }
+  if (kind == "solution" || kind == "reference") {
+    const bool self_correct = uniform01(rng) < 0.5;
+    const WrongProgram wrong = plausible_wrong_program(task, rng);
+    std::vector<RolloutView> group = {{self_correct, self_correct ? right : word_program(wrong.rule, wrong.bug), ""},
+                                      {true, right, ""}};
+    const auto message = teacher_message(formats_.teacher, kind == "solution" ? "feedback" : "reference",
+                                         task.prompt(), group, 0, reference_solution(task.to_task()));
+    if (!message) throw std::logic_error("teacher_message gave no context for a group with a correct sibling");
+    e.user_message = *message;
+    e.response = right;
+    e.correct = true;
+    return e;
+  }
+  if (kind == "feedback") {
+    // The real grader's feedback on a real run of a wrong program: the failing test's input, the
+    // program's output and the expected output, or the traceback.
+    const WrongProgram wrong = plausible_wrong_program(task, rng);
+    const std::string rejected = word_program(wrong.rule, wrong.bug);
+    graders::GradeResult graded;
+    {
+      const std::string key = task.id() + '\n' + rejected;
+      std::unique_lock lock(cache_->mutex);
+      auto it = cache_->results.find(key);
+      if (it == cache_->results.end()) {
+        lock.unlock();
+        graded = grade_code_response(task, rejected);
+        lock.lock();
+        cache_->results.emplace(key, graded);
+      } else {
+        graded = it->second;
+      }
+    }
+    std::vector<RolloutView> group = {{graded.passed, rejected, graded.feedback, graded.informative}};
+    const auto message = teacher_message(formats_.teacher, "feedback", task.prompt(), group, 0, std::nullopt);
+    e.user_message = message ? *message : task.prompt();
+    e.correct = uniform01(rng) < recipe_.code_after_feedback_correct;
+    if (e.correct) {
+      e.response = right;
+    } else {
+      do {
+        const WrongProgram other = plausible_wrong_program(task, rng);
+        e.response = word_program(other.rule, other.bug);
+      } while (e.response == rejected);
+    }
+    return e;
+  }
+  if (kind == "feedback_correct") {
+    std::vector<RolloutView> group = {{true, right, "", false}};
+    const auto message =
+        teacher_message(with_own_response(formats_.teacher), "feedback", task.prompt(), group, 0, std::nullopt);
+    if (!message) throw std::logic_error("teacher_message gave no own_response context for a passed program");
+    e.user_message = *message;
+    e.response = right;
+    e.correct = true;
+    return e;
+  }
+  throw std::invalid_argument("kind: unknown corpus example kind '" + kind + "'");
+}
+
+}  // namespace distil::trainer::demo
