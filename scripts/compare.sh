@@ -5,16 +5,23 @@
 # Prints held-out avg@n and pass@k per method (best and last evaluation within the budget, mean
 # and spread over seeds) and writes a plot of held-out avg@n against training time.
 #
-#   scripts/compare.sh                                   built-in demo, 3 seeds, 60 s per run
-#   scripts/compare.sh --budget 300 --seeds "0 1 2 3"    longer / more seeds
+#   scripts/compare.sh                                   rich-feedback (code) demo, 5 seeds, 60 s per run
+#   scripts/compare.sh --domain arithmetic               the one-bit-feedback demo domain
+#   scripts/compare.sh --budget 300 --seeds "0 1 2 3"    longer / other seeds
 #   scripts/compare.sh --model DIR --train-tasks A.jsonl --eval-tasks B.jsonl --config my.yaml
 # Options:
-#   --methods "LIST"   objectives to compare (default: "distil ce sdpo grpo opsd")
-#   --seeds "LIST"     train.seed values (default: "0 1 2")
+#   --domain NAME      code (default) | arithmetic: the built-in tasks, model recipe and config
+#   --methods "LIST"   what to compare (default: "distil ce sdpo opsd grpo grpo_off distil_ema"):
+#                      an objective name, or grpo_off (off-policy GRPO, 2 minibatch updates per
+#                      batch) or distil_ema (DistIL with an EMA teacher: a variant, not the paper's)
+#   --seeds "LIST"     train.seed values (default: "0 1 2 3 4")
 #   --budget S         seconds of training per run (default: 60)
 #   --eval-every N     held-out evaluation every N steps (default: 10)
-#   --config FILE      training config (default: configs/demo.yaml); --set KEY=VALUE overrides
-#   --model DIR, --train-tasks F, --eval-tasks F, --out DIR (default runs/compare), --port N
+#   --config FILE      training config (default: configs/demo_code.yaml; arithmetic: configs/demo.yaml)
+#                      --set KEY=VALUE overrides
+#   --model DIR, --train-tasks F, --eval-tasks F, --out DIR (default runs/compare-DOMAIN), --port N
+# Writes OUT/table.txt, OUT/curves.svg and OUT/summary.json (best held-out avg@n within the budget
+# per method: mean, sd and per-seed values), and prints summary.json's path as its last line.
 #   --skip-setup, --skip-build, --report-only (re-print the table from an earlier --out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,22 +30,26 @@ source scripts/lib/pipeline.sh
 # a pretraining step ~4x slower (threads spinning against other processes).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-methods="distil ce sdpo grpo opsd"
-seeds="0 1 2"
+domain=code
+methods="distil ce sdpo opsd grpo grpo_off distil_ema"
+seeds="0 1 2 3 4"
 budget=60
 eval_every=10
-config=configs/demo.yaml
+config=""
+out=""
+recipe=""
+
 overrides=()
 model_dir=""
 train_tasks=""
 eval_tasks=""
-out=runs/compare
 port=18081
 skip_setup=0
 skip_build=0
 report_only=0
 while (($#)); do
   case "$1" in
+    --domain) domain=$2; shift 2 ;;
     --methods) methods=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;
@@ -53,24 +64,38 @@ while (($#)); do
     --skip-setup) skip_setup=1; shift ;;
     --skip-build) skip_build=1; shift ;;
     --report-only) report_only=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 [[ "$budget" =~ ^[0-9]+$ ]] && ((budget > 0)) || { echo "compare.sh: --budget must be a positive integer" >&2; exit 2; }
 [[ "$eval_every" =~ ^[0-9]+$ ]] && ((eval_every > 0)) || { echo "compare.sh: --eval-every must be a positive integer" >&2; exit 2; }
 [[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || { echo "compare.sh: --port must be 1..65535" >&2; exit 2; }
+case "$domain" in
+  code) recipe=configs/demo_code_pretrain.yaml; : "${config:=configs/demo_code.yaml}" ;;
+  arithmetic) recipe=configs/demo_pretrain.yaml; : "${config:=configs/demo.yaml}" ;;
+  *) echo "compare.sh: --domain must be code or arithmetic, got '$domain'" >&2; exit 2 ;;
+esac
+: "${out:=runs/compare-$domain}"
+# method_args METHOD: the trainer settings of one compared method.
+method_args() {
+  case "$1" in
+    grpo_off) echo "--set algo.objective=grpo --set algo.off_policy_minibatches=2" ;;
+    distil_ema) echo "--set algo.objective=distil --set teacher.weights=ema" ;;
+    *) echo "--set algo.objective=$1" ;;
+  esac
+}
 for m in $methods; do
-  case "$m" in distil|ce|sdpo|grpo|opsd|sft) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
+  case "$m" in distil|ce|sdpo|grpo|opsd|sft|grpo_off|distil_ema) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
 done
 for s in $seeds; do [[ "$s" =~ ^[0-9]+$ ]] || { echo "compare.sh: seed '$s' is not a non-negative integer" >&2; exit 2; }; done
 mkdir -p "$out"
 
 # Aggregates every run under $out into the table and the curve plot.
 report() {
-  /usr/bin/python3 -S - "$out" "$budget" "$methods" "$seeds" <<'PY'
+  /usr/bin/python3 -S - "$out" "$budget" "$methods" "$seeds" "$domain" "$(cpu_model)" <<'PY'
 import json, math, os, sys
-out, budget, methods, seeds = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+out, budget, methods, seeds, domain, cpu = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), sys.argv[5], sys.argv[6]
 def read_jsonl(path):
     rows = []
     try:
@@ -102,7 +127,7 @@ def stats(values):
 def fmt(ms):
     m, sd = ms
     return "      n/a     " if m is None else f"{100*m:5.1f} ± {100*sd:4.1f}  "
-rows, curves = [], {}
+rows, curves, summary_methods = [], {}, {}
 for method in methods:
     best, last, best_pass, last_pass, steps_done, n = [], [], {k: [] for k in pass_keys}, {k: [] for k in pass_keys}, [], 0
     for seed in seeds:
@@ -118,7 +143,11 @@ for method in methods:
             best_pass[k].append(b[2].get(k)); last_pass[k].append(within[-1][2].get(k))
     rows.append((method, n, stats(best), stats(last), {k: stats(v) for k, v in best_pass.items()},
                  {k: stats(v) for k, v in last_pass.items()}, stats(steps_done)))
-print(f"\nheld-out results within {budget:.0f} s of training per run (mean ± sd over seeds {' '.join(seeds)}, in %)")
+    summary_methods[method] = {"mean": stats(best)[0], "sd": stats(best)[1], "seeds": best,
+                               "last_mean": stats(last)[0], "last_sd": stats(last)[1],
+                               **{f"best_{k}": {"mean": stats(v)[0], "sd": stats(v)[1]} for k, v in best_pass.items()}}
+print(f"\n{domain} domain, cpu: {cpu}")
+print(f"held-out results within {budget:.0f} s of training per run (mean ± sd over seeds {' '.join(seeds)}, in %)")
 head = f"{'method':<10}{'runs':>5}  {'best avg@n':^14}" + "".join(f"{'best '+k:^14}" for k in pass_keys) + \
        f"{'last avg@n':^14}" + "".join(f"{'last '+k:^14}" for k in pass_keys) + f"{'steps':>8}"
 print(head); print("-" * len(head))
@@ -159,6 +188,10 @@ for idx, (method, cs) in enumerate(curves.items()):
 svg.append("</svg>")
 with open(os.path.join(out, "curves.svg"), "w") as f: f.write("\n".join(svg))
 print(f"\nplot: {os.path.join(out, 'curves.svg')}")
+summary = {"domain": domain, "metric": "avg@n", "budget_s": budget, "cpu": cpu, "seeds": seeds,
+           "start": base.get("avg@n") if base else None, "methods": summary_methods}
+with open(os.path.join(out, "summary.json"), "w") as f: json.dump(summary, f, indent=2)
+print(os.path.join(out, "summary.json"))
 PY
 }
 if ((report_only)); then report | tee "$out/table.txt"; exit 0; fi
@@ -169,7 +202,7 @@ if ((!skip_build)); then build_binaries "$build_dir"; fi
 locate_binaries compare.sh "$build_dir"
 
 if [ -z "$train_tasks$eval_tasks" ]; then
-  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe configs/demo_pretrain.yaml
+  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe "$recipe"
   train_tasks=$out/data/train.jsonl; eval_tasks=$out/data/eval.jsonl
 fi
 for f in "$train_tasks" "$eval_tasks"; do [ -f "$f" ] || { echo "compare.sh: task file '$f' missing (give both --train-tasks and --eval-tasks)" >&2; exit 2; }; done
@@ -187,7 +220,7 @@ start_env_server compare.sh "$port" "$out/distil-env.log" "$train_tasks" "$eval_
 common=(--config "$config" "${overrides[@]}" --set "env.endpoints=[\"$endpoint\"]"
         --set "data.train_tasks=[\"$train_tasks\"]" --set "data.eval_tasks=[\"$eval_tasks\"]")
 if [ -z "$model_dir" ]; then
-  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe configs/demo_pretrain.yaml --cache runs/cache \
+  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe "$recipe" --cache runs/cache \
     --path-out "$out/model_path" >/dev/null
   model_dir=$(cat "$out/model_path")
 fi
@@ -215,7 +248,8 @@ for seed in $seeds; do
     echo "[$(date +%H:%M:%S)] $method seed $seed"
     # Many more steps than the budget allows; the loop below stops the run once the budget is
     # spent. Only evaluations recorded within the budget count (see report).
-    "$DISTIL_TRAIN" train "${common[@]}" --set "model.path=\"$model_dir\"" --set "algo.objective=$method" \
+    # shellcheck disable=SC2046  # method_args prints whole --set pairs
+    "$DISTIL_TRAIN" train "${common[@]}" --set "model.path=\"$model_dir\"" $(method_args "$method") \
       --set "train.seed=$seed" --set "train.steps=100000" --set "eval.every=$eval_every" \
       --set "checkpoint.every=0" --set "train.progress=false" --set "train.output_dir=\"$run\"" \
       >"$run/stdout.log" 2>"$run/stderr.log" &

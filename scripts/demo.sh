@@ -219,4 +219,4 @@ report "$out/eval_before.json" "$out/eval_after.json" "$out/pretrain_report.json
 echo
 echo "plots: $out/plots/index.html   metrics: $run_dir/metrics.jsonl   model: $final"
 echo "pipeline time (without setup/build): $(( $(date +%s) - pipeline_started ))s; total $(( $(date +%s) - started ))s"
-echo "cpu: $(cpu_model), $(nproc) cores; kernels: DISTIL_REPRODUCIBLE=$DISTIL_REPRODUCIBLE"
+echo "cpu: $(cpu_model), $(getconf _NPROCESSORS_ONLN) cores; kernels: DISTIL_REPRODUCIBLE=$DISTIL_REPRODUCIBLE"

@@ -12,6 +12,7 @@
 #include "tasks/task.h"
 #include "trainer/config.h"
 #include "trainer/demo_pretrain.h"
+#include "trainer/demo_code_tasks.h"
 #include "trainer/demo_tasks.h"
 #include "trainer/teacher.h"
 
@@ -101,8 +102,9 @@ TEST(DemoCorpus, TeacherExamplesUseTheTrainerTemplatesAndAreCorrect) {
   EXPECT_THROW(sampler.make(p, "bogus", rng), std::invalid_argument);
 }
 
-// A passed rollout with no passed sibling: the trainer's teacher reads the real grader's feedback
-// on that (correct) rollout through the feedback template; the corpus answer keeps the answer.
+// A passed rollout with no passed sibling, under teacher.passed_without_sibling: own_response:
+// its own answer as the solution (never "Correct." as feedback on an unsuccessful attempt); the
+// corpus answer keeps the answer.
 TEST(DemoCorpus, FeedbackOnACorrectAnswerKeepsTheAnswer) {
   const auto formats = default_formats();
   const auto pools = demo::make_pools({0, 0.2});
@@ -126,10 +128,13 @@ TEST(DemoCorpus, FeedbackOnACorrectAnswerKeepsTheAnswer) {
     EXPECT_EQ(e.response, demo::boxed_response(p.answer()));
     const std::string feedback = demo::grader_feedback(p, e.response);
     EXPECT_EQ(feedback, "Correct.");  // the real math grader's text for a boxed right answer
-    const auto expected = distil::trainer::teacher_message(
-        formats.teacher, "feedback", p.prompt(), {{true, e.response, feedback}}, 0, std::nullopt);
+    auto own = formats.teacher;
+    own.passed_without_sibling = "own_response";
+    const auto expected =
+        distil::trainer::teacher_message(own, "feedback", p.prompt(), {{true, e.response, feedback}}, 0, std::nullopt);
     ASSERT_TRUE(expected.has_value());
     EXPECT_EQ(e.user_message, *expected);
+    EXPECT_EQ(e.user_message.find("unsuccessful"), std::string::npos) << e.user_message;
   }
   EXPECT_THROW(demo::PretrainRecipe::from_json({{"mix_feedback_correct", -1.0}}), std::invalid_argument);
 }
@@ -160,4 +165,101 @@ TEST(DemoPretrain, ATinyRunLowersTheHeldOutLoss) {
   const auto run = demo::run_pretraining(recipe, default_formats(), dir / "tokenizer", {});
   std::filesystem::remove_all(dir);
   EXPECT_LT(run.final_loss, run.initial_loss * 0.8) << "before " << run.initial_loss << " after " << run.final_loss;
+}
+
+// --- the code domain -----------------------------------------------------------------------------
+
+namespace {
+
+std::set<std::string> rule_ids(const std::vector<demo::CodeTask>& tasks) {
+  std::set<std::string> out;
+  for (const auto& t : tasks) out.insert(t.id().substr(0, t.id().rfind('-')));
+  return out;
+}
+
+}  // namespace
+
+TEST(DemoCodeTasks, PoolsAreDeterministicAndHeldOutRulesAreNeverTrainedOn) {
+  const demo::CodeSplitSpec spec{3, 0.2, 5};
+  const auto a = demo::make_code_pools(spec);
+  const auto b = demo::make_code_pools(spec);
+  ASSERT_EQ(a.train.size(), b.train.size());
+  for (std::size_t i = 0; i < a.train.size(); ++i) EXPECT_EQ(a.train[i].id(), b.train[i].id());
+  const auto train = rule_ids(a.train), heldout = rule_ids(a.heldout);
+  EXPECT_EQ(train.size() + heldout.size(), demo::all_word_rules().size());
+  for (const auto& r : heldout) EXPECT_EQ(train.count(r), 0u) << r;
+  EXPECT_FALSE(heldout.empty());
+  EXPECT_EQ(a.train.size() + a.heldout.size(), 5 * demo::all_word_rules().size());
+  EXPECT_NE(rule_ids(demo::make_code_pools({4, 0.2, 5}).heldout), heldout) << "the split seed must matter";
+  EXPECT_THROW(demo::make_code_pools({0, 1.0, 5}), std::invalid_argument);
+  EXPECT_THROW(demo::make_code_pools({0, 0.2, 0}), std::invalid_argument);
+}
+
+// The reference program passes every test and every plausible mistake fails one, judged by the
+// real code grader running real Python in the real sandbox; the failure's feedback shows what a
+// teacher needs (the failing input and expected output, or the traceback) and is informative.
+TEST(DemoCodeTasks, ReferencePassesAndMistakesFailInTheRealSandbox) {
+  const auto pools = demo::make_code_pools({0, 0.2, 2});
+  std::mt19937_64 rng(11);
+  std::vector<const demo::CodeTask*> owners;
+  std::vector<std::string> programs;
+  std::vector<bool> should_pass;
+  for (std::size_t i = 0; i < pools.train.size(); i += 9) {
+    const auto& task = pools.train[i];
+    owners.push_back(&task), programs.push_back(demo::word_program(task.rule)), should_pass.push_back(true);
+    const auto wrong = demo::plausible_wrong_program(task, rng);
+    owners.push_back(&task), programs.push_back(demo::word_program(wrong.rule, wrong.bug)), should_pass.push_back(false);
+  }
+  std::vector<distil::graders::GradeResult> results;
+  try {
+    results = demo::grade_code_responses(owners, programs);
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "the sandbox cannot run programs here: " << e.what();
+  }
+  if (results.front().verdict == "sandbox_error") GTEST_SKIP() << "sandbox unavailable: " << results.front().feedback;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    SCOPED_TRACE(owners[i]->id() + "\n" + programs[i]);
+    EXPECT_EQ(results[i].passed, should_pass[i]) << results[i].verdict << ": " << results[i].feedback;
+    if (!should_pass[i]) {
+      EXPECT_TRUE(results[i].informative);
+      const bool shows_test = results[i].feedback.find("Expected:") != std::string::npos;
+      const bool shows_error = results[i].feedback.find("Error") != std::string::npos;
+      EXPECT_TRUE(shows_test || shows_error) << results[i].feedback;
+    }
+  }
+}
+
+TEST(DemoCodeTasks, ProgramsAreLongEnoughThatEarlyTokensDecideLaterOnes) {
+  const auto pools = demo::make_code_pools({0, 0.2, 1});
+  for (const auto& task : pools.train) {
+    const auto p = demo::word_program(task.rule);
+    EXPECT_GE(p.size(), 60u) << p;
+    EXPECT_EQ(task.to_task().tests.size(), 3u);
+  }
+}
+
+TEST(DemoCodeCorpus, FeedbackExamplesCarryTheRealGradersFeedbackAndNoReference) {
+  const auto formats = default_formats();
+  const auto pools = demo::make_code_pools({0, 0.2, 2});
+  demo::PretrainRecipe only;
+  only.domain = "code";
+  only.mix_student = only.mix_solution = only.mix_reference = only.mix_feedback_correct = 0.0;
+  only.mix_feedback = 1.0;
+  const demo::CodeCorpusSampler sampler(only, formats, pools.train);
+  std::mt19937_64 rng(5);
+  try {
+    for (int i = 0; i < 6; ++i) {
+      const auto e = sampler.next(rng);
+      ASSERT_EQ(e.kind, "feedback");
+      EXPECT_NE(e.user_message.find("feedback from your unsuccessful earlier attempt"), std::string::npos) << e.user_message;
+      EXPECT_EQ(e.user_message.find("Reference solution"), std::string::npos);
+      EXPECT_EQ(e.user_message.find("Correct solution"), std::string::npos);
+      EXPECT_NE(e.response.find("```python\n"), std::string::npos);
+    }
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "the sandbox cannot run programs here: " << e.what();
+  }
+  EXPECT_THROW(demo::PretrainRecipe::from_json({{"domain", "chess"}}), std::invalid_argument);
+  EXPECT_THROW(demo::PretrainRecipe::from_json({{"domain", 3}}), std::invalid_argument);
+  EXPECT_EQ(demo::PretrainRecipe::from_json({{"domain", "code"}}).domain, "code");
 }
