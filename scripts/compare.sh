@@ -5,19 +5,19 @@
 # Prints held-out avg@n and pass@k per method (best and last evaluation within the budget, mean
 # and spread over seeds) and writes a plot of held-out avg@n against training time.
 #
-#   scripts/compare.sh                                   rich-feedback (code) demo, 5 seeds, 60 s per run
-#   scripts/compare.sh --domain arithmetic               the one-bit-feedback demo domain
+#   scripts/compare.sh                                   arithmetic demo, 5 seeds, 60 s per run
+#   scripts/compare.sh --domain code                     the rich-feedback domain (word-pipeline programs)
 #   scripts/compare.sh --budget 300 --seeds "0 1 2 3"    longer / other seeds
 #   scripts/compare.sh --model DIR --train-tasks A.jsonl --eval-tasks B.jsonl --config my.yaml
 # Options:
-#   --domain NAME      code (default) | arithmetic: the built-in tasks, model recipe and config
+#   --domain NAME      arithmetic (default) | code: the built-in tasks, model recipe and config
 #   --methods "LIST"   what to compare (default: "distil ce sdpo opsd grpo grpo_off distil_ema"):
 #                      an objective name, or grpo_off (off-policy GRPO, 2 minibatch updates per
 #                      batch) or distil_ema (DistIL with an EMA teacher: a variant, not the paper's)
 #   --seeds "LIST"     train.seed values (default: "0 1 2 3 4")
 #   --budget S         seconds of training per run (default: 60)
 #   --eval-every N     held-out evaluation every N steps (default: 10)
-#   --config FILE      training config (default: configs/demo_code.yaml; arithmetic: configs/demo.yaml)
+#   --config FILE      training config (default: configs/demo.yaml; code: configs/demo_code.yaml)
 #                      --set KEY=VALUE overrides
 #   --model DIR, --train-tasks F, --eval-tasks F, --out DIR (default runs/compare-DOMAIN), --port N
 # Writes OUT/table.txt, OUT/curves.svg and OUT/summary.json (best held-out avg@n within the budget
@@ -30,7 +30,7 @@ source scripts/lib/pipeline.sh
 # a pretraining step ~4x slower (threads spinning against other processes).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-domain=code
+domain=arithmetic
 methods="distil ce sdpo opsd grpo grpo_off distil_ema"
 seeds="0 1 2 3 4"
 budget=60

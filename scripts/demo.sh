@@ -5,21 +5,21 @@
 #   (or reuses runs/cache/), evaluates it on the held-out split, trains it with DistIL against the
 #   server's feedback, evaluates again, prints a before/after table, writes plots, stops the server.
 #
-#   scripts/demo.sh                          the built-in rich-feedback demo: word-pipeline programs
-#                                            graded in the sandbox (code domain)
-#   scripts/demo.sh --domain arithmetic      the one-bit-feedback demo: two-digit arithmetic
+#   scripts/demo.sh                          the built-in demo: two-digit arithmetic (measured, docs/demo.md)
+#   scripts/demo.sh --domain code            the rich-feedback domain: word-pipeline programs graded
+#                                            in the sandbox (its numbers are not measured yet)
 #   scripts/demo.sh --model DIR --train-tasks A.jsonl --eval-tasks B.jsonl [--config my.yaml]
 #                                            the same pipeline on a real model and real tasks
 # Options:
-#   --domain NAME      code (default) | arithmetic: the built-in task domain and its model recipe
-#   --config FILE      training config over configs/default.yaml (default: configs/demo_code.yaml,
-#                      or configs/demo.yaml for arithmetic)
+#   --domain NAME      arithmetic (default) | code: the built-in task domain and its model recipe
+#   --config FILE      training config over configs/default.yaml (default: configs/demo.yaml,
+#                      or configs/demo_code.yaml for code)
 #   --set KEY=VALUE    override one training config key (repeatable), e.g. --set train.steps=50
 #   --recipe-set K=V   override one pretraining recipe key (configs/demo_pretrain.yaml)
 #   --objective NAME   distil (default) | ce | sdpo | grpo | opsd | sft
 #   --model DIR        a Hugging Face model directory instead of the pretrained demo model
 #   --train-tasks F / --eval-tasks F   task JSONL files instead of the generated ones
-#   --out DIR          where everything goes (default: runs/demo-code, runs/demo for arithmetic)
+#   --out DIR          where everything goes (default: runs/demo, runs/demo-code for code)
 #   --port N           distil-env port on 127.0.0.1 (default: 18080)
 #   --skip-setup / --skip-build        for repeated runs
 set -euo pipefail
@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 source scripts/lib/pipeline.sh
 
-domain=code
+domain=arithmetic
 config=""
 overrides=()
 recipe_overrides=()

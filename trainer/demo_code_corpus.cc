@@ -33,7 +33,17 @@ TeacherSection with_own_response(TeacherSection teacher) {
 struct CodeCorpusSampler::FeedbackCache {
   std::mutex mutex;
   std::map<std::string, graders::GradeResult> results;  // task id + program -> graded
+  // Graded (task, wrong program) pairs that next() draws its feedback examples from: one sandbox
+  // run each, made up front on every core instead of one at a time inside the training loop.
+  struct Banked {
+    std::size_t task;
+    std::string program;
+    graders::GradeResult graded;
+  };
+  std::once_flag bank_once;
+  std::vector<Banked> bank;
 };
+
 
 graders::GradeResult grade_code_response(const CodeTask& task, const std::string& response) {
   graders::GradeContext context;
@@ -79,17 +89,54 @@ std::string sample_student_program(const CodeTask& task, double factor_correct, 
   return word_program(rule, bug);
 }
 
-CodeCorpusSampler::CodeCorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<CodeTask> pool)
-    : recipe_(std::move(recipe)), formats_(std::move(formats)), pool_(std::move(pool)),
+CodeCorpusSampler::CodeCorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<CodeTask> pool,
+                                     std::size_t feedback_bank)
+    : recipe_(std::move(recipe)), formats_(std::move(formats)), pool_(std::move(pool)), feedback_bank_(feedback_bank),
       cache_(std::make_unique<FeedbackCache>()) {
   if (pool_.empty()) throw std::invalid_argument("pool: no code tasks to draw the corpus from");
+  if (feedback_bank_ == 0) throw std::invalid_argument("feedback_bank: must be positive");
 }
 
 CodeCorpusSampler::~CodeCorpusSampler() = default;
 
 CorpusExample CodeCorpusSampler::next(std::mt19937_64& rng) const {
   const CodeTask& task = pool_[rng() % pool_.size()];
-  return make(task, draw_corpus_kind(recipe_, rng), rng);
+  const std::string kind = draw_corpus_kind(recipe_, rng);
+  if (kind != "feedback") return make(task, kind, rng);
+  std::call_once(cache_->bank_once, [this] {
+    std::mt19937_64 bank_rng(recipe_.seed * 0x9e3779b97f4a7c15ULL + 77);
+    std::vector<const CodeTask*> tasks;
+    std::vector<std::string> programs;
+    std::vector<std::size_t> indices;
+    for (std::size_t i = 0; i < feedback_bank_; ++i) {
+      const std::size_t t = bank_rng() % pool_.size();
+      const WrongProgram wrong = plausible_wrong_program(pool_[t], bank_rng);
+      indices.push_back(t), tasks.push_back(&pool_[t]), programs.push_back(word_program(wrong.rule, wrong.bug));
+    }
+    auto graded = grade_code_responses(tasks, programs);
+    for (std::size_t i = 0; i < graded.size(); ++i) cache_->bank.push_back({indices[i], programs[i], std::move(graded[i])});
+  });
+  const auto& banked = cache_->bank[rng() % cache_->bank.size()];
+  return feedback_example(pool_[banked.task], banked.program, banked.graded, rng);
+}
+
+CorpusExample CodeCorpusSampler::feedback_example(const CodeTask& task, const std::string& rejected,
+                                                  const graders::GradeResult& graded, std::mt19937_64& rng) const {
+  CorpusExample e;
+  e.kind = "feedback";
+  std::vector<RolloutView> group = {{graded.passed, rejected, graded.feedback, graded.informative}};
+  const auto message = teacher_message(formats_.teacher, "feedback", task.prompt(), group, 0, std::nullopt);
+  e.user_message = message ? *message : task.prompt();
+  e.correct = uniform01(rng) < recipe_.code_after_feedback_correct;
+  if (e.correct) {
+    e.response = word_program(task.rule);
+  } else {
+    do {
+      const WrongProgram other = plausible_wrong_program(task, rng);
+      e.response = word_program(other.rule, other.bug);
+    } while (e.response == rejected);
+  }
+  return e;
 }
 
 CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& kind, std::mt19937_64& rng) const {
@@ -134,19 +181,7 @@ CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& k
         graded = it->second;
       }
     }
-    std::vector<RolloutView> group = {{graded.passed, rejected, graded.feedback, graded.informative}};
-    const auto message = teacher_message(formats_.teacher, "feedback", task.prompt(), group, 0, std::nullopt);
-    e.user_message = message ? *message : task.prompt();
-    e.correct = uniform01(rng) < recipe_.code_after_feedback_correct;
-    if (e.correct) {
-      e.response = right;
-    } else {
-      do {
-        const WrongProgram other = plausible_wrong_program(task, rng);
-        e.response = word_program(other.rule, other.bug);
-      } while (e.response == rejected);
-    }
-    return e;
+    return feedback_example(task, rejected, graded, rng);
   }
   if (kind == "feedback_correct") {
     std::vector<RolloutView> group = {{true, right, "", false}};

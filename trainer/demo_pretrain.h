@@ -123,16 +123,21 @@ class CorpusSampler : public CorpusSource {
 // plausible wrong program, run in the real sandbox (memoised: the corpus revisits programs).
 class CodeCorpusSampler : public CorpusSource {
  public:
-  CodeCorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<CodeTask> pool);
+  // `feedback_bank`: graded wrong programs next() draws feedback examples from.
+  CodeCorpusSampler(PretrainRecipe recipe, PromptFormats formats, std::vector<CodeTask> pool,
+                    std::size_t feedback_bank = 1024);
   ~CodeCorpusSampler() override;
   CorpusExample next(std::mt19937_64& rng) const override;
   CorpusExample make(const CodeTask& task, const std::string& kind, std::mt19937_64& rng) const;
 
  private:
+  CorpusExample feedback_example(const CodeTask& task, const std::string& rejected,
+                                 const graders::GradeResult& graded, std::mt19937_64& rng) const;
   struct FeedbackCache;
   PretrainRecipe recipe_;
   PromptFormats formats_;
   std::vector<CodeTask> pool_;
+  std::size_t feedback_bank_;
   std::unique_ptr<FeedbackCache> cache_;
 };
 

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -131,6 +132,18 @@ int main(int argc, char** argv) {
                               {"0.6B long", make_config(151936, 1024, 3072, 28, 16, 8, 128), 1, 2048}}
           : std::vector<Case>{{"tiny", make_config(512, 64, 192, 2, 4, 2, 16), 4, 32},
                               {"small", make_config(2048, 128, 384, 4, 4, 2, 32), 4, 64}};
+  {
+    // Every table names its CPU: a ratio measured on one CPU does not transfer to another.
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line, cpu = "unknown";
+    while (std::getline(cpuinfo, line)) {
+      if (line.rfind("model name", 0) == 0) {
+        cpu = line.substr(line.find(':') + 2);
+        break;
+      }
+    }
+    std::printf("cpu: %s; DISTIL_BLAS_LINEAR=%s\n", cpu.c_str(), std::getenv("DISTIL_BLAS_LINEAR") ? "1" : "unset");
+  }
   std::printf("models (qwen3-style, tied embeddings, GQA), device %s%s, %d threads:\n", device_name.c_str(),
               gpu ? " (bf16 compute, fp32 master weights)" : "", threads);
   for (const auto& k : cases)

@@ -245,7 +245,7 @@ TEST(DemoCodeCorpus, FeedbackExamplesCarryTheRealGradersFeedbackAndNoReference) 
   only.domain = "code";
   only.mix_student = only.mix_solution = only.mix_reference = only.mix_feedback_correct = 0.0;
   only.mix_feedback = 1.0;
-  const demo::CodeCorpusSampler sampler(only, formats, pools.train);
+  const demo::CodeCorpusSampler sampler(only, formats, pools.train, /*feedback_bank=*/8);
   std::mt19937_64 rng(5);
   try {
     for (int i = 0; i < 6; ++i) {

@@ -124,6 +124,7 @@ TEST(Grpo, DualClipCapsTheLossOfNegativeAdvantagesAtCTimesA) {
     ObjectiveOptions o;
     o.name = "grpo";
     o.dual_clip = c;
+    o.advantage_eps = 0.0;
     auto grpo = make_objective(o);
     auto logq = torch::tensor({{0.0, 0.0}, {std::log(5.0), 0.0}}, torch::kDouble).requires_grad_(true);
     auto out = grpo->sequence_loss(logq, torch::zeros_like(logq), batch);
@@ -132,7 +133,9 @@ TEST(Grpo, DualClipCapsTheLossOfNegativeAdvantagesAtCTimesA) {
     const double expected = (-a - a + (c > 0 ? 3.0 : 5.0) * a) / 3.0;
     EXPECT_NEAR(out.loss.item<double>(), expected, 1e-9) << "dual_clip " << c;
     EXPECT_NEAR(logq.grad()[1][0].item<double>(), c > 0 ? 0.0 : 5.0 * a / 3.0, 1e-9) << "dual_clip " << c;
-    if (c > 0) EXPECT_NEAR(out.parts["dual_clip_fraction"], 1.0 / 3.0, 1e-9);
+    if (c > 0) {
+      EXPECT_NEAR(out.parts["dual_clip_fraction"], 1.0 / 3.0, 1e-9);
+    }
   }
 }
 
@@ -176,8 +179,9 @@ TEST(Distil, InactiveSequencesContributeNothing) {
   out.loss.backward();
   EXPECT_EQ(local.grad()[1][0].item<double>(), 0.0);
   EXPECT_EQ(logq.grad()[1][0].item<double>(), 0.0);
-  // Sequence 0: future sum at t=0 is c_1 = 1 (no active sibling, baseline 0).
-  EXPECT_NEAR(logq.grad()[0][0].item<double>(), 1.0 / 3.0, 1e-12);
+  // Sequence 0: future sum at t=0 is c_1 = 1 (no active sibling, baseline 0), divided by the
+  // active tokens (2: sequence 1 is masked out of the normaliser too).
+  EXPECT_NEAR(logq.grad()[0][0].item<double>(), 1.0 / 2.0, 1e-12);
 }
 
 TEST(MakeObjective, UnknownNameIsAnErrorNamingTheKey) {
