@@ -23,11 +23,6 @@ sandbox::Sandbox& demo_sandbox() {
   return instance;
 }
 
-TeacherSection with_own_response(TeacherSection teacher) {
-  teacher.passed_without_sibling = "own_response";
-  return teacher;
-}
-
 }  // namespace
 
 struct CodeCorpusSampler::FeedbackCache {
@@ -140,10 +135,10 @@ CorpusExample CodeCorpusSampler::feedback_example(const CodeTask& task, const st
 }
 
 CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& kind, std::mt19937_64& rng) const {
-  CorpusExample e;
-  e.kind = kind;
   const std::string right = word_program(task.rule);
   if (kind == "student") {
+    CorpusExample e;
+    e.kind = kind;
     e.user_message = task.prompt();
     e.response = sample_student_program(task, recipe_.code_factor_correct, recipe_.code_bug_rate, rng);
     e.correct = e.response == right;
@@ -152,15 +147,9 @@ CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& k
   if (kind == "solution" || kind == "reference") {
     const bool self_correct = uniform01(rng) < 0.5;
     const WrongProgram wrong = plausible_wrong_program(task, rng);
-    std::vector<RolloutView> group = {{self_correct, self_correct ? right : word_program(wrong.rule, wrong.bug), ""},
-                                      {true, right, ""}};
-    const auto message = teacher_message(formats_.teacher, kind == "solution" ? "feedback" : "reference",
-                                         task.prompt(), group, 0, reference_solution(task.to_task()));
-    if (!message) throw std::logic_error("teacher_message gave no context for a group with a correct sibling");
-    e.user_message = *message;
-    e.response = right;
-    e.correct = true;
-    return e;
+    return correct_context_example(formats_.teacher, kind, task.prompt(), self_correct,
+                                   self_correct ? right : word_program(wrong.rule, wrong.bug), right,
+                                   reference_solution(task.to_task()));
   }
   if (kind == "feedback") {
     // The real grader's feedback on a real run of a wrong program: the failing test's input, the
@@ -184,14 +173,7 @@ CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& k
     return feedback_example(task, rejected, graded, rng);
   }
   if (kind == "feedback_correct") {
-    std::vector<RolloutView> group = {{true, right, "", false}};
-    const auto message =
-        teacher_message(with_own_response(formats_.teacher), "feedback", task.prompt(), group, 0, std::nullopt);
-    if (!message) throw std::logic_error("teacher_message gave no own_response context for a passed program");
-    e.user_message = *message;
-    e.response = right;
-    e.correct = true;
-    return e;
+    return correct_context_example(formats_.teacher, kind, task.prompt(), true, right, right, std::nullopt);
   }
   throw std::invalid_argument("kind: unknown corpus example kind '" + kind + "'");
 }

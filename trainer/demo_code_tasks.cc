@@ -1,21 +1,14 @@
 #include "trainer/demo_code_tasks.h"
 
 #include <algorithm>
-#include <fstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
+#include "trainer/demo_tasks.h"
+
 namespace distil::trainer::demo {
 namespace {
-
-// SplitMix64 (as in demo_tasks.cc): platform-independent, so pools are the same everywhere.
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 const std::vector<std::string>& vocabulary() {
   static const std::vector<std::string> words = {"apple", "bear",  "cedar", "dove", "eagle", "fig",   "grape", "hazel",
@@ -150,7 +143,7 @@ CodeTaskPools make_code_pools(const CodeSplitSpec& spec) {
     throw std::invalid_argument("variants_per_rule: must be in [1, 10000]");
   const auto rules = all_word_rules();
   std::vector<std::pair<uint64_t, WordRule>> ranked;
-  for (const auto& r : rules) ranked.push_back({mix64(rule_key(r) ^ mix64(spec.seed ^ 0xc0de)), r});
+  for (const auto& r : rules) ranked.push_back({splitmix64(rule_key(r) ^ splitmix64(spec.seed ^ 0xc0de)), r});
   // Held out: the rules whose hash falls below the fraction of the range, at least one and never all.
   const auto threshold = static_cast<uint64_t>(spec.heldout_fraction * 18446744073709551615.0);
   std::size_t heldout_rules = 0;
@@ -164,7 +157,7 @@ CodeTaskPools make_code_pools(const CodeSplitSpec& spec) {
       CodeTask task;
       task.rule = rule;
       task.variant = v;
-      task.tests = make_tests(mix64(rule_key(rule) * 1000003ULL + static_cast<uint64_t>(v) + mix64(spec.seed)));
+      task.tests = make_tests(splitmix64(rule_key(rule) * 1000003ULL + static_cast<uint64_t>(v) + splitmix64(spec.seed)));
       (i < heldout_rules ? pools.heldout : pools.train).push_back(std::move(task));
     }
   }
@@ -176,23 +169,13 @@ CodeTaskPools make_code_pools(const CodeSplitSpec& spec) {
 }
 
 std::vector<CodeTask> sample_code_tasks(const std::vector<CodeTask>& pool, std::size_t count, uint64_t seed) {
-  if (count > pool.size())
-    throw std::invalid_argument("count: " + std::to_string(count) + " tasks requested but the pool has " +
-                                std::to_string(pool.size()));
-  std::vector<CodeTask> shuffled = pool;
-  std::mt19937_64 rng(seed);
-  for (std::size_t i = shuffled.size(); i > 1; --i) std::swap(shuffled[i - 1], shuffled[rng() % i]);
-  shuffled.resize(count);
-  return shuffled;
+  return sample_distinct(pool, count, seed, "tasks");
 }
 
-void write_code_task_jsonl(const std::filesystem::path& path, const std::vector<CodeTask>& tasks) {
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(path.string() + ": cannot open for writing");
-  for (const CodeTask& t : tasks) out << tasks::to_json(t.to_task()).dump() << '\n';
-  out.flush();
-  if (!out) throw std::runtime_error(path.string() + ": write failed");
+void write_code_task_jsonl(const std::filesystem::path& path, const std::vector<CodeTask>& code_tasks) {
+  std::vector<tasks::Task> records;
+  for (const CodeTask& t : code_tasks) records.push_back(t.to_task());
+  write_tasks_jsonl(path, records);
 }
 
 WrongProgram plausible_wrong_program(const CodeTask& task, std::mt19937_64& rng) {

@@ -2,18 +2,18 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 
 #include "graders/grader.h"
 #include "trainer/model/generate.h"
+#include "trainer/reproducible.h"
 #include "trainer/rollout.h"
 #include "trainer/teacher.h"
-#include "trainer/reproducible.h"
 #include "trainer/text/chat.h"
 
 namespace distil::trainer::demo {
@@ -214,9 +214,33 @@ std::string recipe_hash(const PretrainRecipe& recipe, const PromptFormats& forma
 
 // The teacher templates with a passed rollout's own response as its solution: the context the
 // corpus's feedback_correct examples teach (teacher.passed_without_sibling: own_response).
-static TeacherSection own_response_teacher(TeacherSection teacher) {
+TeacherSection own_response_teacher(TeacherSection teacher) {
   teacher.passed_without_sibling = "own_response";
   return teacher;
+}
+
+CorpusExample correct_context_example(const TeacherSection& teacher, const std::string& kind, const std::string& prompt,
+                                      bool self_correct, const std::string& self_response, const std::string& right,
+                                      const std::optional<std::string>& reference) {
+  CorpusExample e;
+  e.kind = kind;
+  e.response = right;
+  e.correct = true;
+  if (kind == "feedback_correct") {
+    const auto message = teacher_message(own_response_teacher(teacher), "feedback", prompt, {{true, right, ""}}, 0,
+                                         std::nullopt);
+    if (!message) throw std::logic_error("teacher_message gave no own_response context for a passed rollout");
+    e.user_message = *message;
+    return e;
+  }
+  if (kind != "solution" && kind != "reference") {
+    throw std::invalid_argument("kind: '" + kind + "' is not a context whose answer is the right one");
+  }
+  const std::vector<RolloutView> group = {{self_correct, self_response, ""}, {true, right, ""}};
+  const auto message = teacher_message(teacher, kind == "solution" ? "feedback" : "reference", prompt, group, 0, reference);
+  if (!message) throw std::logic_error("teacher_message gave no context for a group with a correct sibling");
+  e.user_message = *message;
+  return e;
 }
 
 std::string grader_feedback(const Problem& problem, const std::string& response) {
@@ -270,16 +294,9 @@ CorpusExample CorpusSampler::make(const Problem& p, const std::string& kind, std
   if (kind == "solution" || kind == "reference") {
     // The rollout being taught may itself be right or wrong; its sibling (or the reference) is right.
     const bool self_correct = uniform01(rng) < 0.5;
-    std::vector<RolloutView> group = {
-        {self_correct, self_correct ? correct : boxed_response(plausible_wrong_answer(p, rng)), ""},
-        {true, correct, ""}};
-    const auto message = teacher_message(formats_.teacher, kind == "solution" ? "feedback" : "reference",
-                                         p.prompt(), group, 0, reference_solution(to_task(p)));
-    if (!message) throw std::logic_error("teacher_message gave no context for a group with a correct sibling");
-    e.user_message = *message;
-    e.response = correct;
-    e.correct = true;
-    return e;
+    const std::string self = self_correct ? correct : boxed_response(plausible_wrong_answer(p, rng));
+    return correct_context_example(formats_.teacher, kind, p.prompt(), self_correct, self, correct,
+                                   reference_solution(to_task(p)));
   }
   if (kind == "feedback") {
     const int rejected = plausible_wrong_answer(p, rng);
@@ -297,14 +314,7 @@ CorpusExample CorpusSampler::make(const Problem& p, const std::string& kind, std
     // A passed rollout with no passed sibling, under teacher.passed_without_sibling: own_response
     // (the trainer masks it by default): its own answer as the solution, which the right
     // continuation keeps.
-    std::vector<RolloutView> group = {{true, correct, grader_feedback(p, correct)}};
-    const auto message = teacher_message(own_response_teacher(formats_.teacher), "feedback", p.prompt(), group, 0,
-                                         std::nullopt);
-    if (!message) throw std::logic_error("teacher_message gave no own_response context for a passed rollout");
-    e.user_message = *message;
-    e.response = correct;
-    e.correct = true;
-    return e;
+    return correct_context_example(formats_.teacher, kind, p.prompt(), true, correct, correct, std::nullopt);
   }
   throw std::invalid_argument("kind: unknown corpus example kind '" + kind + "'");
 }
@@ -456,103 +466,115 @@ PretrainRun run_pretraining(const PretrainRecipe& recipe, const PromptFormats& f
   return run;
 }
 
-nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
-                                        const PromptFormats& formats, const std::vector<Problem>& problems,
-                                        int samples, uint64_t seed) {
+namespace {
+
+// The accuracy report's contexts, in report order.
+const std::vector<std::string>& accuracy_contexts() {
+  static const std::vector<std::string> contexts = {"student",          "teacher_solution",         "teacher_reference",
+                                                    "teacher_feedback", "teacher_feedback_correct", "student_greedy"};
+  return contexts;
+}
+
+// avg@n of `samples` samples at temperature 1 (one greedy sample for student_greedy) per item and
+// context: `message_for(item, context, rng)` builds the user message, `accepts(items, texts)` grades
+// a whole context's responses at once.
+template <typename Item>
+nlohmann::json measure_contexts(
+    model::CausalLM& model, const text::Tokenizer& tokenizer, const PromptFormats& formats,
+    const std::vector<Item>& items, int samples, uint64_t seed, int max_new_tokens,
+    const std::function<std::string(const Item&, const std::string&, std::mt19937_64&)>& message_for,
+    const std::function<std::vector<bool>(const std::vector<const Item*>&, const std::vector<std::string>&)>& accepts) {
   if (samples <= 0) throw std::invalid_argument("samples: must be positive");
   const PromptRenderer renderer(formats.model, tokenizer);
   std::mt19937_64 rng(seed);
-  const std::vector<std::string> contexts = {"student",          "teacher_solution",         "teacher_reference",
-                                             "teacher_feedback", "teacher_feedback_correct", "student_greedy"};
   nlohmann::json result = nlohmann::json::object();
-  for (const std::string& context : contexts) {
+  for (const std::string& context : accuracy_contexts()) {
     std::vector<std::vector<int32_t>> prompts;
-    std::vector<const Problem*> owners;
-    for (const Problem& p : problems) {
-      std::string message = p.prompt();
-      if (context == "teacher_solution" || context == "teacher_reference") {
-        std::vector<RolloutView> group = {{false, boxed_response(plausible_wrong_answer(p, rng)), ""},
-                                          {true, boxed_response(p.answer()), ""}};
-        message = *teacher_message(formats.teacher, context == "teacher_solution" ? "feedback" : "reference",
-                                   p.prompt(), group, 0, reference_solution(to_task(p)));
-      } else if (context == "teacher_feedback") {
-        const std::string wrong = boxed_response(plausible_wrong_answer(p, rng));
-        std::vector<RolloutView> group = {{false, wrong, grader_feedback(p, wrong)}};
-        message = teacher_message(formats.teacher, "feedback", p.prompt(), group, 0, std::nullopt)
-                      .value_or(p.prompt());
-      } else if (context == "teacher_feedback_correct") {
-        const std::string right = boxed_response(p.answer());
-        std::vector<RolloutView> group = {{true, right, grader_feedback(p, right)}};
-        message = teacher_message(own_response_teacher(formats.teacher), "feedback", p.prompt(), group, 0, std::nullopt)
-                      .value_or(p.prompt());
-      }
-      const auto tokens = renderer.encode(message);
-      const int n = context == "student_greedy" ? 1 : samples;  // greedy: one answer per problem
-      for (int s = 0; s < n; ++s) prompts.push_back(tokens), owners.push_back(&p);
+    std::vector<const Item*> owners;
+    for (const Item& item : items) {
+      const auto tokens = renderer.encode(message_for(item, context, rng));
+      const int n = context == "student_greedy" ? 1 : samples;  // greedy: one answer per item
+      for (int s = 0; s < n; ++s) prompts.push_back(tokens), owners.push_back(&item);
     }
     model::SamplingParams params;
     params.temperature = context == "student_greedy" ? 0.0 : 1.0;
-    params.max_new_tokens = 16;
+    params.max_new_tokens = max_new_tokens;
     params.seed = seed + 7;
-    const auto generated = generate_in_batches(model, tokenizer, prompts, params, 128);
-    int correct = 0;
-    for (std::size_t i = 0; i < generated.size(); ++i) correct += grader_accepts(*owners[i], generated[i].text);
-    result[context] = static_cast<double>(correct) / static_cast<double>(generated.size());
+    std::vector<std::string> texts;
+    for (const auto& g : generate_in_batches(model, tokenizer, prompts, params, 128)) texts.push_back(g.text);
+    const std::vector<bool> accepted = accepts(owners, texts);
+    const auto correct = std::count(accepted.begin(), accepted.end(), true);
+    result[context] = static_cast<double>(correct) / static_cast<double>(accepted.size());
   }
   return result;
+}
+
+}  // namespace
+
+nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
+                                        const PromptFormats& formats, const std::vector<Problem>& problems,
+                                        int samples, uint64_t seed) {
+  const auto message_for = [&](const Problem& p, const std::string& context, std::mt19937_64& rng) {
+    if (context == "teacher_solution" || context == "teacher_reference") {
+      std::vector<RolloutView> group = {{false, boxed_response(plausible_wrong_answer(p, rng)), ""},
+                                        {true, boxed_response(p.answer()), ""}};
+      return *teacher_message(formats.teacher, context == "teacher_solution" ? "feedback" : "reference", p.prompt(),
+                              group, 0, reference_solution(to_task(p)));
+    }
+    if (context == "teacher_feedback") {
+      const std::string wrong = boxed_response(plausible_wrong_answer(p, rng));
+      std::vector<RolloutView> group = {{false, wrong, grader_feedback(p, wrong)}};
+      return teacher_message(formats.teacher, "feedback", p.prompt(), group, 0, std::nullopt).value_or(p.prompt());
+    }
+    if (context == "teacher_feedback_correct") {
+      // own_response reads only the rollout's response, so no grader call is needed here.
+      std::vector<RolloutView> group = {{true, boxed_response(p.answer()), ""}};
+      return teacher_message(own_response_teacher(formats.teacher), "feedback", p.prompt(), group, 0, std::nullopt)
+          .value_or(p.prompt());
+    }
+    return p.prompt();
+  };
+  const auto accepts = [](const std::vector<const Problem*>& owners, const std::vector<std::string>& texts) {
+    std::vector<bool> out;
+    for (std::size_t i = 0; i < texts.size(); ++i) out.push_back(grader_accepts(*owners[i], texts[i]));
+    return out;
+  };
+  return measure_contexts<Problem>(model, tokenizer, formats, problems, samples, seed, 16, message_for, accepts);
 }
 
 nlohmann::json measure_code_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
                                              const PromptFormats& formats, const std::vector<CodeTask>& tasks,
                                              int samples, uint64_t seed) {
-  if (samples <= 0) throw std::invalid_argument("samples: must be positive");
-  const PromptRenderer renderer(formats.model, tokenizer);
-  std::mt19937_64 rng(seed);
-  const std::vector<std::string> contexts = {"student",          "teacher_solution",         "teacher_reference",
-                                             "teacher_feedback", "teacher_feedback_correct", "student_greedy"};
-  nlohmann::json result = nlohmann::json::object();
-  for (const std::string& context : contexts) {
-    std::vector<std::vector<int32_t>> prompts;
-    std::vector<const CodeTask*> owners;
-    for (const CodeTask& task : tasks) {
-      std::string message = task.prompt();
-      const std::string right = word_program(task.rule);
-      if (context == "teacher_solution" || context == "teacher_reference") {
-        const WrongProgram wrong = plausible_wrong_program(task, rng);
-        std::vector<RolloutView> group = {{false, word_program(wrong.rule, wrong.bug), ""}, {true, right, ""}};
-        message = *teacher_message(formats.teacher, context == "teacher_solution" ? "feedback" : "reference",
-                                   task.prompt(), group, 0, reference_solution(task.to_task()));
-      } else if (context == "teacher_feedback") {
-        // The env's feedback alone: no sibling, no reference.
-        const WrongProgram wrong = plausible_wrong_program(task, rng);
-        const std::string program = word_program(wrong.rule, wrong.bug);
-        const auto graded = grade_code_response(task, program);
-        std::vector<RolloutView> group = {{graded.passed, program, graded.feedback, graded.informative}};
-        message = teacher_message(formats.teacher, "feedback", task.prompt(), group, 0, std::nullopt)
-                      .value_or(task.prompt());
-      } else if (context == "teacher_feedback_correct") {
-        std::vector<RolloutView> group = {{true, right, "", false}};
-        message = teacher_message(own_response_teacher(formats.teacher), "feedback", task.prompt(), group, 0,
-                                  std::nullopt)
-                      .value_or(task.prompt());
-      }
-      const auto tokens = renderer.encode(message);
-      const int n = context == "student_greedy" ? 1 : samples;
-      for (int s = 0; s < n; ++s) prompts.push_back(tokens), owners.push_back(&task);
+  const auto message_for = [&](const CodeTask& task, const std::string& context, std::mt19937_64& rng) {
+    const std::string right = word_program(task.rule);
+    if (context == "teacher_solution" || context == "teacher_reference") {
+      const WrongProgram wrong = plausible_wrong_program(task, rng);
+      std::vector<RolloutView> group = {{false, word_program(wrong.rule, wrong.bug), ""}, {true, right, ""}};
+      return *teacher_message(formats.teacher, context == "teacher_solution" ? "feedback" : "reference",
+                              task.prompt(), group, 0, reference_solution(task.to_task()));
     }
-    model::SamplingParams params;
-    params.temperature = context == "student_greedy" ? 0.0 : 1.0;
-    params.max_new_tokens = 96;
-    params.seed = seed + 7;
-    const auto generated = generate_in_batches(model, tokenizer, prompts, params, 128);
-    std::vector<std::string> texts;
-    for (const auto& g : generated) texts.push_back(g.text);
-    const auto graded = grade_code_responses(owners, texts);
-    int correct = 0;
-    for (const auto& g : graded) correct += g.passed;
-    result[context] = static_cast<double>(correct) / static_cast<double>(graded.size());
-  }
-  return result;
+    if (context == "teacher_feedback") {
+      // The env's feedback alone: no sibling, no reference.
+      const WrongProgram wrong = plausible_wrong_program(task, rng);
+      const std::string program = word_program(wrong.rule, wrong.bug);
+      const auto graded = grade_code_response(task, program);
+      std::vector<RolloutView> group = {{graded.passed, program, graded.feedback, graded.informative}};
+      return teacher_message(formats.teacher, "feedback", task.prompt(), group, 0, std::nullopt)
+          .value_or(task.prompt());
+    }
+    if (context == "teacher_feedback_correct") {
+      std::vector<RolloutView> group = {{true, right, "", false}};
+      return teacher_message(own_response_teacher(formats.teacher), "feedback", task.prompt(), group, 0, std::nullopt)
+          .value_or(task.prompt());
+    }
+    return task.prompt();
+  };
+  const auto accepts = [](const std::vector<const CodeTask*>& owners, const std::vector<std::string>& texts) {
+    std::vector<bool> out;
+    for (const auto& graded : grade_code_responses(owners, texts)) out.push_back(graded.passed);
+    return out;
+  };
+  return measure_contexts<CodeTask>(model, tokenizer, formats, tasks, samples, seed, 96, message_for, accepts);
 }
 
 // FNV-1a over every parameter's float32 bytes in name order: equal exactly when the weights are.

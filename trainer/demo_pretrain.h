@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -97,6 +98,18 @@ class CorpusSource {
   virtual ~CorpusSource() = default;
   virtual CorpusExample next(std::mt19937_64& rng) const = 0;
 };
+
+// The teacher templates with teacher.passed_without_sibling: own_response: the context the
+// corpus's feedback_correct examples teach and the accuracy report probes.
+TeacherSection own_response_teacher(TeacherSection teacher);
+
+// A re-prompt example whose answer is `right`, shared by both domains: kind solution (the group
+// also holds a correct sibling), reference (the reference solution) or feedback_correct (a passed
+// rollout's own response, under own_response_teacher). `self_response` is the rollout being taught
+// (right or wrong; for feedback_correct it is `right`). Throws std::invalid_argument for another kind.
+CorpusExample correct_context_example(const TeacherSection& teacher, const std::string& kind, const std::string& prompt,
+                                      bool self_correct, const std::string& self_response, const std::string& right,
+                                      const std::optional<std::string>& reference);
 
 // The code domain's split from the recipe (split_seed, heldout_fraction, variants_per_rule).
 CodeSplitSpec code_split_of(const PretrainRecipe& recipe);

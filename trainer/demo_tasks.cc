@@ -12,15 +12,6 @@ namespace {
 constexpr int kMinOperand = 10;
 constexpr int kMaxOperand = 99;
 
-// SplitMix64: a seeded, platform-independent hash, so pools are the same everywhere (std::hash
-// is not specified and may differ between standard libraries).
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 uint64_t problem_key(const Problem& p) {
   return (static_cast<uint64_t>(p.operation) << 32) | (static_cast<uint64_t>(p.left) << 16) |
          static_cast<uint64_t>(p.right);
@@ -45,6 +36,13 @@ int carry_mistake(const Problem& p) {
 
 }  // namespace
 
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 std::string Problem::id() const {
   return std::string(operation == Operation::add ? "add-" : "sub-") + std::to_string(left) + "-" +
          std::to_string(right);
@@ -68,7 +66,7 @@ ProblemPools make_pools(const SplitSpec& spec) {
       for (int right = kMinOperand; right <= kMaxOperand; ++right) {
         if (op == Operation::subtract && right > left) continue;  // answers stay non-negative
         Problem p{op, left, right};
-        (mix64(problem_key(p) ^ mix64(spec.seed)) < threshold ? pools.heldout : pools.train).push_back(p);
+        (splitmix64(problem_key(p) ^ splitmix64(spec.seed)) < threshold ? pools.heldout : pools.train).push_back(p);
       }
     }
   }
@@ -76,15 +74,7 @@ ProblemPools make_pools(const SplitSpec& spec) {
 }
 
 std::vector<Problem> sample_problems(const std::vector<Problem>& pool, std::size_t count, uint64_t seed) {
-  if (count > pool.size())
-    throw std::invalid_argument("count: " + std::to_string(count) + " problems requested but the pool has " +
-                                std::to_string(pool.size()));
-  std::vector<Problem> shuffled = pool;
-  std::mt19937_64 rng(seed);
-  // Fisher-Yates with our own index draw: std::shuffle's algorithm is implementation-defined.
-  for (std::size_t i = shuffled.size(); i > 1; --i) std::swap(shuffled[i - 1], shuffled[rng() % i]);
-  shuffled.resize(count);
-  return shuffled;
+  return sample_distinct(pool, count, seed, "problems");
 }
 
 tasks::Task to_task(const Problem& problem) {
@@ -100,13 +90,19 @@ tasks::Task to_task(const Problem& problem) {
   return task;
 }
 
-void write_task_jsonl(const std::filesystem::path& path, const std::vector<Problem>& problems) {
+void write_tasks_jsonl(const std::filesystem::path& path, const std::vector<tasks::Task>& records) {
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) throw std::runtime_error(path.string() + ": cannot open for writing");
-  for (const Problem& p : problems) out << tasks::to_json(to_task(p)).dump() << '\n';
+  for (const tasks::Task& t : records) out << tasks::to_json(t).dump() << '\n';
   out.flush();
   if (!out) throw std::runtime_error(path.string() + ": write failed");
+}
+
+void write_task_jsonl(const std::filesystem::path& path, const std::vector<Problem>& problems) {
+  std::vector<tasks::Task> records;
+  for (const Problem& p : problems) records.push_back(to_task(p));
+  write_tasks_jsonl(path, records);
 }
 
 int plausible_wrong_answer(const Problem& problem, std::mt19937_64& rng) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,28 @@ struct ProblemPools {
   std::vector<Problem> heldout;
 };
 ProblemPools make_pools(const SplitSpec& spec);
+
+// SplitMix64: a seeded, platform-independent hash, so pools are the same everywhere (std::hash
+// is not specified and may differ between standard libraries). Shared by both demo domains.
+uint64_t splitmix64(uint64_t x);
+
+// `count` distinct items drawn from `pool` with `seed` (`noun` names them in the error); throws
+// std::invalid_argument if the pool is smaller than `count`. Fisher-Yates with our own index
+// draws: std::shuffle's algorithm is implementation-defined.
+template <typename T>
+std::vector<T> sample_distinct(const std::vector<T>& pool, std::size_t count, uint64_t seed, const char* noun) {
+  if (count > pool.size())
+    throw std::invalid_argument("count: " + std::to_string(count) + " " + noun + " requested but the pool has " +
+                                std::to_string(pool.size()));
+  std::vector<T> shuffled = pool;
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = shuffled.size(); i > 1; --i) std::swap(shuffled[i - 1], shuffled[rng() % i]);
+  shuffled.resize(count);
+  return shuffled;
+}
+
+// Writes one task record per line; throws std::runtime_error naming the path on I/O failure.
+void write_tasks_jsonl(const std::filesystem::path& path, const std::vector<tasks::Task>& records);
 
 // `count` distinct problems drawn from `pool` with `seed`; throws std::invalid_argument if the
 // pool is smaller than `count`.
