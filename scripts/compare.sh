@@ -5,19 +5,20 @@
 # Prints held-out avg@n and pass@k per method (best and last evaluation within the budget, mean
 # and spread over seeds) and writes a plot of held-out avg@n against training time.
 #
-#   scripts/compare.sh                                   arithmetic demo, 5 seeds, 60 s per run
-#   scripts/compare.sh --domain code                     the rich-feedback domain (word-pipeline programs)
+#   scripts/compare.sh                                   the rich-feedback code domain, 5 seeds, 90 s per run
+#   scripts/compare.sh --domain arithmetic               the two-digit arithmetic domain (one bit of feedback)
 #   scripts/compare.sh --budget 300 --seeds "0 1 2 3"    longer / other seeds
 #   scripts/compare.sh --model DIR --train-tasks A.jsonl --eval-tasks B.jsonl --config my.yaml
 # Options:
-#   --domain NAME      arithmetic (default) | code: the built-in tasks, model recipe and config
-#   --methods "LIST"   what to compare (default: "distil ce sdpo opsd grpo grpo_off distil_ema"):
+#   --domain NAME      code (default) | arithmetic: the built-in tasks, model recipe and config
+#   --methods "LIST"   what to compare (default: "distil ce sdpo opsd grpo grpo_off distil_ema ce_ema"):
 #                      an objective name, or grpo_off (off-policy GRPO, 2 minibatch updates per
-#                      batch) or distil_ema (DistIL with an EMA teacher: a variant, not the paper's)
+#                      batch), distil_ema / ce_ema (DistIL / CE with SDPO's EMA teacher instead of
+#                      the current weights: a teacher variant, the objective unchanged)
 #   --seeds "LIST"     train.seed values (default: "0 1 2 3 4")
-#   --budget S         seconds of training per run (default: 60)
+#   --budget S         seconds of training per run (default: 90)
 #   --eval-every N     held-out evaluation every N steps (default: 10)
-#   --config FILE      training config (default: configs/demo.yaml; code: configs/demo_code.yaml)
+#   --config FILE      training config (default: configs/demo_code.yaml; arithmetic: configs/demo.yaml)
 #                      --set KEY=VALUE overrides
 #   --model DIR, --train-tasks F, --eval-tasks F, --out DIR (default runs/compare-DOMAIN), --port N
 # Writes OUT/table.txt, OUT/curves.svg and OUT/summary.json (best held-out avg@n within the budget
@@ -30,10 +31,10 @@ source scripts/lib/pipeline.sh
 # a pretraining step ~4x slower (threads spinning against other processes).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-domain=arithmetic
-methods="distil ce sdpo opsd grpo grpo_off distil_ema"
+domain=code
+methods="distil ce sdpo opsd grpo grpo_off distil_ema ce_ema"
 seeds="0 1 2 3 4"
-budget=60
+budget=90
 eval_every=10
 config=""
 out=""
@@ -64,7 +65,7 @@ while (($#)); do
     --skip-setup) skip_setup=1; shift ;;
     --skip-build) skip_build=1; shift ;;
     --report-only) report_only=1; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -78,15 +79,20 @@ case "$domain" in
 esac
 : "${out:=runs/compare-$domain}"
 # method_args METHOD: the trainer settings of one compared method.
+# The teacher's weights are set here for every method, so that a config's own teacher.weights
+# (the code demo's config picks the EMA teacher) never turns one method into another: `auto` is
+# each objective's own convention (sdpo: EMA, opsd: the initial weights, distil/ce: the current
+# weights, as the paper's sg(pi_theta) reads).
 method_args() {
   case "$1" in
-    grpo_off) echo "--set algo.objective=grpo --set algo.off_policy_minibatches=2" ;;
+    grpo_off) echo "--set algo.objective=grpo --set algo.off_policy_minibatches=2 --set teacher.weights=auto" ;;
     distil_ema) echo "--set algo.objective=distil --set teacher.weights=ema" ;;
-    *) echo "--set algo.objective=$1" ;;
+    ce_ema) echo "--set algo.objective=ce --set teacher.weights=ema" ;;
+    *) echo "--set algo.objective=$1 --set teacher.weights=auto" ;;
   esac
 }
 for m in $methods; do
-  case "$m" in distil|ce|sdpo|grpo|opsd|sft|grpo_off|distil_ema) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
+  case "$m" in distil|ce|sdpo|grpo|opsd|sft|grpo_off|distil_ema|ce_ema) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
 done
 for s in $seeds; do [[ "$s" =~ ^[0-9]+$ ]] || { echo "compare.sh: seed '$s' is not a non-negative integer" >&2; exit 2; }; done
 mkdir -p "$out"

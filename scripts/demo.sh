@@ -5,21 +5,22 @@
 #   (or reuses runs/cache/), evaluates it on the held-out split, trains it with DistIL against the
 #   server's feedback, evaluates again, prints a before/after table, writes plots, stops the server.
 #
-#   scripts/demo.sh                          the built-in demo: two-digit arithmetic (measured, docs/demo.md)
-#   scripts/demo.sh --domain code            the rich-feedback domain: word-pipeline programs graded
-#                                            in the sandbox (its numbers are not measured yet)
+#   scripts/demo.sh                          the built-in demo: the rich-feedback code domain
+#                                            (word-pipeline programs graded in the sandbox; docs/demo.md)
+#   scripts/demo.sh --domain arithmetic      two-digit arithmetic (one bit of feedback)
 #   scripts/demo.sh --model DIR --train-tasks A.jsonl --eval-tasks B.jsonl [--config my.yaml]
 #                                            the same pipeline on a real model and real tasks
 # Options:
-#   --domain NAME      arithmetic (default) | code: the built-in task domain and its model recipe
-#   --config FILE      training config over configs/default.yaml (default: configs/demo.yaml,
-#                      or configs/demo_code.yaml for code)
+#   --domain NAME      code (default) | arithmetic: the built-in task domain and its model recipe
+#   --config FILE      training config over configs/default.yaml (default: configs/demo_code.yaml,
+#                      or configs/demo.yaml for arithmetic)
 #   --set KEY=VALUE    override one training config key (repeatable), e.g. --set train.steps=50
-#   --recipe-set K=V   override one pretraining recipe key (configs/demo_pretrain.yaml)
+#   --recipe-set K=V   override one pretraining recipe key (configs/demo_code_pretrain.yaml, or
+#                      configs/demo_pretrain.yaml for arithmetic)
 #   --objective NAME   distil (default) | ce | sdpo | grpo | opsd | sft
 #   --model DIR        a Hugging Face model directory instead of the pretrained demo model
 #   --train-tasks F / --eval-tasks F   task JSONL files instead of the generated ones
-#   --out DIR          where everything goes (default: runs/demo, runs/demo-code for code)
+#   --out DIR          where everything goes (default: runs/demo-code, runs/demo for arithmetic)
 #   --port N           distil-env port on 127.0.0.1 (default: 18080)
 #   --skip-setup / --skip-build        for repeated runs
 set -euo pipefail
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 source scripts/lib/pipeline.sh
 
-domain=arithmetic
+domain=code
 config=""
 overrides=()
 recipe_overrides=()
@@ -55,7 +56,7 @@ while (($#)); do
     --port) port=$2; shift 2 ;;
     --skip-setup) skip_setup=1; shift ;;
     --skip-build) skip_build=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
