@@ -123,7 +123,9 @@ def run_curve(path):
 try:
     with open(os.path.join(out, "eval_before.json")) as f: base = json.load(f)["metrics"]["overall"]
 except (OSError, ValueError, KeyError): base = None
-pass_keys = sorted({k for k in (base or {}) if k.startswith("pass@") and k != "pass@1"}, key=lambda k: int(k[5:]))
+# pass@k and maj@k beside avg@n (pass@1 is avg@n).
+pass_keys = sorted({k for k in (base or {}) if (k.startswith("pass@") and k != "pass@1") or (k.startswith("maj@") and k != "maj@1")},
+                   key=lambda k: (k[:4], int(k[4:].lstrip("@"))))
 def stats(values):
     values = [v for v in values if v is not None]
     if not values: return None, None
@@ -163,8 +165,10 @@ if base:
 for method, n, best, last, bp, lp, st in rows:
     print(f"{method:<10}{n:>5}  {fmt(best)}" + "".join(fmt(bp[k]) for k in pass_keys) + f"{fmt(last)}" +
           "".join(fmt(lp[k]) for k in pass_keys) + (f"{st[0]:>8.0f}" if st[0] is not None else f"{'-':>8}"))
-# Plot: mean over seeds of the last evaluation at or before t, against training seconds.
-colors = {"distil": "#d62728", "ce": "#ff7f0e", "sdpo": "#2ca02c", "grpo": "#1f77b4", "opsd": "#9467bd", "sft": "#8c564b"}
+# Plot: mean over seeds of the last evaluation at or before t, against training seconds, with a
+# band of one sd over seeds.
+colors = {"distil": "#d62728", "ce": "#ff7f0e", "sdpo": "#2ca02c", "grpo": "#1f77b4", "opsd": "#9467bd", "sft": "#8c564b",
+          "grpo_off": "#17becf", "distil_ema": "#e377c2", "ce_ema": "#bcbd22"}
 W, H, L, T, B = 640, 360, 55, 30, 40
 grid = [budget * i / 60 for i in range(61)]
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W+150}" height="{H}" font-family="sans-serif">',
@@ -181,14 +185,19 @@ for i in range(5):
     x = L + (W - L) * i / 4
     svg.append(f'<text x="{x}" y="{H-B+14}" font-size="10" text-anchor="middle">{budget*i/4:.0f}s</text>')
 for idx, (method, cs) in enumerate(curves.items()):
-    pts = []
+    pts, bands = [], []
     for t in grid:
         ys = [next((v for tt, v in reversed(c) if tt <= t), None) for c in cs if c]
         ys = [y for y in ys if y is not None]
-        if ys: pts.append((t, sum(ys) / len(ys)))
+        if ys:
+            m, sd = stats(ys)
+            pts.append((t, m)); bands.append((t, max(lo, m - sd), min(hi, m + sd)))
     if not pts: continue
     color = colors.get(method, "#333")
-    path = " ".join(f"{L + (W-L)*t/budget:.1f},{T + (H-T-B)*(1-(y-lo)/(hi-lo)):.1f}" for t, y in pts)
+    xy = lambda t, y: f"{L + (W-L)*t/budget:.1f},{T + (H-T-B)*(1-(y-lo)/(hi-lo)):.1f}"
+    band = " ".join(xy(t, up) for t, _, up in bands) + " " + " ".join(xy(t, down) for t, down, _ in reversed(bands))
+    svg.append(f'<polygon fill="{color}" fill-opacity="0.12" stroke="none" points="{band}"/>')
+    path = " ".join(xy(t, y) for t, y in pts)
     svg.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
     svg.append(f'<text x="{W+10}" y="{T+16+18*idx}" font-size="13" fill="{color}">{method}</text>')
 svg.append("</svg>")
