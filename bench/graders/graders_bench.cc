@@ -55,7 +55,7 @@ struct Row {
 };
 
 std::vector<Row> load_rows() {
-  std::ifstream in(std::string(DISTIL_SOURCE_DIR) + "/../shared/conformance/math/mathverify_cases.jsonl");
+  std::ifstream in(std::string(DISTIL_SOURCE_DIR) + "/tests/graders/conformance/math/mathverify_cases.jsonl");
   std::vector<Row> rows;
   std::string line;
   while (std::getline(in, line)) {
@@ -218,7 +218,7 @@ print(statistics.median(meds) if meds else -1, len(meds))
     std::printf("reference: /usr/bin/python3 with sympy unavailable, skipped\n");
   }
   std::printf("%-58s %12s\n", "target (issue 4)", "<= 0.3");
-  std::printf("%-58s %12s\n", "Math-Verify 0.8.0, quoted from shared/conformance/math", "~32");
+  std::printf("%-58s %12s\n", "Math-Verify 0.8.0, quoted from tests/graders/conformance/math", "~32");
 }
 
 void code_bench(int repeat) {
