@@ -499,7 +499,7 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
     return r;
   }
   StdioPump pump(std::move(child.stdin_w), stdin_data, std::move(child.stdout_r), std::move(child.stderr_r),
-                 l.limits.output_bytes);
+                 l.limits.output_bytes, l.limits.stderr_bytes);
   Termination t = supervise(child, pump, wall_deadline_s(l.limits), &p->step_targets, l.limits.cpu_time_s, cgroup.get());
   if (cgroup) {
     t.memory_exceeded = cgroup->oom_kills() > 0;
@@ -609,6 +609,7 @@ std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, cons
   compile.limits.max_processes = 16;
   compile.limits.max_open_files = 256;
   compile.limits.output_bytes = limits.output_bytes;
+  compile.limits.stderr_bytes = limits.stderr_bytes;
   compile.work_dir_host = build.path();
   RunResult compiled = launch(compile, "");
   if (compiled.verdict != Verdict::ok) {

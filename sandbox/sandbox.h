@@ -32,7 +32,8 @@ struct Limits {
   double cpu_time_s = 6.0;         // RLIMIT_CPU and the CPU part of the verdict
   double wall_time_s = 0.0;        // 0: derived from cpu_time_s (2x + 1 s)
   std::size_t memory_mb = 512;     // address space / cgroup memory.max
-  std::size_t output_bytes = 64 * 1024;  // cap for stdout and for stderr, each
+  std::size_t output_bytes = 64 * 1024;  // cap for stdout (and for stderr unless stderr_bytes is set)
+  std::size_t stderr_bytes = 0;          // cap for stderr; 0: the same as output_bytes
   std::size_t file_size_mb = 16;   // RLIMIT_FSIZE and tmpfs size
   int max_processes = 32;          // cgroup pids.max / RLIMIT_NPROC inside the user namespace
   int max_open_files = 64;
