@@ -34,14 +34,20 @@ std::string python_string_literal(const std::string& s) {
   return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string stdin_runner(const std::string& source) {
-  return "_SRC = " + python_string_literal(source) + "\n_IMPORTS = " + python_string_literal(code::kLcbImports) +
-         "\n" + code::kRunnerCommon + code::kStdinRunner;
+sandbox::Program stdin_runner(const std::string& source) {
+  sandbox::Program p;
+  p.setup = "_SRC = " + python_string_literal(source) + "\n_IMPORTS = " + python_string_literal(code::kLcbImports) + "\n" +
+            code::kRunnerCommon + code::kStdinSetup;
+  p.source = code::kStdinMain;
+  return p;
 }
 
-std::string functional_runner(const std::string& source, const std::string& func_name) {
-  return "_SRC = " + python_string_literal(source) + "\n_IMPORTS = " + python_string_literal(code::kLcbImports) +
-         "\n_FUNC = " + python_string_literal(func_name) + "\n" + code::kRunnerCommon + code::kFunctionalRunner;
+sandbox::Program functional_runner(const std::string& source, const std::string& func_name) {
+  sandbox::Program p;
+  p.setup = "_SRC = " + python_string_literal(source) + "\n_IMPORTS = " + python_string_literal(code::kLcbImports) +
+            "\n_FUNC = " + python_string_literal(func_name) + "\n" + code::kRunnerCommon + code::kFunctionalRunner;
+  p.source = code::kFunctionalMain;
+  return p;
 }
 
 struct TestOutcome {
@@ -188,7 +194,11 @@ class CodeGrader final : public Grader {
     if (functional) {
       outcomes = run_functional(task, block.code, func_name, options, *context.sandbox);
     } else {
-      program.source = program.language == sandbox::Language::python ? stdin_runner(block.code) : block.code;
+      if (program.language == sandbox::Language::python) {
+        program = stdin_runner(block.code);
+      } else {
+        program.source = block.code;
+      }
       sandbox::Limits limits;
       limits.cpu_time_s = options.per_test_timeout_s;
       limits.memory_mb = options.memory_mb;
@@ -278,9 +288,7 @@ class CodeGrader final : public Grader {
       tests.push_back(t.input);
     }
     const nlohmann::json request = {{"tests", tests}, {"cpu_s", options.per_test_timeout_s}, {"all", options.run_all_tests}};
-    sandbox::Program program;
-    program.language = sandbox::Language::python;
-    program.source = functional_runner(source, func_name);
+    const sandbox::Program program = functional_runner(source, func_name);
     sandbox::Limits limits;
     // The runner stops a test at the per-test limit itself; the whole run is bounded from outside
     // by the sum (plus a second for loading).

@@ -51,8 +51,6 @@ class _Quitter:
 
 builtins.exit = _Quitter("exit")
 builtins.quit = _Quitter("quit")
-if "random" in sys.modules:
-    sys.modules["random"].seed()  # a fork-server child must not replay its siblings' sequence
 
 def _register_source():
     import linecache
@@ -61,6 +59,7 @@ def _register_source():
 def _format_exception(e):
     # From the candidate's first frame on: the runner's frames are dropped (library frames the
     # candidate called into stay, they show where it failed), line numbers are its own.
+    _register_source()
     import traceback
     tb = e.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != _FILE:
@@ -71,10 +70,10 @@ def _format_exception(e):
         return "%s (the traceback could not be formatted)\n" % type(e).__name__
 
 def _compile_source():
-    _register_source()
     try:
         return compile(_SRC, _FILE, "exec"), None
     except BaseException as e:  # SyntaxError, ValueError (NUL byte), MemoryError, RecursionError
+        _register_source()
         import traceback
         try:
             text = "".join(traceback.format_exception_only(type(e), e))
@@ -83,20 +82,25 @@ def _compile_source():
         return None, text
 )PY";
 
-// Stdin programs: run as __main__, stdin and stdout untouched.
-inline constexpr const char* kStdinRunner = R"PY(
-def _main():
-    code, error = _compile_source()
-    if code is None:
-        sys.stderr.write(error)
+// Stdin programs: run as __main__, stdin and stdout untouched. The setup part (with
+// kRunnerCommon, Program::setup: a fork server runs it once) compiles the code and runs the
+// import block into the program's namespace; the program part (per test) only runs the code.
+inline constexpr const char* kStdinSetup = R"PY(
+_code, _error = _compile_source()
+_user = types.ModuleType("__main__")
+_user.__file__ = _FILE
+_user.__builtins__ = builtins
+exec(_IMPORTS, _user.__dict__)
+)PY";
+
+inline constexpr const char* kStdinMain = R"PY(
+def _run():
+    if _code is None:
+        sys.stderr.write(_error)
         raise SystemExit(1)
-    module = types.ModuleType("__main__")
-    module.__file__ = _FILE
-    module.__builtins__ = builtins
-    sys.modules["__main__"] = module
-    exec(_IMPORTS, module.__dict__)
+    sys.modules["__main__"] = _user
     try:
-        exec(code, module.__dict__)
+        exec(_code, _user.__dict__)
     except SystemExit:
         raise
     except BaseException as e:
@@ -108,10 +112,10 @@ def _main():
         sys.stderr.write(text)
         raise SystemExit(1)
 
-_main()
+_run()
 )PY";
 
-// Functional tests. stdin: a JSON object {"tests": [input text, ...], "cpu_s": per-test CPU limit,
+// Functional tests (kRunnerCommon + this as the setup, kFunctionalMain as the program). stdin: a JSON object {"tests": [input text, ...], "cpu_s": per-test CPU limit,
 // "all": run past a test that raised or timed out}. Result channel: the descriptor that was
 // stdout; fd 1 and sys.stdout then point at stderr, so the candidate's prints (and anything it
 // writes to fd 1) become its Debug Output. Frames, one line each:
@@ -281,8 +285,8 @@ def _main():
             continue
         if not run_all:
             return
-
-_main()
 )PY";
+
+inline constexpr const char* kFunctionalMain = "_main()\n";
 
 }  // namespace distil::graders::code

@@ -44,6 +44,45 @@ namespace {
 constexpr const char* kProgramPath = "/box/main.py";
 constexpr const char* kFilterPath = "/box/filter.bpf";
 constexpr const char* kForkServerNativePath = "/box/fork_server.so";
+constexpr const char* kSetupPath = "/box/setup.py";
+// One-shot runs of a program with a setup: run the setup, then the program, in one __main__, as
+// the fork server's children do. argv: setup_path program_path [args...].
+constexpr const char* kOneShotSetupBoot = R"PY(
+import sys, types, builtins
+setup_path, path = sys.argv[1], sys.argv[2]
+sys.argv = sys.argv[2:]
+sys.path[0] = path.rsplit("/", 1)[0]
+main = types.ModuleType("__main__")
+main.__file__ = path
+main.__builtins__ = builtins
+sys.modules["__main__"] = main
+def report(e):
+    tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+    sys.excepthook(type(e), e, tb)
+    sys.exit(1)
+try:
+    with open(setup_path, "rb") as f:
+        exec(compile(f.read(), setup_path, "exec"), main.__dict__)
+except SystemExit:
+    raise
+except BaseException as e:
+    report(e)
+with open(path, "rb") as f:
+    source = f.read()
+try:
+    code = compile(source, path, "exec")
+except BaseException as e:
+    e.__traceback__ = None
+    sys.excepthook(type(e), e, None)
+    sys.exit(1)
+del f, source
+try:
+    exec(code, main.__dict__)
+except SystemExit:
+    raise
+except BaseException as e:
+    report(e)
+)PY";
 constexpr const char* kCxxSourcePath = "/box/main.cpp";
 constexpr const char* kCxxBinaryPath = "/box/main";
 constexpr const char* kScratchBase = "/var/tmp";
@@ -529,11 +568,13 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
   for (const std::string& a : {std::string("-c"), std::string(kForkServerBoot), std::string(kProgramPath),
                                std::string(kForkServerNativePath), std::string(cpu), std::string(wall), fsize,
                                std::to_string(std::max(1, limits.max_open_files)),
-                               std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath)})
+                               std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath),
+                               std::string(program.setup.empty() ? "-" : kSetupPath)})
     l.argv.push_back(a);
   l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
   const auto& bpf = user_filter_deny.instructions;
   l.files = {{kProgramPath, program.source},
+             {kSetupPath, program.setup},
              {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))},
              {kForkServerNativePath,
               std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), true}};
@@ -574,6 +615,8 @@ namespace {
 std::string validate_request(const Program& program, const Limits& limits) {
   if (auto error = validate_limits(limits); !error.empty()) return error;
   if (program.source.size() > (64u << 20)) return "program.source: larger than 64 MiB";
+  if (program.setup.size() > (64u << 20)) return "program.setup: larger than 64 MiB";
+  if (!program.setup.empty() && program.language != Language::python) return "program.setup: only for Python programs";
   if (program.args.size() > 1024) return "program.args: more than 1024 arguments";
   for (const auto& a : program.args)
     if (a.find('\0') != std::string::npos) return "program.args: an argument contains a NUL byte";
@@ -646,9 +689,14 @@ RunResult Sandbox::run(const Program& program, const std::string& stdin_data, co
     l.executable = d.config.python_path;
     l.argv = {d.config.python_path};
     if (!d.config.python_site_packages) l.argv.push_back("-S");
+    if (!program.setup.empty()) {
+      l.argv.insert(l.argv.end(), {"-c", kOneShotSetupBoot, kSetupPath});
+      l.files = {{kProgramPath, program.source}, {kSetupPath, program.setup}};
+    } else {
+      l.files = {{kProgramPath, program.source}};
+    }
     l.argv.push_back(kProgramPath);
     l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
-    l.files = {{kProgramPath, program.source}};
     l.filter = &d.user_filter_notify;
     l.exec_notify = true;
     l.limits = limits;

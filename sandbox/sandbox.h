@@ -45,6 +45,12 @@ struct Program {
   Language language = Language::python;
   std::string source;
   std::vector<std::string> args;
+  // Python only, optional: code run in the program's __main__ namespace before `source` (as if it
+  // were a module-level prefix, but compiled separately, so the program keeps its own file name and
+  // line numbers). A fork server runs it once, before forking, and every child starts from what it
+  // left (imports done, names defined); a one-shot run runs it first in the same process. An
+  // exception it raises is reported like one of the program's. Trusted code (the caller's).
+  std::string setup;
 };
 
 struct RunResult {
