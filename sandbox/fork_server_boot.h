@@ -92,6 +92,7 @@ def run_user_code():
     status = 0
     if setup_error is not None:
         tb = setup_error.__traceback__.tb_next if setup_error.__traceback__ is not None else None
+        setup_error.__traceback__ = tb
         sys.excepthook(type(setup_error), setup_error, tb)
         status = 1
     elif compile_error is not None:

@@ -57,7 +57,9 @@ main.__file__ = path
 main.__builtins__ = builtins
 sys.modules["__main__"] = main
 def report(e):
+    # Drop this boot's frame: the traceback starts at the setup or the program, as one-shot.
     tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+    e.__traceback__ = tb
     sys.excepthook(type(e), e, tb)
     sys.exit(1)
 try:
