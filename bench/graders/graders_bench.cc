@@ -279,6 +279,19 @@ void code_bench(int repeat) {
     graded2.push_back(ms_since(start));
   }
   const double g2 = median(graded2);
+  // The sandbox alone, the same program without the grader's runner: 2 inputs and 20.
+  std::vector<double> raw2, raw20;
+  sandbox::Program raw;
+  raw.source = solution;
+  const std::vector<std::string> two_inputs(inputs.begin(), inputs.begin() + 2);
+  for (int k = 0; k < repeat; ++k) {
+    auto start = Clock::now();
+    box->run_batch(raw, two_inputs, {});
+    raw2.push_back(ms_since(start));
+    start = Clock::now();
+    box->run_batch(raw, inputs, {});
+    raw20.push_back(ms_since(start));
+  }
   const double g = median(graded), b = median(bare);
   std::printf("\n== code: one Python solution, 20 stdin tests, median of %d alternating runs ==\n", repeat);
   std::printf("%-58s %12s\n", "what", "median ms");
@@ -287,6 +300,7 @@ void code_bench(int repeat) {
   std::printf("%-58s %12.2fx\n", "ratio distil / bare (target <= 0.3)", g / b);
   std::printf("%-58s %12.1f\n", "distil, first 2 tests only (server start + 2 tests)", g2);
   std::printf("%-58s %12.2f\n", "  so per test: (T20 - T2) / 18", (g - g2) / 18);
+  std::printf("%-58s %12.1f / %.1f\n", "sandbox run_batch alone, no runner: 2 / 20 inputs", median(raw2), median(raw20));
   std::printf("%-58s %12s\n", "per-round ratios", "");
   for (std::size_t k = 0; k < graded.size(); ++k) std::printf("  round %zu: %.1f / %.1f ms = %.3fx\n", k + 1, graded[k], bare[k], graded[k] / bare[k]);
 }
