@@ -9,7 +9,8 @@
 // argv: program_path native_path cpu_s wall_s fsize_bytes nofile nproc filter_path setup_path
 // [args...] (setup_path "-": no setup; else Program::setup, run here once into the __main__ every
 // child then uses).
-// fd 3: SOCK_SEQPACKET to the supervisor. Requests: 'R' + SCM_RIGHTS(stdin, stdout, stderr);
+// fd 3: SOCK_SEQPACKET to the supervisor. First 'G' (the server is in its cgroup: it may fork);
+// then requests: 'R' + SCM_RIGHTS(stdin, stdout, stderr);
 // 'K' while a child runs kills it. Reply per request: struct "<iiddq" (wait status, flags
 // [1 timed out, 2 setup failed], user s, system s, max rss KiB) + setup error text.
 #pragma once
@@ -136,6 +137,10 @@ import gc
 # (and so copy) all of it. Freezing moves it out of the collector's reach.
 gc.collect()
 gc.freeze()
+# The supervisor moves this process into the batch's cgroup while it boots; every child must be
+# forked inside it, so nothing is forked before its 'G'.
+if os.read(3, 1) != b"G":
+    os._exit(1)
 rc = serve(3, os.getpid() == 1, wall_s, cpu_limit, fsize, nofile, nproc, ctypes.addressof(bpf_buffer), len(bpf) // 8)
 if rc == 1:
     run_user_code()

@@ -2,6 +2,7 @@
 // children must not see each other (files, processes, interpreter state).
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 #include <string>
 #include <thread>
@@ -261,6 +262,29 @@ TEST(ForkServerIsolation, ProgramArgumentsReachTheProgram) {
   EXPECT_EQ(sandbox().run(p, "", limits()).stdout_data, "['--flag', 'value']\n");
 }
 
+
+// The server boots while it is moved into the batch's cgroup and forks nothing before the move is
+// done: every child is in the batch's cgroup, not the supervisor's.
+TEST(ForkServerIsolation, ChildrenRunInTheBatchsCgroup) {
+  if (!sandbox().isolation().cgroup) GTEST_SKIP() << "no cgroups on this host";
+  const auto results = sandbox().run_batch(
+      python("for line in open('/proc/self/cgroup'):\n    if 'memory' in line.split(':')[1]:\n        print(line.strip())\n"),
+      {"", "", ""}, limits());
+  require_fork_server(results);
+  std::ifstream own("/proc/self/cgroup");
+  std::string line, own_memory, unified;
+  while (std::getline(own, line)) {
+    if (line.find(":memory:") != std::string::npos) own_memory = line;
+    if (line.rfind("0::", 0) == 0) unified = line;
+  }
+  if (own_memory.empty()) own_memory = unified;
+  for (const auto& r : results) {
+    ASSERT_EQ(r.verdict, Verdict::ok) << r.stderr_data;
+    EXPECT_FALSE(r.stdout_data.empty());
+    EXPECT_NE(r.stdout_data, own_memory + "\n") << "a child ran in the supervisor's cgroup";
+    EXPECT_EQ(r.stdout_data, results[0].stdout_data) << "all children of a batch share its cgroup";
+  }
+}
 
 // Program::setup runs before the program in its namespace (once in a fork server, first in a
 // one-shot run); the program keeps its own file name and line numbers; both paths agree.
