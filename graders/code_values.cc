@@ -11,7 +11,8 @@
 namespace distil::graders::code {
 namespace {
 
-constexpr int kMaxDepth = 2000;
+// The runner nests at most 2000 containers; a tuple, dict or set is two JSON levels (object, array).
+constexpr int kMaxDepth = 4100;
 
 using Kind = PyValue::Kind;
 

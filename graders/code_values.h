@@ -22,7 +22,7 @@ struct PyValue {
 };
 
 // Python's json.loads (NaN, Infinity and -Infinity accepted, integers exact at any size, depth
-// at most 2000); nullopt for anything else.
+// at most 4100 JSON levels); nullopt for anything else.
 std::optional<PyValue> parse_python_json(std::string_view text);
 
 // The functional runner's tagged JSON: {"i": digits} big int, {"f": "inf"|"-inf"|"nan"},

@@ -4,6 +4,7 @@
 // one process for all functional tests, and feedback a teacher can use (user frames and line
 // numbers, the exception line kept, signals and exit codes named, the output limit named). Also
 // the cases where LiveCodeBench's harness is wrong and distil is deliberately right.
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -393,3 +394,48 @@ TEST(CodeValues, PythonJsonAndEquality) {
   EXPECT_FALSE(parse_python_json("\"\x01\""));
   EXPECT_FALSE(parse_python_json("01"));
 }
+
+TEST(CodeValues, HostileTextNeverThrowsAndDeepResultsStillCompare) {
+  using graders::code::parse_python_json;
+  using graders::code::parse_tagged_result;
+  using graders::code::python_equal;
+  using graders::code::python_repr;
+  std::uint64_t state = 0x9e3779b97f4a7c15ULL;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  const std::string alphabet = "[]{}\",:0123456789.eE+-tfnulrsiadzNIy \\u\x01\xff";
+  for (int i = 0; i < 20000; ++i) {
+    std::string text;
+    const std::size_t length = next() % 40;
+    for (std::size_t k = 0; k < length; ++k) text += alphabet[next() % alphabet.size()];
+    auto a = parse_python_json(text);
+    auto b = parse_tagged_result(text);
+    if (a && b) {
+      (void)python_equal(*a, *b);
+      EXPECT_LE(python_repr(*a, 100).size(), 103u);
+    }
+  }
+  // A tuple nested 1500 deep (within the runner's 2000 containers) is 3000 JSON levels.
+  std::string deep, expected;
+  for (int i = 0; i < 1500; ++i) {
+    deep += "[";
+    expected += "[";
+  }
+  for (int i = 0; i < 1500; ++i) {
+    deep += "]";
+    expected += "]";
+  }
+  std::string tagged;
+  for (int i = 0; i < 1500; ++i) tagged += "{\"t\": [";
+  for (int i = 0; i < 1500; ++i) tagged += "]}";
+  ASSERT_TRUE(parse_tagged_result(tagged));
+  ASSERT_TRUE(parse_python_json(deep));
+  EXPECT_TRUE(python_equal(*parse_tagged_result(deep), *parse_python_json(expected)));
+  EXPECT_FALSE(python_equal(*parse_tagged_result(tagged), *parse_python_json(expected))) << "tuples are not lists";
+  EXPECT_FALSE(parse_python_json(std::string(5000, '[') + std::string(5000, ']'))) << "bounded depth";
+}
+
