@@ -165,22 +165,6 @@ bool stdin_outputs_match(std::string_view actual, std::string_view expected) {
   return true;
 }
 
-bool functional_outputs_match(std::string_view actual, std::string_view expected) {
-  nlohmann::json a, e;
-  try {
-    a = nlohmann::json::parse(text::trim(actual));
-  } catch (const std::exception&) {
-    return false;
-  }
-  try {
-    e = nlohmann::json::parse(text::trim(expected));
-  } catch (const std::exception&) {
-    // An expected value that is not JSON is compared as text.
-    return text::trim(actual) == text::trim(expected);
-  }
-  return a == e;
-}
-
 bool is_python_identifier(const std::string& s) {
   if (s.empty() || s.size() > 128) return false;
   if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;

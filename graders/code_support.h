@@ -26,8 +26,7 @@ sandbox::Language language_for(const std::string& tag, const nlohmann::json& met
 // LiveCodeBench stdin rule: both outputs stripped and split into lines; same number of lines;
 // each pair of (stripped) lines equal, or equal token by token as exact decimals.
 bool stdin_outputs_match(std::string_view actual, std::string_view expected);
-// Functional rule: both parsed as JSON (tuples already lists), exactly equal.
-bool functional_outputs_match(std::string_view actual, std::string_view expected);
+// (Functional results are compared in code_values.h, with Python's == semantics.)
 
 bool is_python_identifier(const std::string& s);
 

@@ -49,6 +49,11 @@ GradeOptions options_from_json(const nlohmann::json& j, const GradeOptions& defa
     else if (key == "memory_mb") o.memory_mb = static_cast<std::size_t>(get_integer(v, key, 16, 16384));
     else if (key == "float_places") o.float_places = static_cast<int>(get_integer(v, key, 0, 15));
     else if (key == "relative_tolerance") o.relative_tolerance = get_number(v, key, 0.0, 1.0);
+    else if (key == "science_mode") {
+      if (!v.is_string() || (v.get<std::string>() != "default" && v.get<std::string>() != "strict"))
+        bad_option(key, "must be \"default\" or \"strict\"");
+      o.science_mode = v.get<std::string>();
+    }
     else bad_option(key, "unknown option");
   }
   return o;

@@ -24,6 +24,9 @@ struct GradeOptions {
   std::size_t memory_mb = 512;        // code
   int float_places = 6;               // math: decimal places for float comparison
   double relative_tolerance = 0.01;   // science numeric answers
+  // science: "default" (read the intended answer from many formats) or "strict" (SDPO's MCQ
+  // reward exactly); empty: the task's metadata.science_mode, else "default".
+  std::string science_mode;
 };
 // Throws std::invalid_argument("options.<key>: <problem>").
 GradeOptions options_from_json(const nlohmann::json& j, const GradeOptions& defaults = {});

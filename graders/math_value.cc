@@ -1266,6 +1266,19 @@ struct Comparer {
         return true;
       }
       if ((a - b).is_zero()) return true;
+      // A letter i against the imaginary unit (\sqrt{-1} evaluates to I): read the letter as the
+      // unit, but only when the other side holds the unit, so that i stays a plain symbol (an
+      // index, a variable) everywhere else.
+      {
+        const GiNaC::ex& letter_i = symbol_named("i");
+        const bool a_unit = a.has(GiNaC::I), b_unit = b.has(GiNaC::I);
+        if ((a_unit && !b_unit && b.has(letter_i)) || (b_unit && !a_unit && a.has(letter_i))) {
+          GiNaC::ex a_i = a.subs(letter_i == GiNaC::I), b_i = b.subs(letter_i == GiNaC::I);
+          if (GiNaC::expand(a_i - b_i).is_zero()) return true;
+          a = a_i;
+          b = b_i;
+        }
+      }
       GiNaC::lst symbols = free_symbols(a - b);
       if (symbols.nops() == 0) {
         auto x = to_complex(a), y = to_complex(b);

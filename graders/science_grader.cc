@@ -151,6 +151,8 @@ class ScienceGrader final : public Grader {
     const std::string reference = text::trim(*task.answer);
     const AnswerKind kind = classify(task, reference);
     result.details["answer_kind"] = kind_name(kind);
+    if (science_mode(task, options) == "strict") return grade_strict(task, response, reference, kind, options, result);
+    result.details["science_mode"] = "default";
     if (text::trim(body).empty()) {
       result.verdict = "format_error";
       result.feedback = unterminated
@@ -167,9 +169,20 @@ class ScienceGrader final : public Grader {
         const int count = task.choices.empty() ? 10 : static_cast<int>(task.choices.size());
         const char expected = reference_label(task, reference);
         expected_shown = std::string(1, expected);
-        if (auto letter = extract_choice(body, task, count)) {
+        std::string hedge;
+        if (auto letter = extract_choice(body, task, count, &hedge)) {
           extracted = std::string(1, *letter);
           correct = *letter == expected;
+        } else if (!hedge.empty()) {
+          // "B, C", "B or C": more than one option is no answer, whichever is right.
+          result.details["hedged"] = true;
+          result.extracted = hedge;
+          result.verdict = "wrong_answer";
+          result.feedback = "The final answer names more than one option (" + text::truncate_utf8(hedge, 100) +
+                            "); exactly one option must be chosen.";
+          if (options.reveal_answer) result.feedback += " The correct answer is " + expected_shown + ".";
+          result.informative = true;
+          return result;
         }
         break;
       }
@@ -230,6 +243,82 @@ class ScienceGrader final : public Grader {
   }
 
  private:
+  static std::string science_mode(const tasks::Task& task, const GradeOptions& options) {
+    if (!options.science_mode.empty()) return options.science_mode;
+    auto it = task.metadata.find("science_mode");
+    if (it == task.metadata.end()) return "default";
+    if (!it->is_string() || (*it != "default" && *it != "strict"))
+      throw tasks::TaskError("metadata.science_mode", "must be \"default\" or \"strict\"");
+    return it->get<std::string>();
+  }
+
+  // SDPO's multiple-choice reward, exactly: the text between the last "<answer>" and the first
+  // "</answer>" after it (no tag: the whole response; an unclosed tag: everything after it),
+  // whitespace stripped at both ends, must equal the reference label, case-sensitively. Other
+  // answer kinds compare the same text with the reference answer exactly.
+  static GradeResult grade_strict(const tasks::Task& task, const std::string& response, const std::string& reference,
+                                  AnswerKind kind, const GradeOptions& options, GradeResult& result) {
+    result.details["science_mode"] = "strict";
+    const std::string expected = kind == AnswerKind::choice ? std::string(1, reference_label(task, reference)) : reference;
+    const std::size_t open = response.rfind("<answer>");
+    const bool tagged = open != std::string::npos;
+    std::string inside = tagged ? response.substr(open + 8) : response;
+    const std::size_t close = inside.find("</answer>");
+    if (close != std::string::npos) inside.resize(close);
+    const std::string answer = python_strip(inside);
+    result.extracted = answer;
+    result.passed = answer == expected;
+    result.reward = result.passed ? 1.0 : 0.0;
+    if (result.passed) {
+      result.verdict = "accepted";
+      result.feedback = "Correct.";
+      result.informative = false;
+      return result;
+    }
+    if (!tagged) {
+      result.verdict = "format_error";
+      result.feedback = "No <answer>...</answer> tag was found, and the whole response is not an answer. End with "
+                        "<answer>X</answer> holding only the " +
+                        std::string(kind == AnswerKind::choice ? "option letter" : "answer") + ".";
+      result.informative = true;
+      return result;
+    }
+    result.verdict = "wrong_answer";
+    result.feedback = "The final answer \"" + text::truncate_utf8(answer, 200) + "\" is incorrect.";
+    if (options.reveal_answer) result.feedback += " The correct answer is " + expected + ".";
+    result.informative = options.reveal_answer;
+    return result;
+  }
+
+  // Python's str.strip() on ASCII whitespace and the Unicode spaces a model emits.
+  static std::string python_strip(const std::string& s) {
+    auto space_at_start = [&](std::size_t i) -> std::size_t {
+      const unsigned char c = static_cast<unsigned char>(s[i]);
+      if (c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f)) return 1;
+      if (s.compare(i, 2, "\xc2\xa0") == 0 || s.compare(i, 2, "\xc2\x85") == 0) return 2;
+      for (const char* u : {"\xe2\x80\x80", "\xe2\x80\x81", "\xe2\x80\x82", "\xe2\x80\x83", "\xe2\x80\x84", "\xe2\x80\x85",
+                            "\xe2\x80\x86", "\xe2\x80\x87", "\xe2\x80\x88", "\xe2\x80\x89", "\xe2\x80\x8a", "\xe2\x80\xa8",
+                            "\xe2\x80\xa9", "\xe2\x80\xaf", "\xe2\x81\x9f", "\xe3\x80\x80", "\xe1\x9a\x80"})
+        if (s.compare(i, 3, u) == 0) return 3;
+      return 0;
+    };
+    std::size_t b = 0;
+    while (b < s.size()) {
+      const std::size_t n = space_at_start(b);
+      if (!n) break;
+      b += n;
+    }
+    std::size_t e = s.size();
+    while (e > b) {
+      std::size_t n = 0;
+      for (std::size_t len = 1; len <= 3 && len <= e - b && !n; ++len)
+        if (space_at_start(e - len) == len) n = len;
+      if (!n) break;
+      e -= n;
+    }
+    return s.substr(b, e - b);
+  }
+
   static const char* kind_name(AnswerKind k) {
     switch (k) {
       case AnswerKind::choice: return "multiple_choice";
@@ -335,9 +424,82 @@ class ScienceGrader final : public Grader {
     return std::nullopt;
   }
 
-  static std::optional<char> extract_choice(const std::string& body, const tasks::Task& task, int count) {
+  // The answer text is a list of two or more different labels and nothing else ("B, C", "(B) or
+  // (C)", "B/C", "both B and C", "B and C are correct"): the labels, as written; else nullopt.
+  static std::optional<std::string> hedged_labels(const std::string& answer, int count) {
+    std::string s;
+    for (char c : text::replace_all(text::replace_all(answer, "\\text{", ""), "\\mathrm{", ""))
+      if (c != '$' && c != '{' && c != '}' && c != '*' && c != '`') s += c;
+    s = text::trim(s);
+    const std::string lower = text::to_lower(s);
+    std::size_t i = 0;
+    auto skip_space = [&] {
+      while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    };
+    auto skip_word = [&](std::string_view w) {
+      if (lower.compare(i, w.size(), w) == 0 && text::word_end(lower, i + w.size())) {
+        i += w.size();
+        return true;
+      }
+      return false;
+    };
+    skip_space();
+    for (std::string_view lead : {"both", "options", "choices"}) {
+      if (skip_word(lead)) {
+        skip_space();
+        break;
+      }
+    }
+    std::vector<char> labels;
+    while (i < s.size()) {
+      const bool open = s[i] == '(' || s[i] == '[';
+      std::size_t j = i + (open ? 1 : 0);
+      if (j >= s.size() || !std::isalpha(static_cast<unsigned char>(s[j])) || !text::word_end(s, j + 1)) break;
+      const char u = static_cast<char>(std::toupper(static_cast<unsigned char>(s[j])));
+      if (u < 'A' || u >= 'A' + count) return std::nullopt;
+      ++j;
+      if (open) {
+        if (j >= s.size() || (s[j] != ')' && s[j] != ']')) return std::nullopt;
+        ++j;
+      } else if (j < s.size() && s[j] == ')') {
+        ++j;
+      }
+      labels.push_back(u);
+      i = j;
+      skip_space();
+      bool separator = false;
+      while (i < s.size()) {
+        if (s[i] == ',' || s[i] == ';' || s[i] == '/' || s[i] == '&' || s[i] == '+') {
+          ++i;
+          separator = true;
+        } else if (skip_word("and") || skip_word("or")) {
+          separator = true;
+        } else {
+          break;
+        }
+        skip_space();
+      }
+      if (!separator) break;
+    }
+    std::vector<char> distinct = labels;
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    if (distinct.size() < 2) return std::nullopt;
+    std::string rest = text::trim(lower.substr(std::min(i, lower.size())));
+    while (!rest.empty() && (rest.back() == '.' || rest.back() == '!')) rest.pop_back();
+    rest = text::trim(rest);
+    if (!rest.empty() && rest != "both" && rest.rfind("are ", 0) != 0 && rest.rfind("both ", 0) != 0) return std::nullopt;
+    return text::trim(s.substr(0, std::min(i, s.size())));
+  }
+
+  static std::optional<char> extract_choice(const std::string& body, const tasks::Task& task, int count,
+                                            std::string* hedge) {
     std::string final_text = final_answer_text(body);
     if (!final_text.empty()) {
+      if (auto listed = hedged_labels(final_text, count)) {
+        *hedge = *listed;
+        return std::nullopt;
+      }
       // "Answer: A. Actually no, B": a correction inside the answer line means its last label.
       // The first label after the last correction word wins ("B (not A)" stays B: "not" alone
       // negates the label after it rather than correcting towards it).
@@ -368,6 +530,34 @@ class ScienceGrader final : public Grader {
     return last_standalone_label(trimmed, count);
   }
 
+  // The word before position p (lower case), skipping one intensifier ("not entirely true").
+  static bool negated_before(const std::string& lower, std::size_t p) {
+    auto previous_word = [&](std::size_t end, std::size_t& start) {
+      std::size_t e = end;
+      while (e > 0 && std::isspace(static_cast<unsigned char>(lower[e - 1]))) --e;
+      std::size_t b = e;
+      while (b > 0 && (std::isalpha(static_cast<unsigned char>(lower[b - 1])) || lower[b - 1] == '\'')) --b;
+      start = b;
+      return lower.substr(b, e - b);
+    };
+    auto negator = [](const std::string& w) {
+      return w == "not" || w == "never" || w == "hardly" || (w.size() > 3 && w.compare(w.size() - 3, 3, "n't") == 0);
+    };
+    std::size_t start = 0;
+    const std::string w1 = previous_word(p, start);
+    if (negator(w1)) return true;
+    for (std::string_view adverb : {"entirely", "completely", "necessarily", "really", "quite", "always", "strictly",
+                                    "exactly", "totally", "wholly", "fully"}) {
+      if (w1 == adverb) {
+        std::size_t start2 = 0;
+        return negator(previous_word(start, start2));
+      }
+    }
+    return false;
+  }
+
+  // The last true/false/yes/no word, read with its context: "not true" is false, "not false" true,
+  // and "no" in "no doubt", "no question", "no wonder" is not an answer ("Yes, no doubt." is yes).
   static std::optional<bool> last_boolean_word(const std::string& s) {
     const std::string lower = text::to_lower(s);
     std::optional<bool> value;
@@ -375,9 +565,20 @@ class ScienceGrader final : public Grader {
     for (std::string_view word : {"true", "false", "yes", "no"}) {
       for (std::size_t p = lower.find(word); p != std::string::npos; p = lower.find(word, p + 1)) {
         if (!text::word_start(lower, p) || !text::word_end(lower, p + word.size())) continue;
+        if (word == "no") {
+          std::size_t q = p + 2;
+          while (q < lower.size() && lower[q] == ' ') ++q;
+          bool idiom = false;
+          for (std::string_view next : {"doubt", "question", "wonder"}) {
+            if (lower.compare(q, next.size(), next) == 0 && text::word_end(lower, q + next.size())) idiom = true;
+          }
+          if (idiom) continue;
+        }
         if (!value || p >= best) {
           best = p;
-          value = word == "true" || word == "yes";
+          bool affirmative = word == "true" || word == "yes";
+          if (word != "no" && negated_before(lower, p)) affirmative = !affirmative;
+          value = affirmative;
         }
       }
     }

@@ -106,7 +106,8 @@ RunResult ForkServer::run(const std::string& stdin_data) {
     return server_failure(std::string("pipe2: ") + std::strerror(errno));
   }
   UniqueFd child_in(in[0]), child_out(out[1]), child_err(err[1]);
-  StdioPump pump(UniqueFd(in[1]), stdin_data, UniqueFd(out[0]), UniqueFd(err[0]), limits_.output_bytes);
+  StdioPump pump(UniqueFd(in[1]), stdin_data, UniqueFd(out[0]), UniqueFd(err[0]), limits_.output_bytes,
+                 limits_.stderr_bytes);
 
   const long oom_kills_before = cgroup_ ? cgroup_->oom_kills() : -1;
   // The server is the namespace's init: what it reaps from now on, and every other process of

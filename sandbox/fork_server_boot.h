@@ -6,8 +6,11 @@
 // user seccomp filter already in place, and only then executes the program in a new __main__.
 // The server itself never runs user code.
 //
-// argv: program_path native_path cpu_s wall_s fsize_bytes nofile nproc filter_path [args...]
-// fd 3: SOCK_SEQPACKET to the supervisor. Requests: 'R' + SCM_RIGHTS(stdin, stdout, stderr);
+// argv: program_path native_path cpu_s wall_s fsize_bytes nofile nproc filter_path setup_path
+// [args...] (setup_path "-": no setup; else Program::setup, run here once into the __main__ every
+// child then uses).
+// fd 3: SOCK_SEQPACKET to the supervisor. First 'G' (the server is in its cgroup: it may fork);
+// then requests: 'R' + SCM_RIGHTS(stdin, stdout, stderr);
 // 'K' while a child runs kills it. Reply per request: struct "<iiddq" (wait status, flags
 // [1 timed out, 2 setup failed], user s, system s, max rss KiB) + setup error text.
 #pragma once
@@ -25,7 +28,7 @@ import os, sys, types, builtins, ctypes
 args = sys.argv[1:]
 path, native_path = args[0], args[1]
 cpu_s, wall_s, fsize, nofile, nproc = float(args[2]), float(args[3]), int(args[4]), int(args[5]), int(args[6])
-filter_path, user_args = args[7], args[8:]
+filter_path, setup_path, user_args = args[7], args[8], args[9:]
 with open(filter_path, "rb") as f:
     bpf = f.read()
 bpf_buffer = ctypes.create_string_buffer(bpf, len(bpf))
@@ -36,8 +39,20 @@ try:
     compile_error = None
 except BaseException as e:
     code, compile_error = None, e
-# Modules most solutions import, loaded once here instead of once per test.
+# Modules most solutions import, loaded once here instead of once per test; the second line is
+# what LiveCodeBench's import block (the code grader's runner) adds.
 import collections, itertools, functools, heapq, bisect, math, re, string, typing, threading, atexit, time
+import datetime, copy, random, statistics, operator, io, json
+setup_main, setup_error = None, None
+if setup_path != "-":
+    setup_main = types.ModuleType("__main__")
+    setup_main.__file__ = path
+    setup_main.__builtins__ = builtins
+    try:
+        with open(setup_path, "rb") as f:
+            exec(compile(f.read(), setup_path, "exec"), setup_main.__dict__)
+    except BaseException as e:
+        setup_error = e
 # PyDLL: the loop runs holding the GIL, so each child returns into a consistent interpreter.
 serve = ctypes.PyDLL(native_path).distil_fork_server_serve
 serve.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_longlong, ctypes.c_longlong,
@@ -63,14 +78,25 @@ def run_user_code():
     # copy, ~150 pages). Their one visible effect for a single-threaded parent is the main
     # thread's native id.
     threading.main_thread()._set_native_id()
+    # random's own after-fork reseed is one of the hooks skipped: every child would replay the
+    # server's sequence.
+    random.seed()
     sys.argv = [path] + user_args
     sys.path[0] = os.path.dirname(path)
-    main = types.ModuleType("__main__")
-    main.__file__ = path
-    main.__builtins__ = builtins
+    if setup_main is not None:
+        main = setup_main
+    else:
+        main = types.ModuleType("__main__")
+        main.__file__ = path
+        main.__builtins__ = builtins
     sys.modules["__main__"] = main
     status = 0
-    if compile_error is not None:
+    if setup_error is not None:
+        tb = setup_error.__traceback__.tb_next if setup_error.__traceback__ is not None else None
+        setup_error.__traceback__ = tb
+        sys.excepthook(type(setup_error), setup_error, tb)
+        status = 1
+    elif compile_error is not None:
         # As the interpreter reports a syntax error in the main file: no traceback at all.
         compile_error.__traceback__ = None
         sys.excepthook(type(compile_error), compile_error, None)
@@ -111,6 +137,10 @@ import gc
 # (and so copy) all of it. Freezing moves it out of the collector's reach.
 gc.collect()
 gc.freeze()
+# The supervisor moves this process into the batch's cgroup while it boots; every child must be
+# forked inside it, so nothing is forked before its 'G'.
+if os.read(3, 1) != b"G":
+    os._exit(1)
 rc = serve(3, os.getpid() == 1, wall_s, cpu_limit, fsize, nofile, nproc, ctypes.addressof(bpf_buffer), len(bpf) // 8)
 if rc == 1:
     run_user_code()

@@ -45,6 +45,8 @@ std::string validate_limits(const Limits& l) {
     return out_of_range("memory_mb", static_cast<double>(l.memory_mb), 16, 1 << 20);
   if (l.output_bytes < 1 || l.output_bytes > (1u << 30))
     return out_of_range("output_bytes", static_cast<double>(l.output_bytes), 1, 1 << 30);
+  if (l.stderr_bytes > (1u << 30))
+    return out_of_range("stderr_bytes", static_cast<double>(l.stderr_bytes), 0, 1 << 30);
   if (l.file_size_mb < 1 || l.file_size_mb > (1u << 16))
     return out_of_range("file_size_mb", static_cast<double>(l.file_size_mb), 1, 1 << 16);
   if (l.max_processes < 1 || l.max_processes > 4096) return out_of_range("max_processes", l.max_processes, 1, 4096);

@@ -44,6 +44,47 @@ namespace {
 constexpr const char* kProgramPath = "/box/main.py";
 constexpr const char* kFilterPath = "/box/filter.bpf";
 constexpr const char* kForkServerNativePath = "/box/fork_server.so";
+constexpr const char* kSetupPath = "/box/setup.py";
+// One-shot runs of a program with a setup: run the setup, then the program, in one __main__, as
+// the fork server's children do. argv: setup_path program_path [args...].
+constexpr const char* kOneShotSetupBoot = R"PY(
+import sys, types, builtins
+setup_path, path = sys.argv[1], sys.argv[2]
+sys.argv = sys.argv[2:]
+sys.path[0] = path.rsplit("/", 1)[0]
+main = types.ModuleType("__main__")
+main.__file__ = path
+main.__builtins__ = builtins
+sys.modules["__main__"] = main
+def report(e):
+    # Drop this boot's frame: the traceback starts at the setup or the program, as one-shot.
+    tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+    e.__traceback__ = tb
+    sys.excepthook(type(e), e, tb)
+    sys.exit(1)
+try:
+    with open(setup_path, "rb") as f:
+        exec(compile(f.read(), setup_path, "exec"), main.__dict__)
+except SystemExit:
+    raise
+except BaseException as e:
+    report(e)
+with open(path, "rb") as f:
+    source = f.read()
+try:
+    code = compile(source, path, "exec")
+except BaseException as e:
+    e.__traceback__ = None
+    sys.excepthook(type(e), e, None)
+    sys.exit(1)
+del f, source
+try:
+    exec(code, main.__dict__)
+except SystemExit:
+    raise
+except BaseException as e:
+    report(e)
+)PY";
 constexpr const char* kCxxSourcePath = "/box/main.cpp";
 constexpr const char* kCxxBinaryPath = "/box/main";
 constexpr const char* kScratchBase = "/var/tmp";
@@ -499,7 +540,7 @@ RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) 
     return r;
   }
   StdioPump pump(std::move(child.stdin_w), stdin_data, std::move(child.stdout_r), std::move(child.stderr_r),
-                 l.limits.output_bytes);
+                 l.limits.output_bytes, l.limits.stderr_bytes);
   Termination t = supervise(child, pump, wall_deadline_s(l.limits), &p->step_targets, l.limits.cpu_time_s, cgroup.get());
   if (cgroup) {
     t.memory_exceeded = cgroup->oom_kills() > 0;
@@ -529,11 +570,13 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
   for (const std::string& a : {std::string("-c"), std::string(kForkServerBoot), std::string(kProgramPath),
                                std::string(kForkServerNativePath), std::string(cpu), std::string(wall), fsize,
                                std::to_string(std::max(1, limits.max_open_files)),
-                               std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath)})
+                               std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath),
+                               std::string(program.setup.empty() ? "-" : kSetupPath)})
     l.argv.push_back(a);
   l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
   const auto& bpf = user_filter_deny.instructions;
   l.files = {{kProgramPath, program.source},
+             {kSetupPath, program.setup},
              {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))},
              {kForkServerNativePath,
               std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), true}};
@@ -548,19 +591,37 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
     auto p = prepare(l);
     // One cgroup for the batch: the server, plus one child at a time.
     auto cgroup = make_cgroup(limits, 64u << 20, 4);
-    p->options.cgroup = cgroup.get();
+    // The server boots (interpreter start, imports, setup) while the supervisor moves it into the
+    // batch's cgroup (a cgroup v1 move waits 5-15 ms for an RCU grace period, using no CPU). It
+    // forks no child before the 'G' sent below, once the move is done, so every child starts in
+    // the cgroup; the server itself runs only the boot and the caller's setup before that.
+    p->options.cgroup = nullptr;
     ChildProcess child = spawn_child(p->options);
     theirs.reset();
     SetupMonitor monitor(child, &p->step_targets);
     const std::string why = await_exec(child, monitor, 10.0);
-    if (!why.empty()) {
+    auto abandon = [&child, &error](const std::string& reason) {
       kill_tree(child);
       waitpid(child.pid, nullptr, 0);
-      error = why;
+      error = reason;
+    };
+    if (!why.empty()) {
+      abandon(why);
       return nullptr;
     }
     // Closing the listener makes every later exec attempt fail (ENOSYS).
     monitor.close_listener();
+    if (cgroup) {
+      if (const std::string e = cgroup->add(child.pid); !e.empty()) {
+        abandon("moving the fork server into its cgroup: " + e);
+        return nullptr;
+      }
+    }
+    const char go = 'G';
+    if (send(ours.get(), &go, 1, MSG_NOSIGNAL) != 1) {
+      abandon(std::string("releasing the fork server: ") + std::strerror(errno));
+      return nullptr;
+    }
     return std::make_unique<ForkServer>(std::move(child), std::move(ours), limits, std::move(cgroup));
   } catch (const std::exception& e) {
     error = e.what();
@@ -574,6 +635,8 @@ namespace {
 std::string validate_request(const Program& program, const Limits& limits) {
   if (auto error = validate_limits(limits); !error.empty()) return error;
   if (program.source.size() > (64u << 20)) return "program.source: larger than 64 MiB";
+  if (program.setup.size() > (64u << 20)) return "program.setup: larger than 64 MiB";
+  if (!program.setup.empty() && program.language != Language::python) return "program.setup: only for Python programs";
   if (program.args.size() > 1024) return "program.args: more than 1024 arguments";
   for (const auto& a : program.args)
     if (a.find('\0') != std::string::npos) return "program.args: an argument contains a NUL byte";
@@ -609,6 +672,7 @@ std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, cons
   compile.limits.max_processes = 16;
   compile.limits.max_open_files = 256;
   compile.limits.output_bytes = limits.output_bytes;
+  compile.limits.stderr_bytes = limits.stderr_bytes;
   compile.work_dir_host = build.path();
   RunResult compiled = launch(compile, "");
   if (compiled.verdict != Verdict::ok) {
@@ -645,9 +709,14 @@ RunResult Sandbox::run(const Program& program, const std::string& stdin_data, co
     l.executable = d.config.python_path;
     l.argv = {d.config.python_path};
     if (!d.config.python_site_packages) l.argv.push_back("-S");
+    if (!program.setup.empty()) {
+      l.argv.insert(l.argv.end(), {"-c", kOneShotSetupBoot, kSetupPath});
+      l.files = {{kProgramPath, program.source}, {kSetupPath, program.setup}};
+    } else {
+      l.files = {{kProgramPath, program.source}};
+    }
     l.argv.push_back(kProgramPath);
     l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
-    l.files = {{kProgramPath, program.source}};
     l.filter = &d.user_filter_notify;
     l.exec_notify = true;
     l.limits = limits;

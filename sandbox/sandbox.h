@@ -32,7 +32,8 @@ struct Limits {
   double cpu_time_s = 6.0;         // RLIMIT_CPU and the CPU part of the verdict
   double wall_time_s = 0.0;        // 0: derived from cpu_time_s (2x + 1 s)
   std::size_t memory_mb = 512;     // address space / cgroup memory.max
-  std::size_t output_bytes = 64 * 1024;  // cap for stdout and for stderr, each
+  std::size_t output_bytes = 64 * 1024;  // cap for stdout (and for stderr unless stderr_bytes is set)
+  std::size_t stderr_bytes = 0;          // cap for stderr; 0: the same as output_bytes
   std::size_t file_size_mb = 16;   // RLIMIT_FSIZE and tmpfs size
   int max_processes = 32;          // cgroup pids.max / RLIMIT_NPROC inside the user namespace
   int max_open_files = 64;
@@ -44,6 +45,12 @@ struct Program {
   Language language = Language::python;
   std::string source;
   std::vector<std::string> args;
+  // Python only, optional: code run in the program's __main__ namespace before `source` (as if it
+  // were a module-level prefix, but compiled separately, so the program keeps its own file name and
+  // line numbers). A fork server runs it once, before forking, and every child starts from what it
+  // left (imports done, names defined); a one-shot run runs it first in the same process. An
+  // exception it raises is reported like one of the program's. Trusted code (the caller's).
+  std::string setup;
 };
 
 struct RunResult {

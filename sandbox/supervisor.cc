@@ -443,10 +443,11 @@ void CappedBuffer::append(const char* p, std::size_t n) {
 }
 
 StdioPump::StdioPump(UniqueFd stdin_w, const std::string& stdin_data, UniqueFd stdout_r, UniqueFd stderr_r,
-                     std::size_t cap)
+                     std::size_t cap, std::size_t stderr_cap)
     : stdin_w_(std::move(stdin_w)), stdout_r_(std::move(stdout_r)), stderr_r_(std::move(stderr_r)),
       stdin_data_(stdin_data) {
-  out_.cap = err_.cap = cap;
+  out_.cap = cap;
+  err_.cap = stderr_cap ? stderr_cap : cap;
   // SIGPIPE is not an option for a server: writes to a closed stdin must return EPIPE.
   if (stdin_w_.valid()) {
     set_nonblocking(stdin_w_.get());

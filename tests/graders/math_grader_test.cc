@@ -93,6 +93,20 @@ TEST(MathGrader, Equivalence) {
   EXPECT_TRUE(accepted("\\frac{2\\pi}{3}", "\\boxed{2\\frac{\\pi}{3}}"));
 }
 
+// The letter i is the imaginary unit when the other side holds the unit (\sqrt{-1} evaluates to
+// it), and stays a plain symbol otherwise.
+TEST(MathGrader, ImaginaryUnitAgainstTheLetterI) {
+  EXPECT_TRUE(accepted("i", "\\boxed{\\sqrt{-1}}"));
+  EXPECT_TRUE(accepted("\\sqrt{-1}", "\\boxed{i}"));
+  EXPECT_TRUE(accepted("3+2i", "\\boxed{3+2\\sqrt{-1}}"));
+  EXPECT_TRUE(accepted("2i", "\\boxed{\\sqrt{-4}}"));
+  EXPECT_FALSE(accepted("i", "\\boxed{-\\sqrt{-1}}"));
+  EXPECT_FALSE(accepted("3+2i", "\\boxed{3-2\\sqrt{-1}}"));
+  EXPECT_FALSE(accepted("i", "\\boxed{1}"));
+  EXPECT_TRUE(accepted("i+1", "\\boxed{1+i}"));
+  EXPECT_FALSE(accepted("i^2", "\\boxed{-1}"));  // neither side holds the unit: i is a symbol
+}
+
 TEST(MathGrader, FloatPlacesOption) {
   graders::GradeOptions options;
   options.float_places = 2;

@@ -115,3 +115,114 @@ TEST(ScienceGrader, LongNumericResponseIsLinear) {
   big += "7";
   EXPECT_TRUE(grade(t, big).passed);
 }
+
+// Issue 14: naming several options is a hedge, never a pass, in whatever form it is written.
+TEST(ScienceGrader, SeveralOptionsInTheAnswerAreAHedge) {
+  for (const std::string response :
+       {"<answer>B, C</answer>", "<answer>B,C</answer>", "Answer: B or C", "Answer: (B) and (C)", "\\boxed{B/C}",
+        "The answer is B and C.", "<answer>both B and C</answer>", "Answer: B, C are correct", "<answer>C; B</answer>",
+        "<answer>b, c</answer>", "Answer: A, B, C and D"}) {
+    auto r = grade(mc(), response);
+    EXPECT_FALSE(r.passed) << response;
+    EXPECT_EQ(r.verdict, "wrong_answer") << response;
+    EXPECT_NE(r.feedback.find("more than one option"), std::string::npos) << response << " -> " << r.feedback;
+    EXPECT_TRUE(r.informative) << response;
+    EXPECT_EQ(r.reward, 0.0);
+  }
+  // One option, however it is dressed, is not a hedge; the same label twice is one option.
+  for (const std::string response : {"<answer>B</answer>", "Answer: B (not A)", "Answer: A is not correct; B is.",
+                                     "<answer>B, B</answer>", "Answer: B) 2 J"}) {
+    auto r = grade(mc(), response);
+    EXPECT_TRUE(r.passed) << response << " -> " << r.feedback;
+  }
+}
+
+// Issue 14: a yes/no/true/false answer is read with its context, not as its last keyword.
+TEST(ScienceGrader, BooleanWordsAreReadInContext) {
+  auto yes = [](const std::string& reference) {
+    return nlohmann::json{{"id", "b"}, {"domain", "science"}, {"prompt", "?"}, {"answer", reference}};
+  };
+  struct Case {
+    const char* response;
+    bool affirmative;
+  };
+  for (const Case& c : std::vector<Case>{{"Yes, no doubt.", true},
+                                         {"Answer: Yes, there is no doubt about it.", true},
+                                         {"No question: yes.", true},
+                                         {"This is not true.", false},
+                                         {"The statement is not entirely true.", false},
+                                         {"It isn't true.", false},
+                                         {"That is not false.", true},
+                                         {"Answer: not true", false},
+                                         {"No, it is not true.", false},
+                                         {"No.", false},
+                                         {"There is no evidence for it, so no.", false},
+                                         {"True.", true},
+                                         {"<answer>False</answer>", false},
+                                         {"Is it false? No, it is true.", true}}) {
+    for (const char* reference : {"Yes", "No"}) {
+      const bool reference_yes = std::string(reference) == "Yes";
+      auto r = grade(yes(reference), c.response);
+      EXPECT_EQ(r.passed, c.affirmative == reference_yes) << c.response << " against " << reference << " -> " << r.extracted;
+    }
+    auto r = grade(yes(c.affirmative ? "True" : "False"), c.response);
+    EXPECT_TRUE(r.passed) << c.response << " -> " << r.extracted;
+  }
+}
+
+// Issue 14: the strict mode is SDPO's multiple-choice reward, exactly: the text between the last
+// <answer> and </answer>, whitespace stripped, equal to the letter, case-sensitively; no tag: the
+// whole response must be the letter.
+TEST(ScienceGrader, StrictModeIsSdposReward) {
+  // A reference of SDPO's rule, written independently of the grader, checked on many responses.
+  auto sdpo = [](const std::string& response, const std::string& gold) {
+    std::string s = response;
+    const std::size_t open = s.rfind("<answer>");
+    if (open != std::string::npos) s = s.substr(open + 8);
+    const std::size_t close = s.find("</answer>");
+    if (close != std::string::npos) s = s.substr(0, close);
+    const std::size_t b = s.find_first_not_of(" \t\n\r\f\v"), e = s.find_last_not_of(" \t\n\r\f\v");
+    s = b == std::string::npos ? "" : s.substr(b, e - b + 1);
+    return s == gold;
+  };
+  const std::vector<std::string> responses = {
+      "<answer>B</answer>", "<answer> B </answer>", "<answer>\nB\n</answer>", "B", " B\n", "b", "<answer>b</answer>",
+      "Answer: B", "(B)", "\\boxed{B}", "B.", "<answer>(B)</answer>", "<answer>B.</answer>", "<answer>B, C</answer>",
+      "<answer>A</answer> then <answer>B</answer>", "<answer>B</answer> then <answer>A</answer>", "<answer>B",
+      "<answer>C</answer><answer>B", "<think>x</think><answer>B</answer>", "<think>B</think>", "B</answer>",
+      "</answer>B", "<answer></answer>", "", "<answer>2 J</answer>", "The answer is B", "<ANSWER>B</ANSWER>",
+      "<answer>B</answer>\n\nLet me double-check: <answer>C</answer>", "<answer>B </answer> extra text"};
+  graders::GradeOptions strict;
+  strict.science_mode = "strict";
+  for (const auto& response : responses) {
+    for (const std::string gold : {"A", "B", "C"}) {
+      auto r = grade(mc(gold), response, strict);
+      EXPECT_EQ(r.passed, sdpo(response, gold)) << "[" << response << "] gold " << gold << " -> " << r.extracted;
+      EXPECT_EQ(r.reward, sdpo(response, gold) ? 1.0 : 0.0);
+      EXPECT_EQ(r.details["science_mode"], "strict");
+    }
+  }
+  // The reference may be the option's text: the gold is its letter.
+  EXPECT_TRUE(grade(mc("2 J"), "<answer>B</answer>", strict).passed);
+  // Chosen per task as well; the request's option wins over the task's.
+  nlohmann::json task = mc();
+  task["metadata"] = {{"science_mode", "strict"}};
+  EXPECT_FALSE(grade(task, "Answer: B").passed);
+  EXPECT_TRUE(grade(task, "<answer>B</answer>").passed);
+  graders::GradeOptions lenient;
+  lenient.science_mode = "default";
+  EXPECT_TRUE(grade(task, "Answer: B", lenient).passed);
+  EXPECT_TRUE(grade(mc(), "Answer: B").passed) << "the default reads the intended letter";
+  // No tag and not the bare letter: a format problem the feedback names; a wrong tagged letter is
+  // a plain wrong answer.
+  auto r = grade(mc(), "I think it is B", strict);
+  EXPECT_EQ(r.verdict, "format_error");
+  EXPECT_NE(r.feedback.find("<answer>"), std::string::npos);
+  r = grade(mc(), "<answer>C</answer>", strict);
+  EXPECT_EQ(r.verdict, "wrong_answer");
+  EXPECT_FALSE(r.informative);
+  // A bad mode is an error naming the field.
+  task["metadata"] = {{"science_mode", "loose"}};
+  EXPECT_THROW(grade(task, "B"), tasks::TaskError);
+  EXPECT_THROW(graders::options_from_json({{"science_mode", "loose"}}), std::invalid_argument);
+}

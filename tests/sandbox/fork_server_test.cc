@@ -2,6 +2,7 @@
 // children must not see each other (files, processes, interpreter state).
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 #include <string>
 #include <thread>
@@ -259,6 +260,70 @@ TEST(ForkServerIsolation, ProgramArgumentsReachTheProgram) {
   require_fork_server(results);
   EXPECT_EQ(results[1].stdout_data, "['--flag', 'value']\n");
   EXPECT_EQ(sandbox().run(p, "", limits()).stdout_data, "['--flag', 'value']\n");
+}
+
+
+// The server boots while it is moved into the batch's cgroup and forks nothing before the move is
+// done: every child is in the batch's cgroup, not the supervisor's.
+TEST(ForkServerIsolation, ChildrenRunInTheBatchsCgroup) {
+  if (!sandbox().isolation().cgroup) GTEST_SKIP() << "no cgroups on this host";
+  const auto results = sandbox().run_batch(
+      python("for line in open('/proc/self/cgroup'):\n    if 'memory' in line.split(':')[1]:\n        print(line.strip())\n"),
+      {"", "", ""}, limits());
+  require_fork_server(results);
+  std::ifstream own("/proc/self/cgroup");
+  std::string line, own_memory, unified;
+  while (std::getline(own, line)) {
+    if (line.find(":memory:") != std::string::npos) own_memory = line;
+    if (line.rfind("0::", 0) == 0) unified = line;
+  }
+  if (own_memory.empty()) own_memory = unified;
+  for (const auto& r : results) {
+    ASSERT_EQ(r.verdict, Verdict::ok) << r.stderr_data;
+    EXPECT_FALSE(r.stdout_data.empty());
+    EXPECT_NE(r.stdout_data, own_memory + "\n") << "a child ran in the supervisor's cgroup";
+    EXPECT_EQ(r.stdout_data, results[0].stdout_data) << "all children of a batch share its cgroup";
+  }
+}
+
+// Program::setup runs before the program in its namespace (once in a fork server, first in a
+// one-shot run); the program keeps its own file name and line numbers; both paths agree.
+TEST(ForkServerSetup, RunsBeforeTheProgramInItsNamespaceAndAgreesWithOneShot) {
+  Program p = python("import sys\nprint(greeting, counter[0], sys.argv[1:], __name__)\ncounter[0] += 1\nx = 1 // int(input())\n");
+  p.setup = "import collections\ngreeting = 'hi'\ncounter = [0]\n";
+  p.args = {"a"};
+  const std::vector<std::string> inputs = {"1\n", "0\n", "1\n"};
+  const auto batch = sandbox().run_batch(p, inputs, limits());
+  require_fork_server(batch);
+  ASSERT_EQ(batch.size(), 3u);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    SCOPED_TRACE("input " + std::to_string(i));
+    const RunResult single = sandbox().run(p, inputs[i], limits());
+    EXPECT_EQ(batch[i].stdout_data, "hi 0 ['a'] __main__\n") << "each child starts from the setup's state";
+    EXPECT_EQ(batch[i].stdout_data, single.stdout_data);
+    EXPECT_EQ(batch[i].stderr_data, single.stderr_data);
+    EXPECT_EQ(to_string(batch[i].verdict), to_string(single.verdict));
+  }
+  EXPECT_EQ(batch[1].verdict, Verdict::runtime_error);
+  EXPECT_NE(batch[1].stderr_data.find("File \"/box/main.py\", line 4, in <module>"), std::string::npos) << batch[1].stderr_data;
+  EXPECT_NE(batch[1].stderr_data.find("ZeroDivisionError"), std::string::npos) << batch[1].stderr_data;
+  // A failing setup fails every input the same way, reported like the program's own error.
+  p.setup = "raise ValueError('setup failed')\n";
+  const auto failed = sandbox().run_batch(p, {"", ""}, limits());
+  ASSERT_EQ(failed.size(), 2u);
+  const RunResult single = sandbox().run(p, "", limits());
+  for (const auto& r : failed) {
+    EXPECT_EQ(r.verdict, Verdict::runtime_error);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.stderr_data.find("ValueError: setup failed"), std::string::npos) << r.stderr_data;
+    EXPECT_EQ(r.stderr_data, single.stderr_data);
+  }
+  // Setup is for Python only.
+  Program cpp;
+  cpp.language = Language::cpp;
+  cpp.source = "int main(){}";
+  cpp.setup = "x = 1";
+  EXPECT_EQ(sandbox().run(cpp, "", limits()).verdict, Verdict::sandbox_error);
 }
 
 }  // namespace
