@@ -23,8 +23,10 @@ namespace {
 // stale cached model is not reused.
 // 2: length-bucketed batches, feedback_correct examples; 3: feedback_correct examples in the
 // own_response context (no longer "feedback on your unsuccessful attempt: Correct."),
-// deterministic kernels (pinned CPU kernels, see pin_deterministic_kernels).
-constexpr int kCorpusVersion = 3;
+// deterministic kernels (pinned CPU kernels, see pin_deterministic_kernels); 4: the code grader's
+// feedback (in the code corpus) comes from the LiveCodeBench-style runner, whose tracebacks name
+// solution.py and show only the program's own frames.
+constexpr int kCorpusVersion = 4;
 
 using Clock = std::chrono::steady_clock;
 
