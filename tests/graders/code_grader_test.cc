@@ -5,30 +5,12 @@
 
 #include "graders/code_support.h"
 #include "graders/grader.h"
+#include "tests/graders/shared_sandbox.h"
 
 using namespace distil;
+using distil::test::shared_sandbox;
 
 namespace {
-
-sandbox::Sandbox* shared_sandbox(std::string* why) {
-  static std::unique_ptr<sandbox::Sandbox> box;
-  static std::string error;
-  static bool tried = false;
-  if (!tried) {
-    tried = true;
-    try {
-      box = std::make_unique<sandbox::Sandbox>();
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  if (why) *why = error;
-  return box.get();
-}
-
-#define REQUIRE_SANDBOX()                                                   \
-  std::string why_no_sandbox;                                               \
-  if (!shared_sandbox(&why_no_sandbox)) GTEST_SKIP() << "no sandbox on this host: " << why_no_sandbox
 
 tasks::Task stdin_task() {
   return tasks::task_from_json({{"id", "sum"},

@@ -7,26 +7,12 @@
 #include <gtest/gtest.h>
 
 #include "graders/grader.h"
+#include "tests/graders/shared_sandbox.h"
 
 using namespace distil;
+using distil::test::shared_sandbox;
 
 namespace {
-
-sandbox::Sandbox* shared_sandbox(std::string* why) {
-  static std::unique_ptr<sandbox::Sandbox> box;
-  static std::string error;
-  static bool tried = false;
-  if (!tried) {
-    tried = true;
-    try {
-      box = std::make_unique<sandbox::Sandbox>();
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  if (why) *why = error;
-  return box.get();
-}
 
 const char* kChemistryScript = R"PY(
 import re
