@@ -164,6 +164,8 @@ bool RunCgroup::empty() const {
   return true;
 }
 
+int RunCgroup::self_move_fd() const { return slot_->tasks.valid() ? slot_->tasks.get() : -1; }
+
 std::string RunCgroup::add(pid_t pid) const {
   for (const auto& procs : slot_->procs)
     if (procs.valid())
@@ -243,10 +245,9 @@ std::unique_ptr<CgroupManager> CgroupManager::detect(std::string& why_not) {
       rmdir(base.c_str());
     }
   }
-  // cgroup v1: the memory controller only. Moving a process into a v1 cgroup takes the global
-  // threadgroup lock (an RCU grace period, ~0.3 ms idle and far more on a busy host) once per
-  // hierarchy, and processes are already bounded per run by RLIMIT_NPROC (each run has its own
-  // uid), so the pids hierarchy is not worth a second move.
+  // cgroup v1: the memory controller only. Processes are already bounded per run by
+  // RLIMIT_NPROC (each run has its own uid), so the pids hierarchy is not worth a second move
+  // (and a second `tasks` descriptor in every child).
   const std::string memory_mount = find_mount("cgroup", "memory");
   if (!memory_mount.empty()) {
     remove_stale(memory_mount + own_path("memory"));
@@ -307,6 +308,7 @@ CgroupSlot* CgroupManager::make_slot(std::string& error) {
     slot->memsw_limit.reset(open_control(mem + "/memory.memsw.limit_in_bytes", O_WRONLY));
     slot->oom_events.reset(open_control(mem + "/memory.oom_control", O_RDONLY));
     slot->peak.reset(open_control(mem + "/memory.max_usage_in_bytes", O_RDWR));
+    slot->tasks.reset(open_control(mem + "/tasks", O_WRONLY));  // optional: add() still works
   }
   if (!slot->procs[0].valid() || !slot->memory_limit.valid() || (v2_ && !slot->pids_max.valid())) {
     error = "opening the control files of " + mem + ": " + std::strerror(errno);

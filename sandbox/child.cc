@@ -142,6 +142,7 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::program_exit: return "program exit";
     case ChildStep::init_stub: return "start the program under the init stub";
     case ChildStep::wait_for_cgroup: return "wait for the cgroup move";
+    case ChildStep::join_cgroup: return "join the run's cgroup";
   }
   return "unknown step";
 }
@@ -153,6 +154,11 @@ int child_main(void* arg) {
 
   // Die with the supervisor: a crashed server must not leave sandboxes running.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStep::death_signal);
+  // Into the run's cgroup before anything else (still one thread, a copy of the supervisor).
+  if (p.cgroup_self_fd >= 0) {
+    if (write(p.cgroup_self_fd, "0", 1) != 1) fail(ChildStep::join_cgroup);
+    if (close(p.cgroup_self_fd) != 0) fail(ChildStep::join_cgroup);
+  }
 
   // Handlers are reset by exec, but ignored signals and the blocked mask are inherited. (A
   // prespawned process reset them while it waited.)
@@ -266,6 +272,7 @@ int parked_main(void* arg) {
   sigfillset(&all);
   if (sigprocmask(SIG_SETMASK, &all, nullptr) != 0) _exit(127);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(127);
+  if (start.cgroup_self_fd >= 0 && write(start.cgroup_self_fd, "0", 1) != 1) _exit(127);  // closed below
   // Other runs' pipe ends copied from the supervisor would keep their streams open while this
   // process waits: keep only our own.
   int keep[5];

@@ -56,6 +56,7 @@ enum class ChildStep : std::int32_t {
   program_exit,  // not a failure: the init stub reports the program's wait status
   init_stub,     // starting the program under the init stub
   wait_for_cgroup,  // waiting for the supervisor to move the process into the run's cgroup
+  join_cgroup,      // moving itself into the run's cgroup (RunCgroup::self_move_fd)
 };
 const char* child_step_name(ChildStep step);
 
@@ -78,6 +79,9 @@ struct ChildPlan {
   // Wait for a second byte on sync_fd before starting the program: the supervisor moves the
   // process into its cgroup (slow on cgroup v1) while the child builds its root.
   bool second_release = false;
+  // A cgroup v1 `tasks` descriptor (RunCgroup::self_move_fd): the child's first act is to write
+  // "0" to it, moving itself into the run's cgroup, then it closes it (-1: none).
+  int cgroup_self_fd = -1;
   int keep_fd = -1;    // one extra descriptor passed through exec as fd 3 (fork server socket)
   const RootPlan* root = nullptr;  // null: no new root (degraded mode)
   const char* hostname = nullptr;
@@ -115,6 +119,7 @@ struct ParkedStart {
   // becomes the namespace's root, starts its session and builds the generic part of this root
   // (the plan in the arena will say generic_done), then waits for the second byte.
   const RootPlan* generic_root = nullptr;
+  int cgroup_self_fd = -1;  // as ChildPlan::cgroup_self_fd, done before anything else
 };
 
 // Arena header, at its start: the plan, once released.

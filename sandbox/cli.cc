@@ -58,7 +58,8 @@ int run_command(const RunOptions& o) {
   Config config;
   config.python_path = o.python;
   config.use_namespaces = !o.no_namespaces;
-  config.prespawned = 0;  // one run: processes prepared for later runs would only be thrown away
+  config.prespawned = 0;          // one run: processes prepared for later runs would only be thrown away
+  config.probe_at_start = false;  // the run itself is the probe
   if (o.minimum == "basic") config.minimum = MinimumIsolation::basic;
   else if (o.minimum == "namespaces") config.minimum = MinimumIsolation::namespaces;
   else if (o.minimum == "full") config.minimum = MinimumIsolation::full;

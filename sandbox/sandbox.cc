@@ -168,8 +168,9 @@ class ParkedPool {
   void loop() {
     std::unique_lock lock(mutex_);
     int failures = 0;
-    // Refills come in bursts, from `low_water_` up to `target_`: a cgroup v1 move right after
-    // another (within one RCU grace period) does not wait for a grace period of its own.
+    // Refills come in bursts, from `low_water_` up to `target_`: where the supervisor moves the
+    // process (cgroup v2), a move right after another (within one RCU grace period) does not
+    // wait for a grace period of its own.
     bool burst = true;
     for (;;) {
       wake_.wait(lock, [&] {
@@ -207,6 +208,23 @@ class ParkedPool {
   std::thread thread_;
 };
 
+// A seccomp program compiled on first use: libseccomp takes about 0.6 ms per program, and a
+// process that makes one Python run (distil-env run) needs one of the four.
+class LazyFilter {
+ public:
+  LazyFilter(SeccompPolicy policy, ExecRule rule) : policy_(policy), rule_(rule) {}
+  const SeccompProgram& get() const {
+    std::call_once(once_, [this] { program_ = build_seccomp_program(policy_, rule_); });  // retried if it throws
+    return program_;
+  }
+
+ private:
+  const SeccompPolicy policy_;
+  const ExecRule rule_;
+  mutable std::once_flag once_;
+  mutable SeccompProgram program_;
+};
+
 }  // namespace
 
 struct Sandbox::Impl {
@@ -214,10 +232,10 @@ struct Sandbox::Impl {
   IsolationReport report;
   bool namespaces = false;
   bool privileged = false;  // euid 0 on the host: may map arbitrary outside ids
-  SeccompProgram user_filter_notify;  // user code, exec answered by the supervisor
-  SeccompProgram user_filter_deny;    // user code, no exec at all (fork-server children)
-  SeccompProgram compiler_filter;     // g++ and its subprocesses
-  SeccompProgram server_filter;       // the fork server before its children add user_filter_deny
+  LazyFilter user_filter_notify{SeccompPolicy::user_program, ExecRule::notify};  // user code, exec answered by the supervisor
+  LazyFilter user_filter_deny{SeccompPolicy::user_program, ExecRule::deny};      // user code, no exec at all (fork-server children)
+  LazyFilter compiler_filter{SeccompPolicy::supervisor, ExecRule::allow};        // g++ and its subprocesses
+  LazyFilter server_filter{SeccompPolicy::supervisor, ExecRule::notify};         // the fork server before its children add user_filter_deny
   std::atomic<unsigned> run_counter{0};
   std::unique_ptr<CgroupManager> cgroups;
   Reaper reaper;  // declared after `cgroups`: destroyed first, it gives cgroups back
@@ -250,7 +268,7 @@ struct Sandbox::Impl {
     std::string executable;
     std::vector<std::string> argv;
     std::vector<RootLayout::File> files;
-    const SeccompProgram* filter = nullptr;
+    const LazyFilter* filter = nullptr;
     bool exec_notify = false;
     Limits limits;
     std::string work_dir_host;  // bound at /tmp instead of a tmpfs (compile step)
@@ -275,7 +293,16 @@ struct Sandbox::Impl {
   std::unique_ptr<RunCgroup> make_cgroup(const Limits& limits, std::size_t extra_bytes, int extra_pids);
   std::vector<RunResult> run_cpp_batch(const Program& program, const std::vector<std::string>& stdin_data,
                                        const Limits& limits, bool stop_at_first_failure);
+  // Every run goes through launch(). The first one (the constructor's probe, or with
+  // !config.probe_at_start the first real run) is launch_degrading(): a sandbox_error there turns
+  // layers off (noted in the report) and the run is made again; check_minimum() then throws if
+  // config.minimum is no longer met.
   RunResult launch(const Launch& l, const std::string& stdin_data);
+  RunResult launch_once(const Launch& l, const std::string& stdin_data);
+  RunResult launch_degrading(const Launch& l, const std::string& stdin_data);
+  void check_minimum() const;
+  std::atomic<bool> probed{false};
+  std::mutex probe_mutex;
   std::unique_ptr<ForkServer> start_fork_server(const Program& program, const Limits& limits, std::string& error);
   bool fork_server_usable() const { return config.use_fork_server && namespaces && privileged && report.seccomp; }
 };
@@ -295,7 +322,8 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     throw std::invalid_argument("config.prespawned: must be between 0 and 64, got " + std::to_string(d.config.prespawned));
 
   if (d.config.use_namespaces) {
-    const std::string why = probe_namespaces();
+    // Without the start-up probe the first run's clone is the test (launch_degrading).
+    const std::string why = d.config.probe_at_start ? probe_namespaces() : std::string();
     if (why.empty()) {
       d.namespaces = true;
     } else {
@@ -308,10 +336,7 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
       r.uts_namespace = r.readonly_root = d.namespaces;
 
   try {
-    d.user_filter_notify = build_seccomp_program(SeccompPolicy::user_program, ExecRule::notify);
-    d.user_filter_deny = build_seccomp_program(SeccompPolicy::user_program, ExecRule::deny);
-    d.compiler_filter = build_seccomp_program(SeccompPolicy::supervisor, ExecRule::allow);
-    d.server_filter = build_seccomp_program(SeccompPolicy::supervisor, ExecRule::notify);
+    d.user_filter_notify.get();  // settles whether seccomp works; the other three are built on first use
     r.seccomp = true;
     if (!seccomp_kill_process_available()) {
       // Loud: a denied call (or another ABI's) from a second thread then ends only that thread,
@@ -344,35 +369,53 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
 
   // The clone probe says the kernel allows the namespaces; a container can still refuse a
   // mount the root needs. One real run through the whole path settles it, and on failure the
-  // sandbox degrades (and says why) instead of failing every run.
-  if (d.namespaces && access(d.config.python_path.c_str(), X_OK) == 0) {
-    Impl::Launch probe;
-    probe.executable = d.config.python_path;
-    probe.argv = {d.config.python_path, "-S", "-c", "pass"};
-    probe.filter = &d.user_filter_notify;
-    probe.exec_notify = true;
-    probe.limits.cpu_time_s = 10;
-    probe.limits.wall_time_s = 30;
-    RunResult result = d.launch(probe, "");
-    if (result.verdict == Verdict::sandbox_error && d.cgroups && result.message.find("cgroup") != std::string::npos) {
-      d.cgroups.reset();
-      r.cgroup = false;
-      r.notes.push_back("cgroup limits off: a probe run failed: " + result.message);
-      result = d.launch(probe, "");
+  // sandbox degrades (and says why) instead of failing every run. Without `probe_at_start` the
+  // first real run is that probe (launch()).
+  d.check_minimum();
+  if (d.config.probe_at_start) {
+    if (d.namespaces && access(d.config.python_path.c_str(), X_OK) == 0) {
+      Impl::Launch probe;
+      probe.executable = d.config.python_path;
+      probe.argv = {d.config.python_path, "-S", "-c", "pass"};
+      probe.filter = &d.user_filter_notify;
+      probe.exec_notify = true;
+      probe.limits.cpu_time_s = 10;
+      probe.limits.wall_time_s = 30;
+      d.launch_degrading(probe, "");
     }
-    if (result.verdict == Verdict::sandbox_error) {
-      d.namespaces = false;
-      r.user_namespace = r.pid_namespace = r.mount_namespace = r.network_namespace = r.ipc_namespace =
-          r.uts_namespace = r.readonly_root = false;
-      r.notes.push_back("namespaces off: a probe run failed: " + result.message);
-    }
+    d.probed.store(true, std::memory_order_release);
   }
+}
 
+RunResult Sandbox::Impl::launch_degrading(const Launch& l, const std::string& stdin_data) {
+  IsolationReport& r = report;
+  RunResult result = launch_once(l, stdin_data);
+  if (!namespaces) return result;
+  if (result.verdict == Verdict::sandbox_error && cgroups && result.message.find("cgroup") != std::string::npos) {
+    cgroups.reset();
+    r.cgroup = false;
+    r.notes.push_back("cgroup limits off: a probe run failed: " + result.message);
+    result = launch_once(l, stdin_data);
+  }
+  if (result.verdict == Verdict::sandbox_error) {
+    namespaces = false;
+    r.user_namespace = r.pid_namespace = r.mount_namespace = r.network_namespace = r.ipc_namespace =
+        r.uts_namespace = r.readonly_root = false;
+    r.notes.push_back("namespaces off: a probe run failed: " + result.message);
+    check_minimum();
+    result = launch_once(l, stdin_data);
+  }
+  check_minimum();
+  return result;
+}
+
+void Sandbox::Impl::check_minimum() const {
+  const IsolationReport& r = report;
   const bool basic_ok = r.seccomp && r.rlimits;
-  const bool ns_ok = basic_ok && d.namespaces;
+  const bool ns_ok = basic_ok && namespaces;
   const bool full_ok = ns_ok && r.cgroup;
   std::string missing;
-  switch (d.config.minimum) {
+  switch (config.minimum) {
     case MinimumIsolation::basic: if (!basic_ok) missing = "basic (seccomp + rlimits)"; break;
     case MinimumIsolation::namespaces: if (!ns_ok) missing = "namespaces"; break;
     case MinimumIsolation::full: if (!full_ok) missing = "full (namespaces + cgroup)"; break;
@@ -382,6 +425,18 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     for (const auto& n : r.notes) notes += "; " + n;
     throw std::runtime_error("sandbox: the configured minimum isolation '" + missing + "' is not available" + notes);
   }
+}
+
+RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) {
+  if (!probed.load(std::memory_order_acquire)) {
+    std::lock_guard lock(probe_mutex);
+    if (!probed.load(std::memory_order_relaxed)) {
+      RunResult result = launch_degrading(l, stdin_data);
+      probed.store(true, std::memory_order_release);
+      return result;
+    }
+  }
+  return launch_once(l, stdin_data);
 }
 
 Sandbox::~Sandbox() = default;
@@ -408,7 +463,7 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
   plan.rlimits = plan_rlimits(l.limits);
   plan.no_new_privs = true;
   if (l.filter && report.seccomp) {
-    p.fprog = l.filter->fprog();
+    p.fprog = l.filter->get().fprog();
     plan.seccomp = &*p.fprog;
     plan.seccomp_listener = l.exec_notify;
   }
@@ -508,7 +563,7 @@ ParkedPool* Sandbox::Impl::parked_pool() {
   return pool.get();
 }
 
-RunResult Sandbox::Impl::launch(const Launch& l, const std::string& stdin_data) {
+RunResult Sandbox::Impl::launch_once(const Launch& l, const std::string& stdin_data) {
   std::unique_ptr<Prepared> p;
   std::unique_ptr<RunCgroup> cgroup;
   ChildProcess child;
@@ -574,7 +629,7 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
                                std::string(program.setup.empty() ? "-" : kSetupPath)})
     l.argv.push_back(a);
   l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
-  const auto& bpf = user_filter_deny.instructions;
+  const auto& bpf = user_filter_deny.get().instructions;
   l.files = {{kProgramPath, program.source},
              {kSetupPath, program.setup},
              {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))},
@@ -591,11 +646,11 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
     auto p = prepare(l);
     // One cgroup for the batch: the server, plus one child at a time.
     auto cgroup = make_cgroup(limits, 64u << 20, 4);
-    // The server boots (interpreter start, imports, setup) while the supervisor moves it into the
-    // batch's cgroup (a cgroup v1 move waits 5-15 ms for an RCU grace period, using no CPU). It
-    // forks no child before the 'G' sent below, once the move is done, so every child starts in
-    // the cgroup; the server itself runs only the boot and the caller's setup before that.
-    p->options.cgroup = nullptr;
+    // On cgroup v1 the server moves itself into the batch's cgroup as its first step
+    // (RunCgroup::self_move_fd). Elsewhere the supervisor moves it while it boots (interpreter
+    // start, imports, setup); either way it forks no child before the 'G' sent below, once the
+    // move is done, so every child starts in the cgroup.
+    p->options.cgroup = cgroup && cgroup->self_move_fd() >= 0 ? cgroup.get() : nullptr;
     ChildProcess child = spawn_child(p->options);
     theirs.reset();
     SetupMonitor monitor(child, &p->step_targets);
@@ -611,7 +666,7 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
     }
     // Closing the listener makes every later exec attempt fail (ENOSYS).
     monitor.close_listener();
-    if (cgroup) {
+    if (cgroup && !p->options.cgroup) {
       if (const std::string e = cgroup->add(child.pid); !e.empty()) {
         abandon("moving the fork server into its cgroup: " + e);
         return nullptr;

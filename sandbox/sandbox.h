@@ -111,12 +111,19 @@ struct Config {
   // server process (1'600'000 + 65536 * (pid % 4096)); config() then reports the one chosen.
   unsigned outside_id_base = 0;
   // One-shot runs take a sandbox process cloned ahead of time (namespaces created, id maps
-  // written, already in its cgroup), and a background thread clones the next one while the run
-  // executes: moving a process into a cgroup v1 waits for an RCU grace period, which is most
-  // of a one-shot run's cost otherwise. How many are kept ready (0: none, each run clones its
-  // own). The pool is refilled two at a time once it is down to prespawned - 2. Used only
-  // with namespaces and cgroups.
+  // written, generic root built, already in its cgroup), and a background thread clones the
+  // next one while the run executes (about 0.1 ms off a run; on cgroup v2, where the supervisor
+  // moves the process and waits for an RCU grace period, 5-15 ms). How many are kept ready (0:
+  // none, each run clones its own). The pool is refilled two at a time once it is down to
+  // prespawned - 2. Used only with namespaces and cgroups.
   int prespawned = 4;
+  // The constructor makes one real run (`python3 -S -c pass`) through the whole path, so that a
+  // host which allows the namespaces but refuses a mount the root needs is found at start-up and
+  // the sandbox degrades (saying why) before serving. false: the first real run is that probe
+  // (a sandbox_error in its setup degrades the same way and the run is made again; run() then
+  // throws std::runtime_error if `minimum` is no longer met). For a process that makes one run
+  // (`distil-env run`), where the probe would double the cost.
+  bool probe_at_start = true;
 };
 
 class Sandbox {

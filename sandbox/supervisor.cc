@@ -183,7 +183,10 @@ ChildProcess spawn_child(SpawnOptions& options) {
   plan.stderr_fd = err.write.get();
   plan.status_fd = status.write.get();
   plan.sync_fd = sync ? sync->read.get() : -1;
-  plan.second_release = options.cgroup != nullptr;
+  // cgroup v1: the child moves itself (fast; RunCgroup::self_move_fd); otherwise the supervisor
+  // moves it while it builds its root and releases the program with a second byte.
+  plan.cgroup_self_fd = options.cgroup ? options.cgroup->self_move_fd() : -1;
+  plan.second_release = options.cgroup != nullptr && plan.cgroup_self_fd < 0;
   plan.keep_fd = options.keep_fd;
 
   ChildProcess child;
@@ -219,9 +222,9 @@ ChildProcess spawn_child(SpawnOptions& options) {
     if (!map_error.empty()) abandon("writing the sandbox uid/gid maps: " + map_error);
     const char go = 1;
     if (write(sync->write.get(), &go, 1) != 1) abandon(errno_text("releasing the sandbox child"));
-    // The child builds its root meanwhile (the move waits for an RCU grace period on cgroup
-    // v1), and starts the program only after the second byte.
-    if (options.cgroup) {
+    // Where the child cannot move itself (cgroup v2), it builds its root meanwhile (the move
+    // waits for an RCU grace period) and starts the program only after the second byte.
+    if (plan.second_release) {
       if (const std::string error = options.cgroup->add(child.pid); !error.empty())
         abandon("moving the sandbox into its cgroup: " + error);
       if (write(sync->write.get(), &go, 1) != 1) abandon(errno_text("releasing the sandbox child"));
@@ -348,6 +351,7 @@ std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root
     parked->arena_used = kArenaHeader;
     ParkedStart start;
     start.arena = arena;
+    start.cgroup_self_fd = cgroup ? cgroup->self_move_fd() : -1;
     if (namespaces && generic_root) {
       ArenaWriter writer(static_cast<char*>(arena) + kArenaHeader, kArenaSize - kArenaHeader);
       start.generic_root = copy_root(*generic_root, writer);
@@ -395,7 +399,7 @@ std::unique_ptr<ParkedChild> spawn_parked(bool namespaces, unsigned outside_root
     const char go = 1;
     if (start.generic_root && write(parked->release.get(), &go, 1) != 1)
       throw std::runtime_error(errno_text("releasing the prespawned child"));
-    if (cgroup)
+    if (cgroup && start.cgroup_self_fd < 0)
       if (const std::string e = cgroup->add(child.pid); !e.empty())
         throw std::runtime_error("moving the sandbox into its cgroup: " + e);
     parked->cgroup = std::move(cgroup);

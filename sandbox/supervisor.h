@@ -44,8 +44,8 @@ struct ChildProcess {
 ChildProcess spawn_child(SpawnOptions& options);
 
 // A sandbox process cloned ahead of its run: in fresh namespaces, its uid/gid maps written and
-// already moved into a cgroup (on cgroup v1 the move waits for an RCU grace period, the largest
-// cost of a one-shot run), with only its own pipe ends open, waiting for its plan. The plan is
+// already in a cgroup (where the supervisor must move it, on cgroup v2, the move waits for an
+// RCU grace period), with only its own pipe ends open, waiting for its plan. The plan is
 // copied into `arena`, a shared mapping at the same address in both processes.
 struct ParkedChild {
   ChildProcess child;

@@ -5,8 +5,11 @@
 //               interleaved with the others and back to back; and, to show where time goes,
 //               without a prespawned process, and without one and without cgroups
 //   fork server Sandbox::run_batch per input, (T(102) - T(2)) / 100
+//   command     `distil-env run --lang python --file pass.py`, the one-shot a user types (a whole
+//               process: start-up, the sandbox's set-up, the run, the teardown)
 // and the same three for a typical solution (imports, parses and sorts 1,000 integers).
-// Usage: sandbox_bench [runs=40] [python=/usr/bin/python3]. Prints medians and ratios.
+// Usage: sandbox_bench [runs=40] [python=/usr/bin/python3] [distil-env=<build>/env_server/distil-env].
+// Prints the CPU model, medians and ratios.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -64,16 +67,14 @@ double time_ms(const std::function<void()>& f, Sample* sample = nullptr, const s
 }
 
 // `stdin_path`: a file for the program's standard input (its output goes to /dev/null).
-bool spawn_and_wait(const std::vector<std::string>& argv, const char* stdin_path = nullptr) {
+bool spawn_and_wait(const std::vector<std::string>& argv, const char* stdin_path = nullptr, bool quiet = false) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  if (stdin_path) {
-    posix_spawn_file_actions_addopen(&actions, 0, stdin_path, O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  }
+  if (stdin_path) posix_spawn_file_actions_addopen(&actions, 0, stdin_path, O_RDONLY, 0);
+  if (stdin_path || quiet) posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   pid_t pid;
   const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -81,6 +82,23 @@ bool spawn_and_wait(const std::vector<std::string>& argv, const char* stdin_path
   int status = 0;
   waitpid(pid, &status, 0);
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown";
+}
+
+// <build>/bench/sandbox/sandbox_bench -> <build>/env_server/distil-env
+std::string default_distil_env() {
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return {};
+  std::string path(self, static_cast<std::size_t>(n));
+  for (int i = 0; i < 3 && path.rfind('/') != std::string::npos; ++i) path.resize(path.rfind('/'));
+  return path + "/env_server/distil-env";
 }
 
 }  // namespace
@@ -101,6 +119,7 @@ int main(int argc, char** argv) {
     while (!s.empty() && s.back() == '\n') s.pop_back();
     return s;
   };
+  std::printf("CPU: %s (%ld online)\n", cpu_model().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
   std::printf("load average at start: %s\n", loadavg().c_str());
   Config config;
   config.python_path = python;
@@ -125,16 +144,26 @@ int main(int argc, char** argv) {
                                           "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--chdir", "/tmp",
                                           python, "-S", "-c", "pass"};
   const bool have_bwrap = access("/usr/bin/bwrap", X_OK) == 0 && spawn_and_wait(bwrap);
+  const std::string distil_env = argc > 3 ? argv[3] : default_distil_env();
+  char pass_path[] = "/tmp/distil-bench-pass-XXXXXX";
+  const int pass_fd = mkstemp(pass_path);
+  if (pass_fd < 0 || write(pass_fd, "pass\n", 5) != 5) return std::perror("writing pass.py"), 1;
+  close(pass_fd);
+  const std::vector<std::string> command = {distil_env, "run", "--lang", "python", "--file", pass_path,
+                                            "--python", python};
+  const bool have_command = access(distil_env.c_str(), X_OK) == 0 && spawn_and_wait(command, nullptr, true);
 
   // Interleaved so that machine load affects every column alike.
-  Sample s_bare, s_bwrap, s_oneshot, s_bare2, s_cloning, s_no_cgroup;
+  Sample s_bare, s_bwrap, s_oneshot, s_bare2, s_cloning, s_no_cgroup, s_command;
   int failures = 0;
   for (int i = 0; i < runs; ++i) {
     time_ms([&] { failures += !spawn_and_wait(bare); }, &s_bare);
     if (have_bwrap) time_ms([&] { failures += !spawn_and_wait(bwrap); }, &s_bwrap);
     time_ms([&] { failures += sandbox.run(pass, "", limits).verdict != Verdict::ok; }, &s_oneshot,
             [&] { sandbox.settle(); });
+    if (have_command) time_ms([&] { failures += !spawn_and_wait(command, nullptr, true); }, &s_command);
   }
+  unlink(pass_path);
   // A separate loop: a cgroup v1 move right after another one (within an RCU grace period)
   // is cheap, so interleaving these with the prespawning sandbox would hide the cost.
   for (int i = 0; i < runs; ++i) {
@@ -228,6 +257,8 @@ int main(int argc, char** argv) {
   row("distil sandbox one-shot", s_oneshot, "");
   row("distil one-shot, back to back", s_back_to_back, "");
   row("distil fork server, per test", s_server, used_server ? "" : "  (fork server NOT used)");
+  if (have_command) row("distil-env run (whole command)", s_command, "");
+  else std::printf("%-34s unavailable (%s)\n", "distil-env run", distil_env.c_str());
   std::printf("typical solution (imports, 1,000 integers in; ratios to it run bare):\n");
   bare_wall = median(t_bare.wall);
   bare_cpu = median(t_bare.cpu);

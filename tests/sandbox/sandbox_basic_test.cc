@@ -112,6 +112,38 @@ TEST(SandboxBasic, CgroupBoundsTheWholeProcessTree) {
   EXPECT_EQ(r.verdict, Verdict::memory_limit) << to_json(r).dump();
 }
 
+// What `distil-env run` uses: no start-up probe, no prespawned processes, so the run clones its
+// own process, which moves itself into its cgroup (cgroup v1) instead of being moved.
+TEST(SandboxBasic, WithoutTheStartupProbeTheFirstRunIsTheProbe) {
+  Config config;
+  config.probe_at_start = false;
+  config.prespawned = 0;
+  Sandbox lazy(config);
+  const RunResult hello = lazy.run(python("print(input())"), "hi\n", fast_limits());
+  EXPECT_EQ(hello.verdict, Verdict::ok) << to_json(hello).dump();
+  EXPECT_EQ(hello.stdout_data, "hi\n");
+  const IsolationReport& a = lazy.isolation();
+  const IsolationReport& b = shared_sandbox().isolation();
+  EXPECT_EQ(a.pid_namespace, b.pid_namespace);
+  EXPECT_EQ(a.readonly_root, b.readonly_root);
+  EXPECT_EQ(a.cgroup, b.cgroup);
+  EXPECT_EQ(a.seccomp, b.seccomp);
+  if (!a.cgroup) GTEST_SKIP() << "no writable cgroup hierarchy here: " << to_json(a).dump();
+  // The cgroup holds the whole tree from the first instruction on.
+  for (int i = 0; i < 2; ++i) {
+    const RunResult big = lazy.run(python(kFourForksOf150MB), "", memory_test_limits());
+    EXPECT_EQ(big.verdict, Verdict::memory_limit) << to_json(big).dump().substr(0, 2000);
+  }
+}
+
+TEST(SandboxBasic, WithoutTheStartupProbeAnUnmetMinimumStillRefusesToStart) {
+  Config config;
+  config.probe_at_start = false;
+  config.use_namespaces = false;
+  config.minimum = MinimumIsolation::namespaces;
+  EXPECT_THROW(Sandbox{config}, std::runtime_error);
+}
+
 TEST(SandboxBasic, HostileLimitsAreRejectedNamingTheField) {
   struct Bad {
     const char* field;
