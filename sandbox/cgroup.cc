@@ -19,10 +19,24 @@ std::string write_file(const std::string& path, const std::string& value) {
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return path + ": " + std::strerror(errno);
   const ssize_t n = write(fd, value.data(), value.size());
-  const int err = errno;
+  const int err = n < 0 ? errno : EIO;
   close(fd);
-  if (n != static_cast<ssize_t>(value.size())) return path + ": " + std::strerror(n < 0 ? err : EIO);
+  if (n != static_cast<ssize_t>(value.size())) {
+    errno = err;  // callers tell EBUSY apart
+    return path + ": " + std::strerror(err);
+  }
   return {};
+}
+
+bool has_words(const std::string& text, std::initializer_list<const char*> words) {
+  for (const char* w : words) {
+    std::istringstream in(text);
+    std::string t;
+    bool found = false;
+    while (in >> t) found = found || t == w;
+    if (!found) return false;
+  }
+  return true;
 }
 
 std::string read_file(const std::string& path) {
@@ -135,6 +149,49 @@ void remove_stale(const std::string& parent) {
   }
 }
 
+// Makes `own` (this server's cgroup v2) hand the memory and pids controllers to its children.
+// cgroup v2 lets a cgroup enable controllers for its children only while no process lives in
+// it (the "no internal processes" rule; the root is exempt), and a server started in a delegated
+// cgroup (systemd Delegate=yes, a container with a private cgroup namespace) lives in exactly
+// such a cgroup. So, as systemd's delegation contract asks, it first moves itself into a leaf of
+// its own, `<leaf>-server` (removed as stale once this process is gone). Empty string, or why
+// cgroup v2 cannot be used here.
+std::string delegate_v2(const std::string& own, const std::string& leaf) {
+  const std::string offered = read_file(own + "/cgroup.controllers");
+  if (!has_words(offered, {"memory", "pids"})) {
+    std::string shown = offered;
+    while (!shown.empty() && (shown.back() == '\n' || shown.back() == ' ')) shown.pop_back();
+    return "cgroup v2 at " + own + " offers '" + shown +
+           "', not memory and pids (a controller that a cgroup v1 hierarchy holds, see /proc/cgroups, is never offered "
+           "to cgroup v2)";
+  }
+  if (has_words(read_file(own + "/cgroup.subtree_control"), {"memory", "pids"})) return {};
+  std::string error = write_file(own + "/cgroup.subtree_control", "+memory +pids");
+  if (error.empty()) return {};
+  if (errno != EBUSY) return "enabling memory and pids for the children of " + own + ": " + error;
+  const std::string server_leaf = own + "/" + leaf + "-server";
+  if (!make_dir(server_leaf, error)) return error;
+  if (error = write_file(server_leaf + "/cgroup.procs", std::to_string(getpid())); !error.empty()) {
+    rmdir(server_leaf.c_str());
+    return "moving this server into " + server_leaf +
+           " (cgroup v2 enables controllers for children only in a cgroup without processes): " + error;
+  }
+  if (error = write_file(own + "/cgroup.subtree_control", "+memory +pids"); !error.empty())
+    return "enabling memory and pids for the children of " + own + " after moving this server into " + server_leaf +
+           ": " + error + " (other processes live in " + own + ")";
+  return {};
+}
+
+// Where this process's cgroup v2 was before delegate_v2 moved it (later Sandbox objects of the
+// process use the same parent rather than nesting one level deeper each).
+std::string v2_home(const std::string& mount) {
+  static std::mutex mutex;
+  static std::string home;
+  std::lock_guard lock(mutex);
+  if (home.empty()) home = mount + own_path("");
+  return home;
+}
+
 }  // namespace
 
 RunCgroup::RunCgroup(CgroupManager* owner, CgroupSlot* slot, bool v2) : owner_(owner), slot_(slot), v2_(v2) {
@@ -231,18 +288,23 @@ std::unique_ptr<CgroupManager> CgroupManager::detect(std::string& why_not) {
   std::string error;
 
   const std::string v2_mount = find_mount("cgroup2", "");
+  std::string v2_why;
   if (!v2_mount.empty()) {
-    const std::string own = v2_mount + own_path("");
+    const std::string own = v2_home(v2_mount);
     remove_stale(own);
-    const std::string delegated = read_file(own + "/cgroup.subtree_control");
-    if (delegated.find("memory") != std::string::npos && delegated.find("pids") != std::string::npos) {
+    v2_why = delegate_v2(own, leaf);
+    if (v2_why.empty()) {
       const std::string base = own + "/" + leaf;
-      if (make_dir(base, error) && write_file(base + "/cgroup.subtree_control", "+memory +pids").empty()) {
-        m->v2_ = true;
-        m->bases_ = {base};
-        return m;
+      if (make_dir(base, error)) {
+        error = write_file(base + "/cgroup.subtree_control", "+memory +pids");
+        if (error.empty()) {
+          m->v2_ = true;
+          m->bases_ = {base};
+          return m;
+        }
       }
       rmdir(base.c_str());
+      v2_why = "cgroup v2 at " + own + ": " + error;
     }
   }
   // cgroup v1: the memory controller only. Processes are already bounded per run by
@@ -254,20 +316,20 @@ std::unique_ptr<CgroupManager> CgroupManager::detect(std::string& why_not) {
     const std::string memory_base = memory_mount + own_path("memory") + "/" + leaf;
     if (make_dir(memory_base, error)) {
       m->bases_ = {memory_base};
+      m->v2_not_used_ = v2_why;
       return m;
     }
     why_not = "cgroup v1 memory hierarchy not writable: " + error;
     return nullptr;
   }
-  why_not = v2_mount.empty() ? "no cgroup hierarchy with memory and pids controllers is mounted"
-                             : "cgroup v2 subtree at " + v2_mount + own_path("") +
-                                   " does not delegate the memory and pids controllers";
+  why_not = v2_mount.empty() ? "no cgroup hierarchy with memory and pids controllers is mounted" : v2_why;
   return nullptr;
 }
 
 std::string CgroupManager::description() const {
   std::string s = v2_ ? "cgroup v2 (memory, pids) at " : "cgroup v1 memory (processes: per-run RLIMIT_NPROC) at ";
   for (std::size_t i = 0; i < bases_.size(); ++i) s += (i ? ", " : "") + bases_[i];
+  if (!v2_not_used_.empty()) s += " (not cgroup v2: " + v2_not_used_ + ")";
   return s;
 }
 

@@ -86,6 +86,7 @@ class CgroupManager {
   void give_back(CgroupSlot* slot);
   bool v2_ = false;
   std::vector<std::string> bases_;  // our own directories, removed at destruction
+  std::string v2_not_used_;         // why a cgroup2 mount there is was not used
   std::atomic<unsigned long> counter_{0};
   std::mutex mutex_;
   std::vector<std::unique_ptr<CgroupSlot>> all_;
