@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstdio>
 #include <mutex>
 #include <random>
 #include <stdexcept>
@@ -53,7 +55,9 @@ struct Endpoint {
   std::string host;
   std::string port;
   std::atomic<int> in_flight{0};
-  std::atomic<std::int64_t> down_until_ns{0};
+  // Down: the last exchange failed (no answer, a timeout, a 5xx, not a distil server); avoided
+  // until the prober sees its /readyz answer 200.
+  std::atomic<bool> down{false};
   std::mutex mutex;
   std::vector<std::unique_ptr<Connection>> idle;
 };
@@ -89,9 +93,6 @@ void parse_base_url(const std::string& url, Endpoint& e) {
   e.port = port;
 }
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
 
 json item_to_json(const FeedbackItem& item) {
   json j = json::object();
@@ -102,18 +103,59 @@ json item_to_json(const FeedbackItem& item) {
   return j;
 }
 
+// A body that is not ours (an HTML error page, a proxy's text) as one short line: tags dropped,
+// whitespace collapsed, at most 120 characters.
+std::string one_line(const std::string& body) {
+  std::string out;
+  bool in_tag = false, space = false;
+  for (char c : body) {
+    if (c == '<') in_tag = true;
+    if (in_tag) {
+      if (c == '>') in_tag = false;
+      space = true;
+      continue;
+    }
+    const bool blank = c == ' ' || c == '\n' || c == '\r' || c == '\t';
+    if (blank) {
+      space = true;
+      continue;
+    }
+    if (space && !out.empty()) out += ' ';
+    space = false;
+    out += static_cast<unsigned char>(c) < 0x20 ? '?' : c;
+    if (out.size() >= 120) return out + "...";
+  }
+  return out;
+}
+
+// The distil-env error document {"error": {"code": ...}}, or null.
+const json* distil_error(const json& j) {
+  if (j.is_object() && j.contains("error") && j["error"].is_object() && j["error"].contains("code") &&
+      j["error"]["code"].is_string())
+    return &j["error"];
+  return nullptr;
+}
+
 // "HTTP 404 unknown_task: no task with id 'x' is loaded"
 std::string describe_error(int status, const std::string& body) {
   std::string text = "HTTP " + std::to_string(status);
   const json j = json::parse(body, nullptr, false);
-  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
-    const auto& e = j["error"];
-    if (e.contains("code") && e["code"].is_string()) text += " " + e["code"].get<std::string>();
-    if (e.contains("message") && e["message"].is_string()) text += ": " + e["message"].get<std::string>();
+  if (const json* e = distil_error(j)) {
+    text += " " + (*e)["code"].get<std::string>();
+    if (e->contains("message") && (*e)["message"].is_string()) text += ": " + (*e)["message"].get<std::string>();
   } else if (!body.empty()) {
-    text += ": " + body.substr(0, 200);
+    text += ": " + one_line(body);
   }
   return text;
+}
+
+// An answer this endpoint gives whatever the request: the server is broken (5xx other than the
+// overload 503), or it is not a distil-env server (any status with a body that is not our error
+// document, e.g. a web server's 404 page). Worth trying another endpoint; not the item's fault.
+bool endpoint_fault(int status, const std::string& body) {
+  if (status == 200 || status == 429 || status == 503) return false;
+  if (status >= 500) return true;
+  return distil_error(json::parse(body, nullptr, false)) == nullptr;
 }
 
 std::string error_code_of(const std::string& body) {
@@ -134,29 +176,73 @@ struct FeedbackClient::Impl {
   std::mutex rng_mutex;
   std::mt19937_64 rng{std::random_device{}()};
 
+  // The prober: one thread, probing down endpoints' /readyz.
+  std::mutex probe_mutex;
+  std::condition_variable probe_wake;
+  bool stopping = false;
+  std::thread prober;
+
   explicit Impl(ClientConfig c) : config(std::move(c)) {
     if (config.endpoints.empty()) throw std::invalid_argument("ClientConfig.endpoints: give at least one endpoint");
     if (config.max_attempts < 1) throw std::invalid_argument("ClientConfig.max_attempts: must be at least 1");
     if (!(config.request_timeout_s > 0)) throw std::invalid_argument("ClientConfig.request_timeout_s: must be > 0");
+    if (!(config.overload_wait_s >= 0)) throw std::invalid_argument("ClientConfig.overload_wait_s: must be >= 0");
+    if (!(config.probe_interval_s > 0)) throw std::invalid_argument("ClientConfig.probe_interval_s: must be > 0");
+    if (!(config.probe_timeout_s > 0)) throw std::invalid_argument("ClientConfig.probe_timeout_s: must be > 0");
     for (const auto& url : config.endpoints) {
       auto e = std::make_unique<Endpoint>();
       parse_base_url(url, *e);
       endpoints.push_back(std::move(e));
     }
-    if (config.max_batch_items > 0) batch_limit = config.max_batch_items;
     if (config.max_concurrent_requests == 0) config.max_concurrent_requests = 4 * endpoints.size();
+    if (!config.log) config.log = [](const std::string& line) { std::fprintf(stderr, "distil client: %s\n", line.c_str()); };
+    prober = std::thread([this] { probe_loop(); });
   }
 
-  // Picks an endpoint: not marked down, not `avoid` (the one that just failed) when another exists.
+  ~Impl() {
+    {
+      std::lock_guard lock(probe_mutex);
+      stopping = true;
+    }
+    probe_wake.notify_all();
+    prober.join();
+  }
+
+  void mark_down(Endpoint& e, const std::string& why) {
+    if (!e.down.exchange(true)) {
+      config.log("endpoint " + e.base + " is down (" + why + "); sending work elsewhere and probing its /readyz");
+    }
+  }
+
+  void mark_up(Endpoint& e) {
+    if (e.down.exchange(false)) config.log("endpoint " + e.base + " is back (/readyz answered 200)");
+  }
+
+  // Every probe_interval_s, each down endpoint's /readyz once (on a fresh connection, with its
+  // own short timeout, so a stopped server costs the prober, never a request).
+  void probe_loop() {
+    std::unique_lock lock(probe_mutex);
+    while (!probe_wake.wait_for(lock, std::chrono::duration<double>(config.probe_interval_s), [&] { return stopping; })) {
+      lock.unlock();
+      for (auto& e : endpoints) {
+        if (!e->down.load()) continue;
+        auto outcome = exchange(*e, http::verb::get, "/readyz", "", config.probe_timeout_s, /*pooled=*/false);
+        if (auto* reply = std::get_if<Reply>(&outcome); reply && reply->status == 200) mark_up(*e);
+      }
+      lock.lock();
+    }
+  }
+
+  // Picks an endpoint: a healthy one other than `avoid` (the one that just failed), then any
+  // healthy one, then (none healthy) a down one other than `avoid`, then anything.
   std::size_t pick(std::size_t avoid) {
     const std::size_t n = endpoints.size();
     const std::size_t start = round_robin.fetch_add(1);
-    const auto now = now_ns();
     auto usable = [&](std::size_t i, bool allow_down, bool allow_avoid) {
-      return (allow_avoid || i != avoid || n == 1) && (allow_down || endpoints[i]->down_until_ns.load() <= now);
+      return (allow_avoid || i != avoid || n == 1) && (allow_down || !endpoints[i]->down.load());
     };
-    for (int relax = 0; relax < 3; ++relax) {
-      const bool allow_down = relax >= 1, allow_avoid = relax >= 2;
+    for (int relax = 0; relax < 4; ++relax) {
+      const bool allow_down = relax >= 2, allow_avoid = relax == 1 || relax == 3;
       std::size_t best = n;
       for (std::size_t k = 0; k < n; ++k) {
         const std::size_t i = (start + k) % n;
@@ -195,8 +281,9 @@ struct FeedbackClient::Impl {
   }
 
   // One HTTP exchange; a Reply, or a TransportError when no answer came.
+  // timeout_s 0: config.request_timeout_s. pooled: reuse and keep keep-alive connections.
   std::variant<Reply, TransportError> exchange(Endpoint& e, http::verb verb, const std::string& target,
-                                               const std::string& body) {
+                                               const std::string& body, double timeout_s = 0, bool pooled = true) {
     http::request<http::string_body> req{verb, target, 11};
     req.set(http::field::host, e.host + ":" + e.port);
     req.set(http::field::user_agent, "distil-env-client");
@@ -209,11 +296,11 @@ struct FeedbackClient::Impl {
     // A pooled connection may have been closed by the server (idle timeout, restart); if it fails
     // before any answer arrives, the request is sent once more on a fresh connection.
     for (int fresh_try = 0; fresh_try < 2; ++fresh_try) {
-      auto conn = fresh_try == 0 ? take_connection(e) : nullptr;
+      auto conn = fresh_try == 0 && pooled ? take_connection(e) : nullptr;
       const bool reused = conn != nullptr;
       if (!conn) conn = std::make_unique<Connection>();
       const auto timeout = std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(config.request_timeout_s));
+          std::chrono::duration<double>(timeout_s > 0 ? timeout_s : config.request_timeout_s));
       conn->stream.expires_after(timeout);
       beast::error_code ec;
       if (!reused) {
@@ -253,7 +340,7 @@ struct FeedbackClient::Impl {
         }
       }
       reply.body = std::move(res.body());
-      if (res.keep_alive()) {
+      if (res.keep_alive() && pooled) {
         conn->stream.expires_never();
         return_connection(e, std::move(conn));
       }
@@ -262,38 +349,68 @@ struct FeedbackClient::Impl {
     return TransportError{"connection to " + e.base + " failed twice", false};
   }
 
-  // Sends with retries, backoff and failover. Returns the first reply that is not worth retrying
-  // (anything but 429/503), or the last problem as a TransportError.
+  // Sends with retries, backoff and failover. Returns the first usable answer (a 2xx, or an
+  // error the request itself caused, in distil-env's error document), the last overload answer
+  // once overload_wait_s is spent, or the last problem as a TransportError once max_attempts
+  // exchanges got no usable answer. An endpoint that fails is marked down (see pick()).
+  // `expect_object`: a 200 whose body is not a JSON object is a fault of the endpoint too.
   std::variant<Reply, TransportError> send_with_retries(http::verb verb, const std::string& target,
-                                                        const std::string& body) {
+                                                        const std::string& body, bool expect_object = false) {
     std::string last_problem = "no attempt made";
     std::size_t avoid = endpoints.size();
-    for (int attempt = 1; attempt <= config.max_attempts; ++attempt) {
+    double overload_waited_s = 0;
+    int faults = 0, round = 0;
+    for (;;) {
+      ++round;
       const std::size_t index = pick(avoid);
       Endpoint& e = *endpoints[index];
       ++e.in_flight;
       auto outcome = exchange(e, verb, target, body);
       --e.in_flight;
-      double wait_s = backoff_s(attempt);
+      double wait_s = backoff_s(std::min(faults + 1, 30));
       if (auto* error = std::get_if<TransportError>(&outcome)) {
         last_problem = error->message;
-        if (error->connect_failed)
-          e.down_until_ns = now_ns() + static_cast<std::int64_t>(wait_s * 1e9);
+        mark_down(e, error->message);
+        ++faults;
       } else {
         auto& reply = std::get<Reply>(outcome);
-        if (reply.status != 429 && reply.status != 503) return std::move(reply);
-        last_problem = describe_error(reply.status, reply.body) + " (from " + e.base + ")";
-        if (reply.retry_after_s > 0) wait_s = std::max(wait_s, std::min(reply.retry_after_s, config.backoff_max_s));
-        if (attempt == config.max_attempts) return std::move(reply);
+        if (reply.status == 429 || reply.status == 503) {
+          last_problem = describe_error(reply.status, reply.body) + " (from " + e.base + ")";
+          // The server says when to come back; wait at least that long, within the budget.
+          if (reply.retry_after_s > 0) wait_s = std::max(wait_s, reply.retry_after_s);
+          wait_s = std::min(wait_s, config.overload_wait_s - overload_waited_s);
+          if (wait_s <= 0) return std::move(reply);
+          overload_waited_s += wait_s;
+        } else {
+          const bool not_object = expect_object && reply.status == 200 &&
+                                  !json::parse(reply.body, nullptr, false).is_object();
+          if (!endpoint_fault(reply.status, reply.body) && !not_object) {
+            if (e.down.load()) mark_up(e);
+            return std::move(reply);
+          }
+          last_problem = (not_object ? "HTTP 200 with a body that is not JSON: " + one_line(reply.body)
+                                     : describe_error(reply.status, reply.body)) +
+                         " (from " + e.base + ", not a distil-env answer)";
+          mark_down(e, last_problem);
+          ++faults;
+        }
       }
+      if (faults >= config.max_attempts)
+        return TransportError{"gave up after " + std::to_string(faults) + " attempts without a usable answer (" +
+                                  std::to_string(round) + " requests); last: " + last_problem,
+                              false};
       avoid = index;
-      if (attempt < config.max_attempts)
-        std::this_thread::sleep_for(std::chrono::duration<double>(wait_s));
+      // Another endpoint is healthy: fail over at once; otherwise back off before the retry.
+      bool other_healthy = false;
+      for (std::size_t i = 0; i < endpoints.size(); ++i) other_healthy |= i != index && !endpoints[i]->down.load();
+      const bool overloaded = std::holds_alternative<Reply>(outcome) &&
+                              (std::get<Reply>(outcome).status == 429 || std::get<Reply>(outcome).status == 503);
+      if (overloaded || !other_healthy) std::this_thread::sleep_for(std::chrono::duration<double>(wait_s));
     }
-    return TransportError{"gave up after " + std::to_string(config.max_attempts) + " attempts; last: " + last_problem,
-                          false};
   }
 
+  // The largest batch to send: the server's max_batch_items, and no more than its grading queue
+  // holds (a batch is admitted whole or refused with 429, so a bigger one would never get in).
   std::size_t current_batch_limit() {
     if (auto limit = batch_limit.load()) return limit;
     for (auto& e : endpoints) {
@@ -302,12 +419,18 @@ struct FeedbackClient::Impl {
         const json j = json::parse(reply->body, nullptr, false);
         if (j.is_object() && j.contains("max_batch_items") && j["max_batch_items"].is_number_unsigned() &&
             j["max_batch_items"].get<std::size_t>() > 0) {
-          batch_limit = j["max_batch_items"].get<std::size_t>();
+          std::size_t limit = j["max_batch_items"].get<std::size_t>();
+          if (j.contains("queue_capacity") && j["queue_capacity"].is_number_unsigned() &&
+              j["queue_capacity"].get<std::size_t>() > 0)
+            limit = std::min(limit, j["queue_capacity"].get<std::size_t>());
+          if (config.max_batch_items > 0) limit = std::min(limit, config.max_batch_items);
+          batch_limit = limit;
           return batch_limit;
         }
       }
     }
-    return kFallbackBatchItems;  // not cached: the next call asks again
+    // Not cached: the next call asks again.
+    return config.max_batch_items > 0 ? config.max_batch_items : kFallbackBatchItems;
   }
 
   // Grades items[begin, end) as one batch request (split further if the server says it is too
@@ -330,7 +453,7 @@ struct FeedbackClient::Impl {
       return;
     }
 
-    auto outcome = send_with_retries(http::verb::post, "/v1/feedback:batch", body);
+    auto outcome = send_with_retries(http::verb::post, "/v1/feedback:batch", body, /*expect_object=*/true);
     if (auto* error = std::get_if<TransportError>(&outcome)) return fail_all(error->message);
     auto& reply = std::get<Reply>(outcome);
     const std::string code = error_code_of(reply.body);
@@ -420,6 +543,55 @@ json FeedbackClient::get_json(const std::string& path) {
   json j = json::parse(reply.body, nullptr, false);
   if (j.is_discarded()) throw std::runtime_error("GET " + path + ": the answer is not JSON");
   return j;
+}
+
+std::vector<EndpointCheck> FeedbackClient::check_endpoints() {
+  std::vector<EndpointCheck> checks;
+  for (auto& e : impl_->endpoints) {
+    EndpointCheck c;
+    c.endpoint = e->base;
+    auto health = impl_->exchange(*e, http::verb::get, "/healthz", "", impl_->config.probe_timeout_s, false);
+    if (auto* error = std::get_if<TransportError>(&health)) {
+      c.problem = "GET /healthz: " + error->message;
+    } else {
+      c.reachable = true;
+      const Reply& reply = std::get<Reply>(health);
+      const json body = json::parse(reply.body, nullptr, false);
+      if (reply.status != 200 || !body.is_object() || body.value("status", "") != "ok") {
+        c.problem = "GET /healthz: " + describe_error(reply.status, reply.body) + " (a distil-env server answers 200 {\"status\":\"ok\"})";
+      } else {
+        auto limits = impl_->exchange(*e, http::verb::get, "/v1/limits", "", impl_->config.probe_timeout_s, false);
+        if (auto* error = std::get_if<TransportError>(&limits)) {
+          c.problem = "GET /v1/limits: " + error->message;
+        } else {
+          const Reply& l = std::get<Reply>(limits);
+          const json j = json::parse(l.body, nullptr, false);
+          if (l.status == 401) c.problem = "GET /v1/limits: HTTP 401: the server needs a bearer token (env.auth_token_env)";
+          else if (l.status != 200 || !j.is_object() || !j.contains("max_batch_items"))
+            c.problem = "GET /v1/limits: " + describe_error(l.status, l.body) + " (no max_batch_items: not a distil-env server)";
+          else c.distil = true;
+        }
+      }
+    }
+    if (!c.distil) impl_->mark_down(*e, c.problem);
+    checks.push_back(std::move(c));
+  }
+  return checks;
+}
+
+void FeedbackClient::require_endpoints() {
+  const auto checks = check_endpoints();
+  std::string wrong, unreachable;
+  bool any_good = false;
+  for (const auto& c : checks) {
+    any_good |= c.distil;
+    if (c.distil) continue;
+    (c.reachable ? wrong : unreachable) += "\n  " + c.endpoint + ": " + c.problem;
+  }
+  if (!wrong.empty())
+    throw std::runtime_error("env.endpoints: these answer but are not distil-env feedback servers:" + wrong +
+                             (unreachable.empty() ? "" : "\nand these do not answer:" + unreachable));
+  if (!any_good) throw std::runtime_error("env.endpoints: no endpoint answers:" + unreachable);
 }
 
 }  // namespace distil::env

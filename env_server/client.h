@@ -2,6 +2,7 @@
 // and exactly one outcome per submitted item.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,12 +18,31 @@ struct ClientConfig {
   std::vector<std::string> endpoints;  // "http://host:port" (base URL, no path)
   EndpointPolicy policy = EndpointPolicy::round_robin;
   double request_timeout_s = 120.0;
-  int max_attempts = 6;            // per batch piece, across endpoints
+  // Per batch piece, across endpoints: attempts that got no usable answer (no connection, a
+  // timeout, a 5xx, an answer that is not a distil server's). Overload answers (429, 503) do not
+  // count: they are waited out, honouring Retry-After, for up to overload_wait_s in all.
+  int max_attempts = 6;
+  double overload_wait_s = 120.0;
   double backoff_initial_s = 0.05;
   double backoff_max_s = 2.0;
   std::size_t max_batch_items = 0;  // 0: ask the server (GET /v1/limits or the 422 message)
   std::string auth_token;           // bearer token, empty: none
   std::size_t max_concurrent_requests = 0;  // batch pieces in flight at once; 0: 4 per endpoint
+  // An endpoint that failed is marked down and avoided while a background thread probes its
+  // /readyz every probe_interval_s (each probe waits at most probe_timeout_s); work goes to
+  // healthy endpoints first, and to a down one only when none is healthy.
+  double probe_interval_s = 0.5;
+  double probe_timeout_s = 2.0;
+  // One line per event (an endpoint going down, with why, or coming back); default: stderr.
+  std::function<void(const std::string&)> log;
+};
+
+// What an endpoint answered at start-up (FeedbackClient::check_endpoints).
+struct EndpointCheck {
+  std::string endpoint;
+  bool reachable = false;    // some HTTP answer came
+  bool distil = false;       // /healthz and /v1/limits answered as a distil-env server does
+  std::string problem;       // one line, when !distil
 };
 
 struct FeedbackItem {
@@ -52,6 +72,14 @@ class FeedbackClient {
 
   // GET a JSON document (e.g. "/v1/tasks") from the first healthy endpoint; throws on failure.
   nlohmann::json get_json(const std::string& path);
+
+  // GET /healthz and /v1/limits of every endpoint, once. Endpoints that do not answer start
+  // marked down (probed in the background).
+  std::vector<EndpointCheck> check_endpoints();
+  // check_endpoints(), then throws std::runtime_error naming each bad endpoint if any endpoint
+  // answers but is not a distil-env server (a wrong URL: a configuration error), or if none
+  // answers at all. Unreachable endpoints beside a good one are logged and left to the prober.
+  void require_endpoints();
 
  private:
   struct Impl;

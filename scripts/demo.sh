@@ -125,7 +125,7 @@ try:
             except ValueError: continue
             if "eval" in r and isinstance(r["eval"], dict) and "avg@n" in r["eval"]:
                 evals.append((r["step"], r["eval"]["avg@n"]))
-            elif "reward_mean" in r:
+            elif r.get("reward_mean") is not None and not r.get("failed"):
                 steps.append(r["step"]); reward.append(r["reward_mean"])
 except OSError: pass
 def smooth(v, w=10):

@@ -28,7 +28,8 @@ env:
   endpoints: []               # distil-env base URLs, e.g. [http://127.0.0.1:8080]
   policy: round_robin         # round_robin | least_loaded
   request_timeout_s: 120
-  max_attempts: 6             # per batch piece, across endpoints (retries and failover)
+  max_attempts: 6             # per batch piece, across endpoints: exchanges without a usable answer (no connection, timeout, 5xx, not distil-env)
+  overload_wait_s: 120        # per batch piece: total wait on 429/503 answers (Retry-After honoured) before its items are dropped
   auth_token_env: ""          # name of an environment variable holding a bearer token
   inline_tasks: true          # send the whole task record (false: by task_id; the server must know it)
   options: {}                 # grader options sent with every request (e.g. {reveal_answer: false})
@@ -90,6 +91,7 @@ train:
   output_dir: runs/distil     # metrics.jsonl, config.yaml, checkpoints, eval results
   log_every: 1
   progress: true              # progress bar on a terminal (plain lines otherwise)
+  max_failed_steps: 5         # a step whose every rollout lost its feedback is retried (not counted, no update); stop after this many in a row
 eval:
   every: 0                    # evaluate every N steps (and at the end); 0 = never during training
   samples: 4                  # n samples per prompt
@@ -99,6 +101,7 @@ eval:
   k: [1, 4]                   # pass@k, maj@k for each k <= samples
   max_prompts: 0              # 0 = all eval tasks
   batch_prompts: 16           # prompts generated together
+  max_failed_feedback: 0.05   # fraction of samples whose feedback may fail; above it the evaluation fails (distil-eval exits 1)
 checkpoint:
   every: 50                   # save every N steps (and at the end); 0 = only at the end
   keep_last: 3                # older checkpoint-* directories are deleted
@@ -283,6 +286,8 @@ TrainConfig convert(const YAML::Node& root) {
   require(e.request_timeout_s > 0, "env.request_timeout_s", "must be > 0");
   e.max_attempts = integer(root, "env.max_attempts");
   require(e.max_attempts >= 1, "env.max_attempts", "must be >= 1");
+  e.overload_wait_s = number(root, "env.overload_wait_s");
+  require(e.overload_wait_s >= 0, "env.overload_wait_s", "must be >= 0");
   e.auth_token_env = text(root, "env.auth_token_env");
   e.inline_tasks = boolean(root, "env.inline_tasks");
   YAML::Node options = node_at(root, "env.options");
@@ -397,6 +402,8 @@ TrainConfig convert(const YAML::Node& root) {
   require(!tr.output_dir.empty(), "train.output_dir", "must not be empty");
   tr.log_every = integer(root, "train.log_every");
   require(tr.log_every >= 1, "train.log_every", "must be >= 1");
+  tr.max_failed_steps = integer(root, "train.max_failed_steps");
+  require(tr.max_failed_steps >= 1, "train.max_failed_steps", "must be >= 1");
   tr.progress = boolean(root, "train.progress");
 
   auto& ev = c.eval;
@@ -416,6 +423,8 @@ TrainConfig convert(const YAML::Node& root) {
   }
   ev.max_prompts = integer(root, "eval.max_prompts");
   require(ev.max_prompts >= 0, "eval.max_prompts", "must be >= 0");
+  ev.max_failed_feedback = number(root, "eval.max_failed_feedback");
+  require(ev.max_failed_feedback >= 0 && ev.max_failed_feedback <= 1, "eval.max_failed_feedback", "must be in [0, 1]");
   ev.batch_prompts = integer(root, "eval.batch_prompts");
   require(ev.batch_prompts >= 1, "eval.batch_prompts", "must be >= 1");
 

@@ -46,6 +46,7 @@ struct EnvSection {
   std::string policy = "round_robin";
   double request_timeout_s = 120.0;
   int max_attempts = 6;
+  double overload_wait_s = 120.0;
   std::string auth_token_env;
   bool inline_tasks = true;
   nlohmann::json options = nlohmann::json::object();
@@ -106,6 +107,7 @@ struct TrainSection {
   std::string output_dir = "runs/distil";
   int log_every = 1;
   bool progress = true;
+  int max_failed_steps = 5;
 };
 
 struct EvalSection {
@@ -117,6 +119,7 @@ struct EvalSection {
   std::vector<int> k = {1, 4};
   int max_prompts = 0;
   int batch_prompts = 16;
+  double max_failed_feedback = 0.05;
 };
 
 struct CheckpointSection {

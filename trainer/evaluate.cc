@@ -15,6 +15,8 @@ nlohmann::json evaluate(model::CausalLM& model, const text::Tokenizer& tokenizer
       eval.max_prompts > 0 ? std::min<std::size_t>(tasks.size(), eval.max_prompts) : tasks.size();
   std::vector<PromptSamples> prompts;
   auto samples_json = nlohmann::json::array();
+  std::size_t total = 0, failed = 0;
+  std::string first_error;
   const std::size_t n = static_cast<std::size_t>(eval.samples);
   for (std::size_t begin = 0; begin < count; begin += eval.batch_prompts) {
     const std::size_t end = std::min(count, begin + static_cast<std::size_t>(eval.batch_prompts));
@@ -39,6 +41,11 @@ nlohmann::json evaluate(model::CausalLM& model, const text::Tokenizer& tokenizer
       PromptSamples p{tasks[i].id, tasks[i].domain, {}};
       for (std::size_t s = 0; s < n; ++s) {
         const auto& r = rollouts[(i - begin) * n + s];
+        ++total;
+        if (!r.graded) {
+          ++failed;
+          if (first_error.empty()) first_error = r.feedback_error;
+        }
         GradedSample g;
         g.graded = r.graded;
         g.passed = r.passed;
@@ -60,6 +67,14 @@ nlohmann::json evaluate(model::CausalLM& model, const text::Tokenizer& tokenizer
       }
       prompts.push_back(std::move(p));
     }
+  }
+  if (total > 0 && (failed == total || static_cast<double>(failed) > eval.max_failed_feedback * static_cast<double>(total))) {
+    std::string endpoints;
+    for (const auto& e : env.endpoints) endpoints += (endpoints.empty() ? "" : ", ") + e;
+    throw EvaluationFailed("evaluation: the feedback of " + std::to_string(failed) + " of " + std::to_string(total) +
+                           " samples failed (eval.max_failed_feedback allows " +
+                           std::to_string(static_cast<int>(eval.max_failed_feedback * 100)) +
+                           "%); endpoints: " + endpoints + "; first error: " + first_error);
   }
   nlohmann::json out;
   out["metrics"] = summarize_eval(prompts, eval.k);

@@ -266,6 +266,9 @@ std::vector<std::filesystem::path> plot_metrics(const std::filesystem::path& jso
       }
       continue;
     }
+    // A step that did not count (every rollout lost its feedback) is made again under the same
+    // number; only the step that counted is plotted.
+    if (record.contains("failed") && record["failed"] == true) continue;
     const double step = record["step"].get<double>();
     std::map<std::string, double> values;
     flatten_numbers(record, "", values);

@@ -60,6 +60,7 @@ env::ClientConfig client_config(const EnvSection& env) {
   c.policy = env.policy == "least_loaded" ? env::EndpointPolicy::least_loaded : env::EndpointPolicy::round_robin;
   c.request_timeout_s = env.request_timeout_s;
   c.max_attempts = env.max_attempts;
+  c.overload_wait_s = env.overload_wait_s;
   if (!env.auth_token_env.empty()) {
     const char* token = std::getenv(env.auth_token_env.c_str());
     if (!token) throw ConfigError("env.auth_token_env", "environment variable " + env.auth_token_env + " is not set");

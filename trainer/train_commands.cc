@@ -119,6 +119,7 @@ void configure_eval_app(CLI::App& app, int& exit_code) {
       }
       PromptRenderer renderer(config.model, tokenizer);
       env::FeedbackClient client(client_config(config.env));
+      client.require_endpoints();
       auto result = evaluate(model, tokenizer, renderer, tasks, client, config.env, config.eval,
                              config.train.seed, args->keep_samples);
       result["model"] = config.model.path;

@@ -1,17 +1,20 @@
 #include "trainer/trainer.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <map>
 #include <numeric>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -80,10 +83,58 @@ bool is_additive_part(const std::string& key) {
   return additive.count(key) > 0;
 }
 
+// fsync one file (O_RDONLY) or directory (O_RDONLY | O_DIRECTORY).
+void fsync_path(const fs::path& p, int flags) {
+  const int fd = open(p.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("open " + p.string() + " to fsync: " + std::strerror(errno));
+  const int rc = fsync(fd);
+  const int err = errno;
+  close(fd);
+  if (rc != 0) throw std::runtime_error("fsync " + p.string() + ": " + std::strerror(err));
+}
+
+// fsync every file and directory under `root` (and `root`): a checkpoint renamed into place must
+// also survive a power loss, so its contents reach the disk before the rename that publishes it.
+void fsync_tree(const fs::path& root) {
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (entry.is_regular_file()) fsync_path(entry.path(), O_RDONLY);
+    else if (entry.is_directory()) fsync_path(entry.path(), O_RDONLY | O_DIRECTORY);
+  }
+  fsync_path(root, O_RDONLY | O_DIRECTORY);
+}
+
+// After a resume from the checkpoint of step `step`: the records of later steps (made again now)
+// are dropped, so each step appears once and sums and plots stay right. Written whole to a
+// temporary file, then renamed over the old one.
+void truncate_metrics(const fs::path& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  const fs::path tmp = path.string() + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  if (!out) throw std::runtime_error("cannot write " + tmp.string());
+  int64_t dropped = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_object() && record.contains("step") && record["step"].is_number_integer() &&
+        record["step"].get<int64_t>() > step) {
+      ++dropped;
+      continue;
+    }
+    out << line << '\n';
+  }
+  out.close();
+  if (!out) throw std::runtime_error("cannot write " + tmp.string());
+  fs::rename(tmp, path);
+  if (dropped > 0)
+    log_event("info", "metrics.jsonl: dropped " + std::to_string(dropped) + " records of steps after " +
+                          std::to_string(step) + " (they are made again from the checkpoint)");
+}
+
 struct Batch {
   std::vector<Rollout> rollouts;  // graded rollouts only, ordered by group
   std::vector<std::size_t> task_of_group;
   int64_t generated = 0, failed_feedback = 0, empty_responses = 0;
+  std::string first_feedback_error;
   double time_generation = 0, time_feedback = 0;
 };
 
@@ -115,6 +166,7 @@ struct Trainer::Impl {
   int64_t cursor = 0;   // global prompts consumed
   int64_t updates = 0;  // optimiser updates (> step for off-policy GRPO)
   int64_t skipped = 0;  // non-finite updates skipped
+  int consecutive_failed_steps = 0;  // steps in a row whose every rollout lost its feedback
   int64_t cached_epoch = -1;
   std::vector<std::size_t> epoch_order;
 
@@ -196,11 +248,27 @@ struct Trainer::Impl {
     if (config.env.endpoints.empty() && (needs_env || !eval_tasks.empty())) {
       throw ConfigError("env.endpoints", "at least one distil-env endpoint is required");
     }
-    if (!config.env.endpoints.empty()) client = std::make_unique<env::FeedbackClient>(client_config(config.env));
+    if (!config.env.endpoints.empty()) {
+      client = std::make_unique<env::FeedbackClient>(client_config(config.env));
+      // A wrong URL (another web server, a typo'd port on a live host) or no answer at all stops
+      // the run here, naming each endpoint, instead of training on nothing.
+      client->require_endpoints();
+    }
 
     if (!checkpoint.empty()) restore(checkpoint);
     if (is_main()) {
+      // A save killed midway leaves checkpoint-N.tmp; it was never published, so it goes.
+      if (fs::exists(output_dir))
+        for (const auto& entry : fs::directory_iterator(output_dir)) {
+          const auto name = entry.path().filename().string();
+          if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.size() > 4 &&
+              name.compare(name.size() - 4, 4, ".tmp") == 0) {
+            log_event("info", "removing " + entry.path().string() + " (a save that did not finish)");
+            fs::remove_all(entry.path());
+          }
+        }
       std::ofstream(output_dir / "config.yaml") << config.yaml;
+      if (!checkpoint.empty()) truncate_metrics(output_dir / "metrics.jsonl", step);
       metrics = MetricsWriter(output_dir / "metrics.jsonl", !checkpoint.empty());
     }
   }
@@ -287,11 +355,14 @@ struct Trainer::Impl {
       apply_feedback(rollouts, client->feedback(items));
       batch.time_feedback = seconds_since(start);
     }
+    // One line per distinct problem per batch, not one per rollout (a dead endpoint fails them all).
+    std::map<std::string, std::pair<int, std::string>> failures;  // error -> (count, first task)
     for (auto& r : rollouts) {
       if (!r.graded) {
         ++batch.failed_feedback;
-        log_event("warning", "step " + std::to_string(step + 1) + ": feedback for task " +
-                                 train_tasks[r.task_index].id + " failed and the rollout is dropped: " + r.feedback_error);
+        auto& f = failures[r.feedback_error];
+        if (f.first++ == 0) f.second = train_tasks[r.task_index].id;
+        if (batch.first_feedback_error.empty()) batch.first_feedback_error = r.feedback_error;
         continue;
       }
       if (r.response_tokens.empty()) {
@@ -300,6 +371,10 @@ struct Trainer::Impl {
       }
       batch.rollouts.push_back(std::move(r));
     }
+    for (const auto& [error, seen] : failures)
+      log_event("warning", "step " + std::to_string(step + 1) + ": feedback failed for " + std::to_string(seen.first) +
+                               " of " + std::to_string(rollouts.size()) + " rollouts (dropped; first: task " +
+                               seen.second + "): " + error);
     return batch;
   }
 
@@ -581,6 +656,37 @@ struct Trainer::Impl {
     return {norm, true};
   }
 
+  // A record for a step that did not count; throws once train.max_failed_steps happened in a row.
+  nlohmann::json failed_step(nlohmann::json record, int64_t failed, const std::string& error,
+                             Clock::time_point step_start) {
+    ++consecutive_failed_steps;
+    record["failed"] = true;
+    record["failed_feedback"] = failed;
+    record["rollouts"] = 0;
+    record["update_applied"] = false;
+    record["reward_mean"] = nullptr;
+    record["accuracy"] = nullptr;
+    record["loss"] = nullptr;
+    record["error"] = error;
+    record["attempt"] = consecutive_failed_steps;
+    record["time"] = {{"total", seconds_since(step_start)}};
+    metrics.write(record);
+    std::string endpoints;
+    for (const auto& e : config.env.endpoints) endpoints += (endpoints.empty() ? "" : ", ") + e;
+    if (consecutive_failed_steps >= config.train.max_failed_steps)
+      throw std::runtime_error("step " + std::to_string(step + 1) + ": the feedback of every rollout failed in " +
+                               std::to_string(consecutive_failed_steps) +
+                               " attempts in a row (train.max_failed_steps); endpoints: " + endpoints +
+                               "; last error: " + error);
+    log_event("error", "step " + std::to_string(step + 1) + " failed: the feedback of all " + std::to_string(failed) +
+                           " rollouts failed (" + error + "); it does not count and is made again (attempt " +
+                           std::to_string(consecutive_failed_steps + 1) + " of " +
+                           std::to_string(config.train.max_failed_steps) + ")");
+    // The client has already retried and failed over; give the endpoints a moment more.
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::min(30.0, std::pow(2.0, consecutive_failed_steps - 1))));
+    return record;
+  }
+
   nlohmann::json do_step() {
     const auto step_start = Clock::now();
     nlohmann::json record;
@@ -593,11 +699,22 @@ struct Trainer::Impl {
     double grad_norm = 0;
     bool applied = true;
     optimizer->zero_grad();
+    const int64_t cursor_before = cursor;
     const int accumulation = config.optim.grad_accumulation;
     for (int a = 0; a < accumulation; ++a) {
       Batch batch = collect(a);
       t_gen += batch.time_generation;
       t_feedback += batch.time_feedback;
+      // Every rollout of every process lost its feedback: nothing here is a real measurement of
+      // the model. The step does not count (no update, no schedule step); run() makes it again.
+      const double generated_all = comm->all_reduce_sum(static_cast<double>(batch.generated));
+      const double graded_all =
+          comm->all_reduce_sum(static_cast<double>(batch.generated - batch.failed_feedback));
+      if (generated_all > 0 && graded_all == 0) {
+        cursor = cursor_before;  // the retry draws the same prompts (and, seeded by step, the same samples)
+        optimizer->zero_grad();
+        return failed_step(record, failed + batch.failed_feedback, batch.first_feedback_error, step_start);
+      }
       failed += batch.failed_feedback;
       empty += batch.empty_responses;
       Prepared prep = prepare(batch);
@@ -649,6 +766,7 @@ struct Trainer::Impl {
     applied = applied && ok;
     t_student += seconds_since(update_start);
     ++step;
+    consecutive_failed_steps = 0;
 
     parts.into(record);
     record["objective"] = objective->name();
@@ -667,8 +785,9 @@ struct Trainer::Impl {
       }
       record["teacher_contexts"] = by_kind;
     }
-    record["reward_mean"] = rollouts ? reward_sum / rollouts : 0.0;
-    record["accuracy"] = rollouts ? static_cast<double>(passed) / rollouts : 0.0;
+    // null, never a made-up 0, when no rollout was measured (e.g. every response empty).
+    record["reward_mean"] = rollouts ? nlohmann::json(reward_sum / rollouts) : nlohmann::json(nullptr);
+    record["accuracy"] = rollouts ? nlohmann::json(static_cast<double>(passed) / rollouts) : nlohmann::json(nullptr);
     record["response_length"] = rollouts ? static_cast<double>(response_tokens) / rollouts : 0.0;
     const double total = seconds_since(step_start);
     record["time"] = {{"generation", t_gen}, {"feedback", t_feedback}, {"teacher", t_teacher},
@@ -705,8 +824,10 @@ struct Trainer::Impl {
                             {"world_size", dist.world_size}, {"objective", objective->name()}};
     std::ofstream(tmp / "trainer_state.json") << state.dump(2) << "\n";
     std::ofstream(tmp / "config.yaml") << config.yaml;
+    fsync_tree(tmp);
     fs::remove_all(final_dir);
     fs::rename(tmp, final_dir);
+    fsync_path(output_dir, O_RDONLY | O_DIRECTORY);  // the rename itself
     prune();
     return final_dir;
   }
@@ -752,8 +873,17 @@ struct Trainer::Impl {
 
   nlohmann::json run_eval() {
     if (eval_tasks.empty()) throw ConfigError("data.eval_tasks", "no evaluation tasks configured");
-    auto result = trainer::evaluate(model, *tokenizer, *renderer, eval_tasks, *client, config.env, config.eval,
-                                    mix_seed({config.train.seed, 0xe7a1ULL}), true);
+    nlohmann::json result;
+    try {
+      result = trainer::evaluate(model, *tokenizer, *renderer, eval_tasks, *client, config.env, config.eval,
+                                 mix_seed({config.train.seed, 0xe7a1ULL}), true);
+    } catch (const EvaluationFailed& e) {
+      // Training goes on (its own steps retry on feedback failures); the evaluation is recorded
+      // as failed, not as a number.
+      log_event("error", "step " + std::to_string(step) + ": " + e.what());
+      if (is_main()) metrics.write({{"step", step}, {"eval_failed", e.what()}});
+      return {{"error", e.what()}};
+    }
     if (is_main()) {
       fs::create_directories(output_dir / "eval");
       char name[32];
@@ -792,14 +922,21 @@ void Trainer::run() {
   const int64_t first = s.step;
   while (s.step < c.train.steps) {
     auto record = s.do_step();
+    if (record.value("failed", false)) continue;  // logged by failed_step; the same step again
     if (s.is_main()) {
       const double elapsed = seconds_since(start);
       const double per_step = elapsed / static_cast<double>(s.step - first);
       const double eta = per_step * static_cast<double>(c.train.steps - s.step);
+      // "n/a" for a value no rollout measured (null in metrics.jsonl), never a made-up 0.
+      auto shown = [&record](const char* key, const char* format) {
+        char text[32] = "n/a";
+        if (record.contains(key) && record[key].is_number()) std::snprintf(text, sizeof text, format, record[key].get<double>());
+        return std::string(text);
+      };
       char line[512];
-      std::snprintf(line, sizeof line, "step %lld/%d loss %.4f reward %.3f acc %.3f len %.0f %.1fs/step ETA %s",
-                    static_cast<long long>(s.step), c.train.steps, record.value("loss", 0.0),
-                    record.value("reward_mean", 0.0), record.value("accuracy", 0.0),
+      std::snprintf(line, sizeof line, "step %lld/%d loss %s reward %s acc %s len %.0f %.1fs/step ETA %s",
+                    static_cast<long long>(s.step), c.train.steps, shown("loss", "%.4f").c_str(),
+                    shown("reward_mean", "%.3f").c_str(), shown("accuracy", "%.3f").c_str(),
                     record.value("response_length", 0.0), per_step, format_duration(eta).c_str());
       if (tty) {
         const int width = 24;
