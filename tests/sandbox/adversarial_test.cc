@@ -455,7 +455,7 @@ TEST(SandboxLifetime, DiesWithTheServer) {
 // stub, a copy of this server: it must show neither this server's command line (host paths) nor
 // its environment. In the fork server pid 1 is the sandboxed interpreter (its boot command line,
 // sandbox paths only).
-TEST(ProcView, Pid1ShowsNoHostCommandLine) {
+TEST(AdversarialProcView, Pid1ShowsNoHostCommandLine) {
   if (!sandbox().isolation().pid_namespace) GTEST_SKIP() << "needs a PID namespace, unavailable here";
   std::ifstream own("/proc/self/cmdline", std::ios::binary);
   const std::string own_cmdline((std::istreambuf_iterator<char>(own)), std::istreambuf_iterator<char>());
