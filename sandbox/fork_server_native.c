@@ -7,12 +7,15 @@
  * and so is each page the child touches before the program starts. A loop written in Python
  * touched ~130 pages per test in the server and ~200 in the child (Python's after-fork hooks,
  * socket.recv_fds, ctypes, setrlimit wrappers) before the program ran; this one touches a few
- * pages of stack. Its only inputs are the supervisor's requests on the control socket: a tag
- * byte and three descriptors, nothing else is read.
+ * pages of stack. Its only inputs are the supervisor's requests on the control socket (a tag
+ * byte and three descriptors), each child's seccomp listener number on that child's socket, and
+ * the notifications of the child's filter (a system call number and architecture), nothing else.
  *
  * Built as a small shared object with no dependency but libc (it is loaded into whatever
  * interpreter the sandbox is configured with), embedded into distil_sandbox, and written into
- * each fork server's read-only /box. Every system call's result is checked. */
+ * every user program's read-only /box as native.so: the fork server loads it, and every user
+ * program (one-shot and the fork server alike) has it preloaded (LD_PRELOAD, see the constructor
+ * below). Every system call's result is checked. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
