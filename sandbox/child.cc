@@ -53,6 +53,23 @@ int exec_program(void* arg) {
 // everything else left in the namespace.
 constexpr std::size_t kStubStackSize = 64 * 1024;
 
+// The stub is a copy of the supervisor that never execs: its memory (and so what /proc/1/cmdline
+// shows, which any process may read) still holds the supervisor's command line and environment.
+// Blank both; the command line reads "init" (a last byte that is not NUL makes the kernel read the
+// area as one string, as after setproctitle, so exactly "init\0" is shown, not the old length).
+void hide_supervisor_strings(const ChildPlan& p) {
+  if (p.env_end > p.env_start) std::memset(reinterpret_cast<void*>(p.env_start), 0, p.env_end - p.env_start);
+  if (p.arg_end <= p.arg_start) return;
+  char* args = reinterpret_cast<char*>(p.arg_start);
+  const std::size_t size = p.arg_end - p.arg_start;
+  std::memset(args, 0, size);
+  static const char kTitle[] = "init";
+  if (size > sizeof(kTitle)) {
+    std::memcpy(args, kTitle, sizeof(kTitle));
+    args[size - 1] = ' ';
+  }
+}
+
 [[noreturn]] void run_init_stub(const ChildPlan& p, int status_fd, void* stack) {
   const std::size_t kStackSize = kStubStackSize;
   ProgramStart start{&p, status_fd, 0};
@@ -143,6 +160,8 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::init_stub: return "start the program under the init stub";
     case ChildStep::wait_for_cgroup: return "wait for the cgroup move";
     case ChildStep::join_cgroup: return "join the run's cgroup";
+    case ChildStep::dumpable: return "mark not dumpable";
+    case ChildStep::cgroup_namespace: return "enter a cgroup namespace";
   }
   return "unknown step";
 }
@@ -159,6 +178,13 @@ int child_main(void* arg) {
     if (write(p.cgroup_self_fd, "0", 1) != 1) fail(ChildStep::join_cgroup);
     if (close(p.cgroup_self_fd) != 0) fail(ChildStep::join_cgroup);
   }
+  // This process holds a copy of the supervisor's memory until it execs (the init stub: for the
+  // whole run). Not dumpable means no core, and /proc/<pid>/{mem,maps,environ,exe...} and
+  // ptrace-like access (process_vm_readv, get_robust_list, pidfd_getfd) are refused to anyone
+  // without CAP_SYS_PTRACE, the program included, although it shares the stub's uid. The kernel
+  // would mark it so at the uid change only when fs.suid_dumpable is 0: set it explicitly (again
+  // after the uid change, which resets it to fs.suid_dumpable).
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(ChildStep::dumpable);
 
   // Handlers are reset by exec, but ignored signals and the blocked mask are inherited. (A
   // prespawned process reset them while it waited.)
@@ -226,6 +252,17 @@ int child_main(void* arg) {
     errno = err;
     fail(ChildStep::rlimits, failed_limit);
   }
+  // Nothing of the program has run yet. Where the supervisor moves this process into the run's
+  // cgroup (cgroup v2; on v1 it joined at its first step), it starts only after that move.
+  if (second_release) {
+    if (!wait_for_release(sync)) fail(ChildStep::wait_for_cgroup);
+    if (close(sync) != 0) fail(ChildStep::wait_for_cgroup);
+  }
+  // A cgroup namespace rooted at the run's cgroup (so after the move, and while this process is
+  // still the namespace's root): /proc/self/cgroup then reads "/" instead of the host's path
+  // (the server's cgroup, the pool's directory, the run's number). Cloning with CLONE_NEWCGROUP
+  // would root it at the supervisor's cgroup, before the move.
+  if (p.cgroup_namespace && unshare(CLONE_NEWCGROUP) != 0) fail(ChildStep::cgroup_namespace);
   if (p.change_ids) {
     // Raw system calls: glibc's wrappers would try to broadcast the change to the threads the
     // supervisor had, which do not exist in this copy of it.
@@ -234,6 +271,8 @@ int child_main(void* arg) {
     if (syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) fail(ChildStep::drop_uid);
     // Changing credentials clears the parent-death signal; set it again.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStep::death_signal);
+    // And resets dumpable to fs.suid_dumpable (see above).
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(ChildStep::dumpable);
   }
   if (p.drop_capabilities) {
     // Still the namespace's root (unprivileged supervisor): keep the uid, lose the powers.
@@ -242,6 +281,16 @@ int child_main(void* arg) {
     if (syscall(SYS_capset, &header, data) != 0) fail(ChildStep::drop_uid);
   }
   if (p.no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ChildStep::no_new_privs);
+  if (p.init_stub) {
+    // Before the filter, which allows prctl for thread names only. The stub's name was the
+    // supervisor thread's (a host program's name); the program gets its own at exec.
+    hide_supervisor_strings(p);
+    if (prctl(PR_SET_NAME, "init", 0, 0, 0) != 0) fail(ChildStep::init_stub);
+    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) {
+      errno = EPERM;
+      fail(ChildStep::dumpable);
+    }
+  }
   if (p.seccomp) {
     const unsigned flags = p.seccomp_listener ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0;
     const long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, p.seccomp);
@@ -251,12 +300,6 @@ int child_main(void* arg) {
       const ChildFailure record{static_cast<std::int32_t>(ChildStep::listener_fd), static_cast<std::int32_t>(rc), 0};
       if (write(status, &record, sizeof(record)) != sizeof(record)) fail(ChildStep::seccomp);
     }
-  }
-  // Nothing of the program has run yet; it starts only once the supervisor has put this process
-  // into the run's cgroup.
-  if (second_release) {
-    if (!wait_for_release(sync)) fail(ChildStep::wait_for_cgroup);
-    if (close(sync) != 0) fail(ChildStep::wait_for_cgroup);
   }
   if (p.init_stub) run_init_stub(p, status, stub_stack);
   execve(p.executable, p.argv, p.envp);
@@ -273,6 +316,8 @@ int parked_main(void* arg) {
   if (sigprocmask(SIG_SETMASK, &all, nullptr) != 0) _exit(127);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(127);
   if (start.cgroup_self_fd >= 0 && write(start.cgroup_self_fd, "0", 1) != 1) _exit(127);  // closed below
+  // A copy of the supervisor's memory waiting here: not dumpable (see child_main).
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) _exit(127);
   // Other runs' pipe ends copied from the supervisor would keep their streams open while this
   // process waits: keep only our own.
   int keep[5];

@@ -22,7 +22,8 @@ struct RootStep {
     bind_writable,  // bind a host directory writable (nosuid, nodev)
     symlink,        // create `target` pointing at `source`
     tmpfs,          // mount a tmpfs at `target` with options `data`
-    proc,           // mount a fresh procfs at `target` (needs the new PID namespace)
+    proc,           // mount a fresh procfs at `target` (needs the new PID namespace), options `data`
+    mask_proc,      // after a proc step that had to drop its options: bind `source` over `target`
     directory,      // mkdir `target`
     file,           // create `target` holding `data` (`size` bytes) with `mode`
   };
@@ -57,6 +58,8 @@ enum class ChildStep : std::int32_t {
   init_stub,     // starting the program under the init stub
   wait_for_cgroup,  // waiting for the supervisor to move the process into the run's cgroup
   join_cgroup,      // moving itself into the run's cgroup (RunCgroup::self_move_fd)
+  dumpable,         // PR_SET_DUMPABLE 0
+  cgroup_namespace, // unshare(CLONE_NEWCGROUP)
 };
 const char* child_step_name(ChildStep step);
 
@@ -101,6 +104,13 @@ struct ChildPlan {
   // program sends itself then behave as on any host (init ignores default-action signals from
   // inside its namespace), and the stub reports the program's wait status.
   bool init_stub = false;
+  // unshare(CLONE_NEWCGROUP) once the process is in the run's cgroup (with the namespaces): the
+  // program then sees its cgroup as "/" instead of the host's path to it.
+  bool cgroup_namespace = false;
+  // Where the supervisor's own argument and environment strings lie (the same addresses in this
+  // copy of it). The init stub blanks them: /proc/1/cmdline is readable by every process of the
+  // namespace, and the program must not learn the server's command line (host paths) there.
+  std::uintptr_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
   const char* executable = nullptr;
   char* const* argv = nullptr;
   char* const* envp = nullptr;

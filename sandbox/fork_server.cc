@@ -25,11 +25,15 @@ struct Reply {
   double user_s;
   double system_s;
   std::int64_t max_rss_kb;
+  std::int32_t denied_nr;     // kSyscallDenied: the call the child's filter reported
+  std::uint32_t denied_arch;  // its AUDIT_ARCH_*
 } __attribute__((packed));
-static_assert(sizeof(Reply) == 32);
+static_assert(sizeof(Reply) == 40);
 
 constexpr std::int32_t kTimedOut = 1;
 constexpr std::int32_t kSetupFailed = 2;
+constexpr std::int32_t kSyscallDenied = 4;
+constexpr std::int32_t kExecDenied = 8;
 
 bool send_with_fds(int socket, char tag, const int (&fds)[3]) {
   char data = tag;
@@ -177,6 +181,12 @@ RunResult ForkServer::run(const std::string& stdin_data) {
       t.cpu_time_s = reply.user_s + reply.system_s;
       t.peak_memory_kb = static_cast<std::size_t>(std::max<std::int64_t>(0, reply.max_rss_kb));
       t.killed_for_time = (reply.flags & kTimedOut) != 0;
+      // What one-shot runs learn from the supervisor's own listener.
+      t.exec_denied = (reply.flags & kExecDenied) != 0;
+      if (reply.flags & kSyscallDenied) {
+        t.denied_syscall = reply.denied_nr;
+        t.denied_arch = reply.denied_arch;
+      }
       if (reply.flags & kSetupFailed) {
         t.setup_failed = true;
         t.setup_message = "sandbox setup of the fork-server child failed: " + error_text;

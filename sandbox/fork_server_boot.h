@@ -11,8 +11,9 @@
 // child then uses).
 // fd 3: SOCK_SEQPACKET to the supervisor. First 'G' (the server is in its cgroup: it may fork);
 // then requests: 'R' + SCM_RIGHTS(stdin, stdout, stderr);
-// 'K' while a child runs kills it. Reply per request: struct "<iiddq" (wait status, flags
-// [1 timed out, 2 setup failed], user s, system s, max rss KiB) + setup error text.
+// 'K' while a child runs kills it. Reply per request: struct "<iiddqiI" (wait status, flags
+// [1 timed out, 2 setup failed, 4 a denied system call, 8 an exec refused], user s, system s,
+// max rss KiB, the denied call's number and AUDIT_ARCH) + setup error text.
 #pragma once
 
 #include <cstddef>

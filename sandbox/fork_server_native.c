@@ -7,23 +7,30 @@
  * and so is each page the child touches before the program starts. A loop written in Python
  * touched ~130 pages per test in the server and ~200 in the child (Python's after-fork hooks,
  * socket.recv_fds, ctypes, setrlimit wrappers) before the program ran; this one touches a few
- * pages of stack. Its only inputs are the supervisor's requests on the control socket: a tag
- * byte and three descriptors, nothing else is read.
+ * pages of stack. Its only inputs are the supervisor's requests on the control socket (a tag
+ * byte and three descriptors), each child's seccomp listener number on that child's socket, and
+ * the notifications of the child's filter (a system call number and architecture), nothing else.
  *
  * Built as a small shared object with no dependency but libc (it is loaded into whatever
  * interpreter the sandbox is configured with), embedded into distil_sandbox, and written into
- * each fork server's read-only /box. Every system call's result is checked. */
+ * every user program's read-only /box as native.so: the fork server loads it, and every user
+ * program (one-shot and the fork server alike) has it preloaded (LD_PRELOAD, see the constructor
+ * below). Every system call's result is checked. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h> /* fchmodat */
@@ -34,18 +41,46 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
+/* The ABI the user filter lets through (it kills every other one before any notification). */
+#if defined(__x86_64__)
+#define AUDIT_ARCH_NATIVE AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AUDIT_ARCH_NATIVE AUDIT_ARCH_AARCH64
+#else
+#error "the fork server's native loop knows no AUDIT_ARCH for this architecture"
+#endif
+
 /* The sandbox's uid/gid for the program inside the user namespace (namespaces.cc maps it). */
 enum { kProgramId = 1000 };
 
 /* Reply per request, as fork_server.cc reads it. */
 struct reply {
   int32_t status; /* wait status */
-  int32_t flags;  /* kTimedOut | kSetupFailed */
+  int32_t flags;  /* kTimedOut | kSetupFailed | kSyscallDenied | kExecDenied */
   double user_s;
   double system_s;
   int64_t max_rss_kb;
+  int32_t denied_nr;    /* kSyscallDenied: the call's number */
+  uint32_t denied_arch; /* and its AUDIT_ARCH_* */
 } __attribute__((packed));
-enum { kTimedOut = 1, kSetupFailed = 2 };
+enum { kTimedOut = 1, kSetupFailed = 2, kSyscallDenied = 4, kExecDenied = 8 };
+
+/* Preloaded into every user program (LD_PRELOAD, one-shot and fork server alike; here it runs in
+ * the server at its start, and its children inherit the result). glibc has sized the default
+ * stack of every thread from RLIMIT_STACK's soft limit before any constructor runs (2 MiB, so
+ * many threads fit under RLIMIT_AS); the main thread may now grow its stack to the hard limit
+ * (deep recursion). The kernel left at least 128 MiB below the stack at exec, more than the hard
+ * limit. A failure is reported on stderr: the program still runs, with a shallower stack. */
+__attribute__((constructor)) static void distil_raise_main_stack(void) {
+  struct rlimit r;
+  if (getrlimit(RLIMIT_STACK, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
+  r.rlim_cur = r.rlim_max;
+  if (setrlimit(RLIMIT_STACK, &r) != 0) {
+    static const char text[] = "distil sandbox: raising RLIMIT_STACK to its hard limit failed\n";
+    ssize_t n = write(2, text, sizeof text - 1);
+    (void)n;
+  }
+}
 
 struct limits {
   int is_init;
@@ -57,7 +92,7 @@ struct limits {
 
 struct child {
   pid_t pid;
-  int ctl;    /* our end of the socket the child waits on for its descriptors */
+  int ctl;    /* our end of the socket the child waits on for its descriptors, then its listener */
   int report; /* read end: the child's setup failure text, EOF when it is running the program */
 };
 
@@ -147,6 +182,13 @@ static int close_from(unsigned first, unsigned last) {
   return (int)syscall(SYS_close_range, first, last, 0);
 }
 
+/* Closes every descriptor from 3 up except `a` and `b`. */
+static int close_all_but(int a, int b) {
+  unsigned lo = (unsigned)(a < b ? a : b), hi = (unsigned)(a < b ? b : a);
+  if (close_from(3, lo - 1) != 0 || close_from(lo + 1, hi - 1) != 0 || close_from(hi + 1, ~0U) != 0) return -1;
+  return 0;
+}
+
 /* The child, right after the fork. Everything that does not depend on the input is done before
  * it arrives (the server forks ahead, while the supervisor handles the previous result); no user
  * code runs until the descriptors are connected and the seccomp filter is loaded. Returns only
@@ -182,12 +224,30 @@ static void child_become_sandboxed(int ctl, int report, const struct limits* lim
     }
   for (int i = 0; i < 3; ++i)
     if (dup2(fds[i], i) < 0) child_fail(report, "dup2");
-  /* Everything else goes: the received copies, the control sockets, the server's descriptors. */
-  if (close_from(3, (unsigned)report - 1) != 0 || close_from((unsigned)report + 1, ~0U) != 0)
-    child_fail(report, "close_range");
+  /* Everything else goes: the received copies, the server's descriptors (the socket to the
+   * server stays until the listener is handed over). */
+  if (close_all_but(report, ctl) != 0) child_fail(report, "close_range");
   if (set_limit(RLIMIT_NOFILE, lim->nofile, lim->nofile) != 0) child_fail(report, "setrlimit(RLIMIT_NOFILE)");
+  /* The user filter with a listener, as one-shot runs have it (the supervisor holds theirs): the
+   * server answers this child's exec attempts (EPERM, remembered for the feedback) and is told
+   * of any denied call, which it names in its reply and kills the run for. */
   struct sock_fprog program = {lim->filter_len, (struct sock_filter*)lim->filter};
-  if (prctl(PR_SET_SECCOMP, 2 /* SECCOMP_MODE_FILTER */, &program, 0, 0) != 0) child_fail(report, "seccomp");
+  int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &program);
+  if (listener < 0) child_fail(report, "seccomp");
+  /* From here on only calls the filter allows (write, read, close): the server copies the
+   * listener (pidfd_getfd) once it knows the number, and says so; only then may this process drop
+   * its own copy, which the program must not hold. */
+  int32_t number = listener;
+  if (write(ctl, &number, sizeof number) != (ssize_t)sizeof number) child_fail(report, "sending the listener number");
+  char ack = 0;
+  ssize_t got;
+  do got = read(ctl, &ack, 1);
+  while (got < 0 && errno == EINTR);
+  if (got != 1) {
+    if (got == 0) errno = EPIPE;
+    child_fail(report, "handing over the seccomp listener");
+  }
+  if (close(listener) != 0 || close(ctl) != 0) child_fail(report, "close");
   /* EOF on the report pipe tells the server the setup succeeded. */
   if (close(report) != 0) child_fail(report, "close");
 }
@@ -304,11 +364,14 @@ static int empty_directory(int dir, int depth) {
   return rc;
 }
 
-static int wipe_tmp(void) {
-  int dir = open("/tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+static int wipe(const char* path) {
+  int dir = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dir < 0) return -1;
   return empty_directory(dir, 0);
 }
+
+/* /tmp and /dev/shm (POSIX shared memory and semaphores): both writable, both emptied. */
+static int wipe_tmp(void) { return wipe("/tmp") == 0 && wipe("/dev/shm") == 0 ? 0 : -1; }
 
 static int send_reply(int control, const struct reply* r, const char* text, size_t size) {
   char buf[sizeof *r + 4096];
@@ -334,18 +397,47 @@ static double seconds(struct timeval tv) { return (double)tv.tv_sec + (double)tv
  * disposition at SIG_DFL (SIG_IGN would let the kernel discard a child's CPU at its exit).
  * Only one child runs at a time and nothing else of the previous one is left, so the growth is
  * this run's. */
+/* A notification from the child's filter: its exec attempts are refused (EPERM, as one-shot);
+ * any other call is one the filter denies, and the run ends here. Returns 1 when the child must
+ * be killed for it, 0 otherwise. */
+static int answer_notification(int listener, int* flags, struct reply* r) {
+  struct seccomp_notif request;
+  memset(&request, 0, sizeof request);
+  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &request) != 0) return 0; /* the caller died, or EINTR */
+  if (request.data.arch == AUDIT_ARCH_NATIVE && (request.data.nr == SYS_execve || request.data.nr == SYS_execveat)) {
+    struct seccomp_notif_resp response;
+    memset(&response, 0, sizeof response);
+    response.id = request.id;
+    response.error = -EPERM;
+    *flags |= kExecDenied;
+    ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &response); /* ENOENT: the caller died; fine */
+    return 0;
+  }
+  /* Blocked in the call until it dies: it never runs. */
+  if (!(*flags & kSyscallDenied)) {
+    *flags |= kSyscallDenied;
+    r->denied_nr = request.data.nr;
+    r->denied_arch = request.data.arch;
+  }
+  return 1;
+}
+
 static int run_one(int control, const struct limits* lim, struct child* c, const int fds[3]) {
   struct rusage before;
   if (getrusage(RUSAGE_CHILDREN, &before) != 0) return -1;
   if (send_fds(c->ctl, fds) != 0) {
     /* the child is gone: its wait status says so */
   }
-  close(c->ctl);
   for (int i = 0; i < 3; ++i) close(fds[i]);
   int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
   if (pidfd < 0) return -1;
   const double deadline = now_s() + lim->wall_s;
   int flags = 0;
+  struct reply r;
+  memset(&r, 0, sizeof r);
+  int listener = -1;
+  const char* own_error = NULL; /* a failure of this side of the setup */
+  int own_errno = 0;
   for (;;) {
     double remaining = deadline - now_s();
     if (remaining <= 0) {
@@ -353,13 +445,48 @@ static int run_one(int control, const struct limits* lim, struct child* c, const
       terminate(c->pid, lim->is_init);
       break;
     }
-    struct pollfd p[2] = {{pidfd, POLLIN, 0}, {control, POLLIN, 0}};
+    struct pollfd p[4] = {{pidfd, POLLIN, 0}, {control, POLLIN, 0}, {c->ctl, POLLIN, 0}, {listener, POLLIN, 0}};
     int ms = (int)(remaining * 1000.0) + 1;
-    int n = poll(p, 2, ms);
+    int n = poll(p, 4, ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       close(pidfd);
+      if (listener >= 0) close(listener);
+      if (c->ctl >= 0) close(c->ctl);
       return -1;
+    }
+    /* First: a denied call made just before the child's end is still this run's verdict. */
+    if (p[3].revents & POLLIN) {
+      if (answer_notification(listener, &flags, &r)) {
+        terminate(c->pid, lim->is_init);
+        break;
+      }
+    } else if (p[3].revents & (POLLHUP | POLLERR)) {
+      close(listener); /* every process of the run is gone */
+      listener = -1;
+    }
+    if (p[2].revents) { /* the child's listener number, or its end (setup failed) */
+      int32_t number = -1;
+      ssize_t got;
+      do got = recv(c->ctl, &number, sizeof number, 0);
+      while (got < 0 && errno == EINTR);
+      if (got == (ssize_t)sizeof number) {
+        listener = (int)syscall(SYS_pidfd_getfd, pidfd, number, 0);
+        if (listener < 0) {
+          own_error = "copying the child's seccomp listener";
+          own_errno = errno;
+          terminate(c->pid, lim->is_init);
+          close(c->ctl);
+          c->ctl = -1;
+          break;
+        }
+        const char ack = 'L';
+        if (send(c->ctl, &ack, 1, MSG_NOSIGNAL) != 1) {
+          /* the child is gone: its wait status and report say so */
+        }
+      }
+      close(c->ctl);
+      c->ctl = -1;
     }
     if (p[0].revents) break;
     if (p[1].revents) {
@@ -383,6 +510,13 @@ static int run_one(int control, const struct limits* lim, struct child* c, const
   }
   /* Before the reply: whatever the child left running may still hold its stdout open. */
   kill_leftovers(c->pid, lim->is_init);
+  if (c->ctl >= 0) close(c->ctl);
+  c->ctl = -1;
+  if (listener >= 0) {
+    /* A call denied after the child's end by a process it left (now killed) is not counted:
+     * one-shot runs end the same way (the init kills the rest when the program exits). */
+    close(listener);
+  }
   struct rusage after;
   if (getrusage(RUSAGE_CHILDREN, &after) != 0) {
     close(pidfd);
@@ -395,10 +529,17 @@ static int run_one(int control, const struct limits* lim, struct child* c, const
   while (size < 0 && errno == EINTR);
   close(c->report);
   if (size < 0) size = 0;
+  if (size == 0 && own_error) {
+    int n = snprintf(error, sizeof error, "%s: %s", own_error, strerror(own_errno));
+    size = n > 0 ? (n < (int)sizeof error ? n : (int)sizeof error - 1) : 0;
+  }
   if (size > 0) flags |= kSetupFailed;
   /* Peak memory: the child's own tree (RUSAGE_CHILDREN's maximum spans the server's life). */
-  struct reply r = {status, flags, seconds(after.ru_utime) - seconds(before.ru_utime),
-                    seconds(after.ru_stime) - seconds(before.ru_stime), usage.ru_maxrss};
+  r.status = status;
+  r.flags = flags;
+  r.user_s = seconds(after.ru_utime) - seconds(before.ru_utime);
+  r.system_s = seconds(after.ru_stime) - seconds(before.ru_stime);
+  r.max_rss_kb = usage.ru_maxrss;
   return send_reply(control, &r, error, (size_t)size);
 }
 
@@ -412,7 +553,9 @@ static void fail_next_request(int control, const char* what) {
   ssize_t got = receive(control, &tag, fds, 3, &nfds);
   for (int i = 0; i < nfds; ++i) close(fds[i]);
   if (got <= 0) return;
-  struct reply r = {0, kSetupFailed, 0.0, 0.0, 0};
+  struct reply r;
+  memset(&r, 0, sizeof r);
+  r.flags = kSetupFailed;
   send_reply(control, &r, text, n > 0 ? (size_t)n : 0);
 }
 
@@ -427,6 +570,13 @@ EXPORT int distil_fork_server_serve(int control, int is_init, double wall_s, lon
   }
   struct limits lim = {is_init, wall_s, cpu_s, fsize_bytes, nofile, nproc, (const struct sock_filter*)filter,
                        (unsigned short)filter_len};
+  /* The supervisor moved this process into the batch's cgroup before its 'G': a cgroup namespace
+   * rooted there makes every child see its cgroup as "/", as one-shot programs do, instead of
+   * the host's path to it. */
+  if (is_init && unshare(CLONE_NEWCGROUP) != 0) {
+    fail_next_request(control, "unshare(CLONE_NEWCGROUP)");
+    return -1;
+  }
   struct child next;
   int forked = fork_child(control, &lim, &next);
   if (forked == 1) return 1;

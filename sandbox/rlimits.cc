@@ -23,6 +23,10 @@ RlimitPlan plan_rlimits(const Limits& limits) {
   return plan;
 }
 
+void add_stack_limit(RlimitPlan& plan) {
+  plan.entries[plan.count++] = RlimitPlan::Entry{RLIMIT_STACK, kThreadStackBytes, kMainStackBytes - kThreadStackBytes};
+}
+
 int apply_rlimits(const RlimitPlan& plan, int* failed) noexcept {
   for (int i = 0; i < plan.count; ++i) {
     const rlimit value{plan.entries[i].value, plan.entries[i].value + plan.entries[i].hard_extra};

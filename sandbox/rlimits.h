@@ -16,7 +16,7 @@ struct RlimitPlan {
     rlim_t value;  // soft and hard
     rlim_t hard_extra = 0;  // hard = value + hard_extra
   };
-  Entry entries[8];
+  Entry entries[10];
   int count = 0;
 };
 
@@ -24,6 +24,15 @@ struct RlimitPlan {
 // for a program that catches SIGXCPU), address space, file size, open files, processes, core
 // dumps, locked memory and message queues off.
 RlimitPlan plan_rlimits(const Limits& limits);
+
+// The stack of a user program (and of the fork server, whose children inherit it): soft 2 MiB
+// at exec, which is what glibc takes for the default size of every thread's stack (each one
+// counts against RLIMIT_AS in full: 8 MiB stacks let only a few threads start under 256 MiB);
+// hard 64 MiB, to which the sandbox's preloaded helper raises the soft limit before main, so
+// the main thread may recurse deeply (the code grader's recursion limit is 50000).
+inline constexpr rlim_t kThreadStackBytes = 2u << 20;
+inline constexpr rlim_t kMainStackBytes = 64u << 20;
+void add_stack_limit(RlimitPlan& plan);
 
 // Applies every entry; returns 0 or the errno of the first failure, with its index in `failed`.
 int apply_rlimits(const RlimitPlan& plan, int* failed) noexcept;

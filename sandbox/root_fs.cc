@@ -102,10 +102,21 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
     steps_.push_back({RootStep::Kind::file, nullptr, keep(staging_ + dev), "", 0});
     steps_.push_back({RootStep::Kind::bind_device, dev, keep(staging_ + dev)});
   }
+  steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/dev/shm")});
   steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/proc")});
-  RootStep proc{RootStep::Kind::proc, "proc", keep(staging_ + "/proc")};
+  // Only the PID namespace's processes (subset=pid, Linux 5.8): the rest of procfs is host-wide
+  // (loadavg and stat count the host's processes, timer_list names them, diskstats and partitions
+  // name its devices, meminfo, uptime, interrupts, ...), and an allowlist needs no list of what
+  // to mask. Where the kernel lacks the option, the full procfs with the files that count the
+  // host's processes masked (mask_proc: /dev/null bound over them).
+  RootStep proc{RootStep::Kind::proc, "proc", keep(staging_ + "/proc"), "subset=pid"};
   proc.optional = true;  // refused when the host's /proc is partly masked; nothing needs it
   steps_.push_back(proc);
+  for (const char* file : {"/proc/loadavg", "/proc/stat", "/proc/timer_list", "/proc/sched_debug"}) {
+    RootStep mask{RootStep::Kind::mask_proc, "/dev/null", keep(staging_ + file)};
+    mask.optional = true;  // absent files (and all of them under subset=pid) are skipped
+    steps_.push_back(mask);
+  }
   steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/etc")});
   steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/box")});
   steps_.push_back({RootStep::Kind::directory, nullptr, keep(staging_ + "/tmp")});
@@ -118,6 +129,11 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
     file.mode = f.executable ? 0555 : 0444;
     steps_.push_back(file);
   }
+  // POSIX shared memory and named semaphores (shm_open, sem_open: multiprocessing's locks) live
+  // in /dev/shm: a tmpfs capped like /tmp (its pages count against the run's cgroup, and what is
+  // mapped against RLIMIT_AS), emptied between fork-server children as /tmp is.
+  steps_.push_back({RootStep::Kind::tmpfs, "tmpfs", keep(staging_ + "/dev/shm"),
+                    keep("mode=1777,nr_inodes=1024,size=" + std::to_string(work_tmpfs_mb) + "m")});
   if (work_dir_host.empty()) {
     steps_.push_back({RootStep::Kind::tmpfs, "tmpfs", keep(staging_ + "/tmp"),
                       keep("mode=1777,nr_inodes=4096,size=" + std::to_string(work_tmpfs_mb) + "m")});
@@ -146,6 +162,7 @@ std::string generic_signature(const RootPlan& plan) {
 namespace {
 
 int run_steps(const RootPlan& plan, int from, int to, int* step, int* detail) noexcept {
+  bool full_proc = false;  // procfs mounted without subset=pid: mask_proc steps apply
   for (int i = from; i < to; ++i) {
     const RootStep& s = plan.steps[i];
     int rc = 0;
@@ -193,7 +210,15 @@ int run_steps(const RootPlan& plan, int from, int to, int* step, int* detail) no
         rc = mount(s.source, s.target, "tmpfs", MS_NOSUID | MS_NODEV, s.data);
         break;
       case RootStep::Kind::proc:
-        rc = mount(s.source, s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+        rc = mount(s.source, s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, s.data);
+        if (rc != 0 && errno == EINVAL && s.data) {  // a kernel without subset=pid
+          rc = mount(s.source, s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+          full_proc = rc == 0;
+        }
+        break;
+      case RootStep::Kind::mask_proc:
+        if (!full_proc) break;
+        rc = mount(s.source, s.target, nullptr, MS_BIND, nullptr);
         break;
     }
     if (rc != 0 && !s.optional) {

@@ -43,7 +43,10 @@ namespace {
 
 constexpr const char* kProgramPath = "/box/main.py";
 constexpr const char* kFilterPath = "/box/filter.bpf";
-constexpr const char* kForkServerNativePath = "/box/fork_server.so";
+// The sandbox's native helper (fork_server_native.c): the fork server's loop, and, preloaded into
+// every user program (one-shot and the fork server alike), the constructor that lets the main
+// thread's stack grow to kMainStackBytes once glibc has sized thread stacks from the soft limit.
+constexpr const char* kNativePath = "/box/native.so";
 constexpr const char* kSetupPath = "/box/setup.py";
 // One-shot runs of a program with a setup: run the setup, then the program, in one __main__, as
 // the fork server's children do. argv: setup_path program_path [args...].
@@ -119,10 +122,41 @@ std::string dirname_of(const std::string& path) {
 
 bool under_usr(const std::string& path) { return path.rfind("/usr/", 0) == 0; }
 
-std::vector<std::string> sandbox_environment() {
+std::vector<std::string> sandbox_environment(bool user_program) {
   // PYTHONHASHSEED is fixed so a fork-server child and a one-shot run iterate sets identically.
-  return {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8",
-          "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1"};
+  std::vector<std::string> env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8",
+                                  "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1"};
+  if (user_program) {
+    // One malloc arena: glibc reserves 64 MiB of address space for each further one (one per
+    // thread, up to 8 per CPU), which counts against RLIMIT_AS as the thread stacks do.
+    env.push_back("MALLOC_ARENA_MAX=1");
+    // The stack helper (kNativePath), loaded before the program's own code.
+    env.push_back(std::string("LD_PRELOAD=") + kNativePath);
+  }
+  return env;
+}
+
+// Fields 48-51 of /proc/self/stat: where the kernel finds this process's argument and
+// environment strings (what /proc/<pid>/cmdline and environ read). Left 0 when unreadable.
+void read_own_strings(std::uintptr_t& arg_start, std::uintptr_t& arg_end, std::uintptr_t& env_start,
+                      std::uintptr_t& env_end) {
+  std::ifstream in("/proc/self/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) return;
+  std::istringstream fields(text.substr(close + 1));
+  std::vector<std::string> f;  // f[0] is field 3 (state)
+  for (std::string x; fields >> x;) f.push_back(x);
+  if (f.size() < 49) return;
+  try {
+    const std::uintptr_t a = std::stoull(f[45]), b = std::stoull(f[46]), c = std::stoull(f[47]), d = std::stoull(f[48]);
+    if (a == 0 || b < a || c == 0 || d < c) return;
+    arg_start = a;
+    arg_end = b;
+    env_start = c;
+    env_end = d;
+  } catch (const std::exception&) {
+  }
 }
 
 // Keeps `target` parked sandbox processes ready (see ParkedChild), made by a background thread;
@@ -209,18 +243,20 @@ class ParkedPool {
 };
 
 // A seccomp program compiled on first use: libseccomp takes about 0.6 ms per program, and a
-// process that makes one Python run (distil-env run) needs one of the four.
+// process that makes one Python run (distil-env run) needs one of the three.
 class LazyFilter {
  public:
-  LazyFilter(SeccompPolicy policy, ExecRule rule) : policy_(policy), rule_(rule) {}
+  LazyFilter(SeccompPolicy policy, ExecRule rule, DeniedAction denied = DeniedAction::kill)
+      : policy_(policy), rule_(rule), denied_(denied) {}
   const SeccompProgram& get() const {
-    std::call_once(once_, [this] { program_ = build_seccomp_program(policy_, rule_); });  // retried if it throws
+    std::call_once(once_, [this] { program_ = build_seccomp_program(policy_, rule_, denied_); });  // retried if it throws
     return program_;
   }
 
  private:
   const SeccompPolicy policy_;
   const ExecRule rule_;
+  const DeniedAction denied_;
   mutable std::once_flag once_;
   mutable SeccompProgram program_;
 };
@@ -232,10 +268,15 @@ struct Sandbox::Impl {
   IsolationReport report;
   bool namespaces = false;
   bool privileged = false;  // euid 0 on the host: may map arbitrary outside ids
-  LazyFilter user_filter_notify{SeccompPolicy::user_program, ExecRule::notify};  // user code, exec answered by the supervisor
-  LazyFilter user_filter_deny{SeccompPolicy::user_program, ExecRule::deny};      // user code, no exec at all (fork-server children)
-  LazyFilter compiler_filter{SeccompPolicy::supervisor, ExecRule::allow};        // g++ and its subprocesses
-  LazyFilter server_filter{SeccompPolicy::supervisor, ExecRule::notify};         // the fork server before its children add user_filter_deny
+  // User code: exec and every denied call notify the listener (the supervisor one-shot, the
+  // fork server for its children), which allows the first exec, refuses later ones (EPERM) and
+  // kills the run for a denied call, naming it.
+  LazyFilter user_filter{SeccompPolicy::user_program, ExecRule::notify, DeniedAction::notify};
+  LazyFilter compiler_filter{SeccompPolicy::supervisor, ExecRule::allow};                     // g++ and its subprocesses
+  LazyFilter server_filter{SeccompPolicy::supervisor, ExecRule::notify, DeniedAction::notify};  // the fork server before its children add user_filter
+  // Where this process's argument and environment strings are (/proc/self/stat): the init stub,
+  // a copy of this process, blanks them (child.h). 0: unknown, nothing to blank.
+  std::uintptr_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
   std::atomic<unsigned> run_counter{0};
   std::unique_ptr<CgroupManager> cgroups;
   Reaper reaper;  // declared after `cgroups`: destroyed first, it gives cgroups back
@@ -276,6 +317,9 @@ struct Sandbox::Impl {
     // The fork server keeps the namespace's root (for each child's private /tmp); its children
     // drop to the sandbox uid before user code runs.
     bool stay_namespace_root = false;
+    // A user program (or the fork server that runs them): /box/native.so preloaded, the stack
+    // limits, one malloc arena (rlimits.h, sandbox_environment).
+    bool user_program = true;
   };
 
   // Everything a spawn points into, kept at a fixed address until the child has exec'd.
@@ -336,7 +380,7 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
       r.uts_namespace = r.readonly_root = d.namespaces;
 
   try {
-    d.user_filter_notify.get();  // settles whether seccomp works; the other three are built on first use
+    d.user_filter.get();  // settles whether seccomp works; the other two are built on first use
     r.seccomp = true;
     if (!seccomp_kill_process_available()) {
       // Loud: a denied call (or another ABI's) from a second thread then ends only that thread,
@@ -352,6 +396,7 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
   }
   r.rlimits = true;
   r.no_new_privs = true;
+  read_own_strings(d.arg_start, d.arg_end, d.env_start, d.env_end);
   if (d.config.use_cgroups) {
     std::string why;
     d.cgroups = CgroupManager::detect(why);
@@ -377,7 +422,7 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
       Impl::Launch probe;
       probe.executable = d.config.python_path;
       probe.argv = {d.config.python_path, "-S", "-c", "pass"};
-      probe.filter = &d.user_filter_notify;
+      probe.filter = &d.user_filter;
       probe.exec_notify = true;
       probe.limits.cpu_time_s = 10;
       probe.limits.wall_time_s = 30;
@@ -461,7 +506,15 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
   options.keep_fd = l.keep_fd;
   ChildPlan& plan = options.plan;
   plan.rlimits = plan_rlimits(l.limits);
+  if (l.user_program) add_stack_limit(plan.rlimits);
   plan.no_new_privs = true;
+  plan.arg_start = arg_start;
+  plan.arg_end = arg_end;
+  plan.env_start = env_start;
+  plan.env_end = env_end;
+  std::vector<RootLayout::File> files = l.files;
+  if (l.user_program)
+    files.push_back({kNativePath, std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), true});
   if (l.filter && report.seccomp) {
     p.fprog = l.filter->get().fprog();
     plan.seccomp = &*p.fprog;
@@ -471,7 +524,7 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
   std::vector<std::string> argv = l.argv;
   p.executable = l.executable;
   if (namespaces) {
-    p.layout.emplace(readonly_paths(), l.files, l.limits.file_size_mb, l.work_dir_host);
+    p.layout.emplace(readonly_paths(), files, l.limits.file_size_mb, l.work_dir_host);
     plan.root = &p.layout->plan();
     for (int i = 0; i < plan.root->step_count; ++i) p.step_targets.push_back(plan.root->steps[i].target);
     plan.hostname = "sandbox";
@@ -482,6 +535,7 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
     plan.uid = kSandboxUid;
     plan.gid = kSandboxGid;
     plan.init_stub = !l.stay_namespace_root;
+    plan.cgroup_namespace = true;
     // The stub is one more process of the sandbox uid.
     if (plan.init_stub) {
       for (int i = 0; i < plan.rlimits.count; ++i)
@@ -491,7 +545,7 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
     // Without a mount namespace the program lives in a private host directory; paths under
     // /box in argv are rewritten to it.
     p.scratch.emplace(l.work_dir_host.empty() ? kScratchBase : l.work_dir_host);
-    for (const auto& f : l.files) {
+    for (const auto& f : files) {
       const std::string host = p.scratch->path() + "/" + f.path.substr(5);
       std::ofstream out(host, std::ios::binary);
       out << f.content;
@@ -516,8 +570,12 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
         throw std::runtime_error("chown " + p.scratch->path() + ": " + std::strerror(errno));
     }
   }
+  std::vector<std::string> env = sandbox_environment(l.user_program);
+  if (!namespaces)
+    for (auto& e : env)
+      if (e == std::string("LD_PRELOAD=") + kNativePath) e = "LD_PRELOAD=" + p.scratch->path() + "/" + (kNativePath + 5);
   p.argv = std::make_unique<ArgvBuilder>(argv);
-  p.env = std::make_unique<ArgvBuilder>(sandbox_environment());
+  p.env = std::make_unique<ArgvBuilder>(env);
   plan.executable = p.executable.c_str();
   plan.argv = p.argv->get();
   plan.envp = p.env->get();
@@ -623,18 +681,16 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
   std::snprintf(cpu, sizeof(cpu), "%.3f", limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0);
   std::snprintf(wall, sizeof(wall), "%.3f", wall_deadline_s(limits));
   for (const std::string& a : {std::string("-c"), std::string(kForkServerBoot), std::string(kProgramPath),
-                               std::string(kForkServerNativePath), std::string(cpu), std::string(wall), fsize,
+                               std::string(kNativePath), std::string(cpu), std::string(wall), fsize,
                                std::to_string(std::max(1, limits.max_open_files)),
                                std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath),
                                std::string(program.setup.empty() ? "-" : kSetupPath)})
     l.argv.push_back(a);
   l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
-  const auto& bpf = user_filter_deny.get().instructions;
+  const auto& bpf = user_filter.get().instructions;
   l.files = {{kProgramPath, program.source},
              {kSetupPath, program.setup},
-             {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))},
-             {kForkServerNativePath,
-              std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), true}};
+             {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))}};
   l.filter = &server_filter;
   l.exec_notify = true;
   l.limits = limits;
@@ -729,6 +785,7 @@ std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, cons
   compile.limits.output_bytes = limits.output_bytes;
   compile.limits.stderr_bytes = limits.stderr_bytes;
   compile.work_dir_host = build.path();
+  compile.user_program = false;
   RunResult compiled = launch(compile, "");
   if (compiled.verdict != Verdict::ok) {
     compiled.compile_error = compiled.verdict != Verdict::sandbox_error;
@@ -746,7 +803,7 @@ std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, cons
   run.argv = {kCxxBinaryPath};
   run.argv.insert(run.argv.end(), program.args.begin(), program.args.end());
   run.files = {{kCxxBinaryPath, binary.str(), true}};
-  run.filter = &user_filter_notify;
+  run.filter = &user_filter;
   run.exec_notify = true;
   run.limits = limits;
   for (const auto& input : stdin_data) {
@@ -772,7 +829,7 @@ RunResult Sandbox::run(const Program& program, const std::string& stdin_data, co
     }
     l.argv.push_back(kProgramPath);
     l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
-    l.filter = &d.user_filter_notify;
+    l.filter = &d.user_filter;
     l.exec_notify = true;
     l.limits = limits;
     return d.launch(l, stdin_data);

@@ -51,7 +51,8 @@ constexpr const char* kUserAllowed[] = {
     "getgid", "getegid", "getgroups", "getresuid", "getresgid", "sched_yield",
     "sched_getaffinity", "sched_getparam", "sched_getscheduler", "sched_get_priority_max",
     "sched_get_priority_min", "getcpu", "getpriority", "uname", "sysinfo", "getrlimit",
-    "ugetrlimit", "prlimit64", "getrusage", "times", "capget",
+    "ugetrlimit", "getrusage", "times", "capget",
+    // (prlimit64: below, only on the caller itself)
     // time
     "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "time",
     "alarm", "setitimer", "getitimer", "timer_create", "timer_settime", "timer_gettime",
@@ -208,14 +209,33 @@ bool seccomp_kill_process_available() {
 
 uint32_t kill_action() { return seccomp_kill_process_available() ? SCMP_ACT_KILL_PROCESS : SCMP_ACT_KILL; }
 
-SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule) {
+std::string denied_syscall_message(std::uint32_t arch, int nr) {
+  // libseccomp's table: a static string, or null for a number it does not know.
+  const char* name = seccomp_syscall_resolve_num_arch(arch, nr);
+  if (!name) return "system call " + std::to_string(nr) + " is not allowed";
+  return std::string("system call '") + name + "' (" + std::to_string(nr) + ") is not allowed";
+}
+
+bool is_exec_syscall(std::uint32_t arch, int nr) {
+  return arch == seccomp_arch_native() && (nr == SYS_execve || nr == SYS_execveat);
+}
+
+SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule, DeniedAction denied) {
   if (policy == SeccompPolicy::user_program) {
-    const uint32_t kill = kill_action();
+    // Other architectures' ABIs are killed by the BADARCH attribute in any case: a notification
+    // carries the number, but a number of another ABI names nothing the supervisor could report.
+    const uint32_t kill = denied == DeniedAction::notify ? SCMP_ACT_NOTIFY : kill_action();
     Builder b(kill);
     for (const char* name : kUserAllowed) b.rule(SCMP_ACT_ALLOW, name);
     add_sigaction_rules(b);
     for (const char* name : kUserEperm) b.rule(SCMP_ACT_ERRNO(EPERM), name);
     for (const char* name : kKernelAttackSurface) b.rule(kill, name);
+    // Resource limits of the caller only (pid 0, which is what getrlimit/setrlimit pass): the
+    // program's uid is also the init stub's, which it could otherwise reconfigure (pid 1). The
+    // kernel reads the pid as an int, so only an exact 64-bit 0 passes; its own pid given
+    // explicitly is refused too.
+    b.rule(SCMP_ACT_ALLOW, "prlimit64", SCMP_A0(SCMP_CMP_EQ, 0));
+    b.rule(SCMP_ACT_ERRNO(EPERM), "prlimit64", SCMP_A0(SCMP_CMP_NE, 0));
     // Threads and fork, never new namespaces. clone3 passes its flags in memory a filter cannot
     // read, so it reports "not implemented" and glibc falls back to clone.
     b.rule(SCMP_ACT_ALLOW, "clone", SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceCloneFlags, 0));
@@ -234,10 +254,26 @@ SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule) {
     return b.export_program();
   }
   Builder b(SCMP_ACT_ALLOW);
+  // The fork server (notify) stacks the user policy on its children, and of two filters' actions
+  // the stricter wins: a kill here would turn the children's notification of, say, ptrace into
+  // an anonymous SIGSYS. A notification ties, and then the newer filter's (the child's) wins.
+  // For the server itself these calls then fail with ENOSYS once the supervisor closed its
+  // listener (after the exec); the compiler (kill) has no listener.
+  const uint32_t kill = denied == DeniedAction::notify ? SCMP_ACT_NOTIFY : kill_action();
   for (const char* name : kKernelAttackSurface) {
+    const std::string n = name;
     // The fork server's children load the user policy on top of this one.
-    if (std::string(name) == "seccomp") continue;
-    b.rule(kill_action(), name);
+    if (n == "seccomp") continue;
+    if (denied == DeniedAction::notify) {
+      // The server takes each child's seccomp listener (pidfd_getfd, a descendant), and moves
+      // itself into a cgroup namespace rooted at the batch's cgroup once it is there.
+      if (n == "pidfd_getfd") continue;
+      if (n == "unshare") {
+        b.rule(kill, name, SCMP_A0(SCMP_CMP_NE, CLONE_NEWCGROUP));
+        continue;
+      }
+    }
+    b.rule(kill, name);
   }
   // EPERM, not a kill: the fork server's children stack the user policy on this one, and the
   // strictest action of the stack wins, so the user policy's EPERM for sockets must not become

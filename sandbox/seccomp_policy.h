@@ -37,6 +37,16 @@ struct SeccompProgram {
   }
 };
 
+// What a denied system call (the user policy's default and its kernel-attack-surface list; the
+// supervisor policy's list) does.
+enum class DeniedAction {
+  kill,    // SECCOMP_RET_KILL_PROCESS: the process dies of SIGSYS (nobody learns which call)
+  // SECCOMP_RET_USER_NOTIF: the call blocks and its listener (the supervisor for one-shot runs,
+  // the fork server for its children) records the number and kills the run, so the verdict can
+  // name the call. Where no listener is attached the call fails with ENOSYS instead.
+  notify,
+};
+
 // Whether the kernel has SECCOMP_RET_KILL_PROCESS (Linux 4.14+). Without it every kill in the
 // policies (denied calls, other architectures' ABIs) falls back to killing the calling thread
 // only, and the sandbox says so in its isolation report.
@@ -45,6 +55,12 @@ bool seccomp_kill_process_available();
 uint32_t kill_action();
 
 // Throws std::runtime_error naming the libseccomp call that failed.
-SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule);
+SeccompProgram build_seccomp_program(SeccompPolicy policy, ExecRule exec_rule, DeniedAction denied = DeniedAction::kill);
+
+// "system call 'ptrace' (101) is not allowed": the verdict message for a denied call reported by a
+// user notification (`arch` is the AUDIT_ARCH_* value of seccomp_data).
+std::string denied_syscall_message(std::uint32_t arch, int nr);
+// execve or execveat of the native ABI (the only calls the user policy notifies that may go on).
+bool is_exec_syscall(std::uint32_t arch, int nr);
 
 }  // namespace distil::sandbox::detail

@@ -26,6 +26,7 @@
 
 #include "sandbox/namespaces.h"
 #include "sandbox/root_fs.h"
+#include "sandbox/seccomp_policy.h"
 
 // Linux 6.6: wake the notifying thread on the answering CPU (no scheduler round trip).
 #ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
@@ -595,6 +596,19 @@ void SetupMonitor::answer_notification() {
     if (errno != EINTR && errno != ENOENT) listener_.reset();  // all filter users are gone
     return;
   }
+  if (!is_exec_syscall(request.data.arch, request.data.nr)) {
+    // A call the filter denies (its default action and its kill list notify so the verdict can
+    // name the call). It has not run and never will: the caller stays blocked in it until the
+    // whole sandbox (its PID namespace's init, or without one its process group) dies, now.
+    // Killing the tree rather than the calling thread's process needs no pid (which could be
+    // reused): any process of the run making a denied call ends the run.
+    if (denied_syscall < 0) {
+      denied_syscall = request.data.nr;
+      denied_arch = request.data.arch;
+    }
+    kill_tree(child_);
+    return;
+  }
   seccomp_notif_resp response{};
   response.id = request.id;
   // The first exec is the sandbox starting the interpreter (or the compiled program); any
@@ -706,6 +720,8 @@ Termination supervise(ChildProcess& child, StdioPump& pump, double wall_limit_s,
   t.setup_failed = monitor.failed;
   t.setup_message = monitor.message;
   t.exec_denied = monitor.exec_denied;
+  t.denied_syscall = monitor.denied_syscall;
+  t.denied_arch = monitor.denied_arch;
   if (t.unreaped) {
     const int status = monitor.program_status;
     if (WIFEXITED(status)) {
@@ -874,7 +890,7 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
     r.verdict = Verdict::time_limit;
     r.message = "wall-clock limit exceeded";
   } else if (t.killed_for_cpu || t.signal == SIGXCPU || r.cpu_time_s > cpu_limit ||
-             (t.signal == SIGKILL && r.cpu_time_s >= 0.9 * std::ceil(cpu_limit))) {
+             (t.signal == SIGKILL && t.denied_syscall < 0 && r.cpu_time_s >= 0.9 * std::ceil(cpu_limit))) {
     // The kernel's CPU accounting for RLIMIT_CPU and rusage's user/system split differ a little,
     // so a SIGKILL at the hard limit can come with rusage just under it.
     r.verdict = Verdict::time_limit;
@@ -882,9 +898,16 @@ RunResult make_result(const Termination& t, StdioPump& pump, const Limits& limit
   } else if (t.killed_for_output || r.stdout_truncated) {
     r.verdict = Verdict::output_limit;
     r.message = "stdout exceeded " + std::to_string(limits.output_bytes) + " bytes";
-  } else if (t.signal == SIGSYS) {
+  } else if (t.denied_syscall >= 0) {
+    // Reported by the user filter's notification, one-shot (the supervisor's listener) and in the
+    // fork server (the server's listener) alike; the run was killed for it.
     r.verdict = Verdict::syscall_denied;
-    r.message = "killed by the seccomp filter (forbidden system call)";
+    r.message = denied_syscall_message(t.denied_arch, t.denied_syscall);
+  } else if (t.signal == SIGSYS) {
+    // The one seccomp kill left: a call through another architecture's ABI (its number would
+    // name nothing of this one, and the kernel tells no one which it was).
+    r.verdict = Verdict::syscall_denied;
+    r.message = "killed by SIGSYS: a system call through another architecture's ABI (x32 numbers, int 0x80) is not allowed";
   } else if (t.signal == SIGXFSZ) {
     r.verdict = Verdict::output_limit;
     r.message = "file size limit exceeded";

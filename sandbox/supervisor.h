@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -121,6 +122,10 @@ struct Termination {
   double sampled_cpu_s = 0;      // the largest such sum seen while it ran (CpuMeter)
   bool memory_exceeded = false;  // cgroup OOM kill or equivalent
   bool exec_denied = false;      // the program tried to exec (denied by the notifier)
+  // A system call the user filter denies, reported by its notification (the run was killed for
+  // it): its number and AUDIT_ARCH_* value; -1 when none.
+  int denied_syscall = -1;
+  std::uint32_t denied_arch = 0;
   double cpu_time_s = 0;
   double wall_time_s = 0;
   std::size_t peak_memory_kb = 0;
@@ -142,6 +147,8 @@ class SetupMonitor {
   bool failed = false;
   std::string message;
   bool exec_denied = false;
+  int denied_syscall = -1;      // see Termination
+  std::uint32_t denied_arch = 0;
   bool program_exited = false;  // reported by the init stub
   int program_status = 0;       // its wait status
   double program_cpu_s = 0;     // CPU of the stub and every process it reaped

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
@@ -97,6 +98,7 @@ struct Case {
   // Generous by default: on a loaded CI machine a memory bomb or a big write can take seconds of
   // wall time for a fraction of a CPU second, and must still end with its own verdict.
   double wall_time_s = 8;
+  const char* message_has = nullptr;  // substring expected in the result's message
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -130,7 +132,9 @@ const std::vector<Case>& cases() {
       {"unix_socket", "import socket\nsocket.socket(socket.AF_UNIX).connect('/run/x')\n", {Verdict::runtime_error},
        nullptr, "PermissionError"},
       {"dns_lookup", "import socket\nsocket.gethostbyname('example.com')\n", {Verdict::runtime_error}},
-      {"ptrace", "import ctypes\nctypes.CDLL(None).ptrace(16, 1, 0, 0)\n", {Verdict::syscall_denied}},
+      // A denied call is named (the filter notifies; the listener kills the run).
+      {"ptrace", "import ctypes\nctypes.CDLL(None).ptrace(16, 1, 0, 0)\n", {Verdict::syscall_denied}, nullptr, nullptr,
+       nullptr, false, "", 8, "system call 'ptrace' (101) is not allowed"},
       {"kill_parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('alive')\n",
        {Verdict::runtime_error, Verdict::ok}},
       {"kill_pid_1", "import os, signal\nos.kill(1, signal.SIGKILL)\nprint('alive')\n",
@@ -155,11 +159,15 @@ const std::vector<Case>& cases() {
        {Verdict::runtime_error, Verdict::output_limit, Verdict::memory_limit}},
       {"close_stdout_then_spin", "import os\nos.close(1)\nwhile True:\n    pass\n", {Verdict::time_limit}},
       {"ctypes_mount", "import ctypes\nctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, None)\n",
-       {Verdict::syscall_denied}},
+       {Verdict::syscall_denied}, nullptr, nullptr, nullptr, false, "", 8, "system call 'mount' (165) is not allowed"},
       {"ctypes_unshare_user", "import ctypes\nctypes.CDLL(None).unshare(0x10000000)\n", {Verdict::syscall_denied}},
       {"ctypes_clone_newns", "import ctypes\nprint(ctypes.CDLL(None).syscall(56, 0x20000 | 17, 0, 0, 0, 0))\n",
        {Verdict::syscall_denied}},
-      {"ctypes_bpf", "import ctypes\nctypes.CDLL(None).syscall(321, 0, 0, 0)\n", {Verdict::syscall_denied}},
+      {"ctypes_bpf", "import ctypes\nctypes.CDLL(None).syscall(321, 0, 0, 0)\n", {Verdict::syscall_denied}, nullptr,
+       nullptr, nullptr, false, "", 8, "'bpf' (321)"},
+      // A number no table knows is named by its number.
+      {"unknown_syscall_number", "import ctypes\nctypes.CDLL(None).syscall(1000, 0, 0, 0)\nprint('survived')\n",
+       {Verdict::syscall_denied}, nullptr, nullptr, nullptr, false, "", 8, "system call 1000 is not allowed"},
       {"ctypes_keyctl", "import ctypes\nctypes.CDLL(None).syscall(250, 0, 0, 0)\n", {Verdict::syscall_denied}},
       // A denied call, or one with the x32 bit (0x40000000) set, made by a second thread ends the
       // whole process: killing only the thread left the main thread waiting (a wall-clock
@@ -168,13 +176,18 @@ const std::vector<Case>& cases() {
       {"denied_call_from_thread",
        "import ctypes, threading, time\nt = threading.Thread(target=lambda: ctypes.CDLL(None).syscall(139, 1, 0, 0))\n"
        "t.start()\nt.join()\ntime.sleep(60)\nprint('survived')\n",
-       {Verdict::syscall_denied}},
+       {Verdict::syscall_denied}, nullptr, nullptr, nullptr, false, "", 8, "system call 'sysfs' (139) is not allowed"},
       {"x32_call_from_thread",
        "import ctypes, threading, time\nt = threading.Thread(target=lambda: ctypes.CDLL(None).syscall(0x40000000 | 39))\n"
        "t.start()\nt.join()\ntime.sleep(60)\nprint('survived')\n",
-       {Verdict::syscall_denied}},
+       {Verdict::syscall_denied}, nullptr, nullptr, nullptr, false, "", 8, "another architecture's ABI"},
       {"x32_call", "import ctypes\nctypes.CDLL(None).syscall(0x40000000 | 39)\nprint('survived')\n",
-       {Verdict::syscall_denied}},
+       {Verdict::syscall_denied}, nullptr, nullptr, nullptr, false, "", 8, "another architecture's ABI"},
+      // A denied call in a forked child ends the whole run, named.
+      {"denied_call_in_child",
+       "import ctypes, os, time\nif os.fork() == 0:\n    ctypes.CDLL(None).syscall(139, 1, 0, 0)\n    os._exit(0)\n"
+       "os.wait()\ntime.sleep(60)\nprint('survived')\n",
+       {Verdict::syscall_denied}, nullptr, nullptr, nullptr, false, "", 8, "'sysfs' (139)"},
       {"os_fork_ok", "import os\npid = os.fork()\nif pid == 0:\n    print('child')\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('parent')\n",
        {Verdict::ok}, "parent"},
       {"orphan_background_process", "import os, time\nif os.fork() == 0:\n    time.sleep(100)\nprint('done')\n",
@@ -182,7 +195,7 @@ const std::vector<Case>& cases() {
       {"raise_sigsegv", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", {Verdict::runtime_error}},
       {"abort_no_core", "import os\nos.abort()\n", {Verdict::runtime_error}},
       {"exec_shell", "import os\nos.execv('/bin/sh', ['sh', '-c', 'echo pwned'])\n", {Verdict::runtime_error},
-       nullptr, "PermissionError"},
+       nullptr, "PermissionError", nullptr, false, "", 8, "an exec of another program was denied"},
       {"subprocess", "import subprocess\nprint(subprocess.run(['/bin/echo', 'pwned']).returncode)\n",
        {Verdict::runtime_error}},
       {"raise_rlimit", "import resource\nresource.setrlimit(resource.RLIMIT_NPROC, (100000, 100000))\n",
@@ -192,6 +205,34 @@ const std::vector<Case>& cases() {
       {"open_block_device", "open('/dev/sda', 'rb')\n", {Verdict::runtime_error}, nullptr, "FileNotFoundError",
        nullptr, true},
       {"host_environment", "import os\nprint(sorted(os.environ))\n", {Verdict::ok}, "PYTHONHASHSEED"},
+      // What a program can learn of the host through /proc: only the PID namespace's processes
+      // (subset=pid; on older kernels the files counting the host's processes are masked).
+      {"proc_host_wide_files",
+       "seen = []\nfor f in ('loadavg', 'stat', 'timer_list', 'sched_debug', 'uptime', 'meminfo', 'diskstats'):\n"
+       "    try:\n        if open('/proc/' + f).read():\n            seen.append(f)\n    except OSError:\n        pass\n"
+       "print('readable:', seen)\n",
+       {Verdict::ok}, "readable: []\n", nullptr, nullptr, true},
+      // pid 1 (the init stub, a copy of the server; the fork server) keeps its memory, environment
+      // and executable to itself, though the stub shares the program's uid.
+      {"pid_1_not_dumpable",
+       "import os\ndenied = []\nfor f in ('environ', 'mem', 'maps', 'auxv'):\n    try:\n"
+       "        open('/proc/1/' + f, 'rb').read(1)\n    except PermissionError:\n        denied.append(f)\n"
+       "try:\n    os.readlink('/proc/1/exe')\nexcept PermissionError:\n    denied.append('exe')\n"
+       "print(denied, os.stat('/proc/1/mem').st_uid != os.getuid())\n",
+       {Verdict::ok}, "['environ', 'mem', 'maps', 'auxv', 'exe'] True\n", nullptr, nullptr, true},
+      // prlimit64 only on the caller itself (pid 0): not on pid 1, not even naming its own pid.
+      {"prlimit_pid_1",
+       "import os, resource\nprint(resource.prlimit(0, resource.RLIMIT_NOFILE) == resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+       "for pid in (1, os.getpid()):\n    try:\n        resource.prlimit(pid, resource.RLIMIT_NOFILE, (8, 8))\n"
+       "        print('changed', pid)\n    except PermissionError:\n        print('refused')\n",
+       {Verdict::ok}, "True\nrefused\nrefused\n", nullptr, nullptr, true},
+      // The cgroup namespace: the run's cgroup reads "/", no host path (nor in pid 1's view, nor
+      // in mountinfo).
+      {"cgroup_path_hidden",
+       "lines = [l for l in open('/proc/self/cgroup').read().split('\\n') if l]\n"
+       "print(len(lines) > 0 and all(l.endswith(':/') for l in lines), open('/proc/1/cgroup').read() == '\\n'.join(lines) + '\\n')\n"
+       "m = open('/proc/self/mountinfo').read()\nprint('distil' in m, 'cgroup' in m, 'process_api' in m)\n",
+       {Verdict::ok}, "True True\nFalse False False\n", nullptr, nullptr, true},
       {"sees_only_itself", "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n",
        {Verdict::ok}, "[1, 2]\n", nullptr, nullptr, true},
       {"large_stdin_no_deadlock",
@@ -241,6 +282,9 @@ TEST_P(Adversarial, ContainedWithRightVerdict) {
   }
   if (c.stderr_has) {
     EXPECT_NE(r.stderr_data.find(c.stderr_has), std::string::npos) << r.stderr_data.substr(0, 2000);
+  }
+  if (c.message_has) {
+    EXPECT_NE(r.message.find(c.message_has), std::string::npos) << r.message;
   }
   EXPECT_EQ(r.stdout_data.find("pwned"), std::string::npos);
   EXPECT_EQ(r.stdout_data.find("DISTIL_TEST_SECRET"), std::string::npos);
@@ -407,6 +451,38 @@ TEST(SandboxLifetime, DiesWithTheServer) {
   }
 }
 
+// /proc/1/cmdline is readable by every process of the namespace. One-shot, pid 1 is the init
+// stub, a copy of this server: it must show neither this server's command line (host paths) nor
+// its environment. In the fork server pid 1 is the sandboxed interpreter (its boot command line,
+// sandbox paths only).
+TEST(AdversarialProcView, Pid1ShowsNoHostCommandLine) {
+  if (!sandbox().isolation().pid_namespace) GTEST_SKIP() << "needs a PID namespace, unavailable here";
+  std::ifstream own("/proc/self/cmdline", std::ios::binary);
+  const std::string own_cmdline((std::istreambuf_iterator<char>(own)), std::istreambuf_iterator<char>());
+  const std::string argv0 = own_cmdline.substr(0, own_cmdline.find('\0'));
+  ASSERT_FALSE(argv0.empty());
+  setenv("DISTIL_TEST_SECRET", "hunter2", 1);
+  Program p;
+  p.source = "import sys\nsys.stdout.write(repr(open('/proc/1/cmdline', 'rb').read()) + '\\n' + open('/proc/1/comm').read())\n";
+  Limits limits;
+  limits.cpu_time_s = 10;
+  limits.memory_mb = 256;
+  const RunResult one = sandbox().run(p, "", limits);
+  ASSERT_EQ(one.verdict, Verdict::ok) << to_json(one).dump();
+  EXPECT_EQ(one.stdout_data, "b'init\\x00'\ninit\n");
+  const auto batch = sandbox().run_batch(p, {"", ""}, limits);
+  ASSERT_EQ(batch.size(), 2u);
+  for (const auto& r : batch) {
+    ASSERT_EQ(r.verdict, Verdict::ok) << to_json(r).dump();
+    EXPECT_TRUE(r.fork_server) << sandbox().fork_server_failure();
+    EXPECT_EQ(r.stdout_data.find(argv0), std::string::npos) << r.stdout_data.substr(0, 300);
+    EXPECT_EQ(r.stdout_data.find("hunter2"), std::string::npos);
+    EXPECT_EQ(r.stdout_data.rfind("b'" + sandbox().config().python_path + "\\x00-S\\x00-c\\x00", 0), 0u)
+        << r.stdout_data.substr(0, 300);
+  }
+  expect_no_processes_left();
+}
+
 class AdversarialBatch : public ::testing::TestWithParam<Case> {};
 
 // Programs that only burn their CPU or wall limit add nothing here but seconds; the batch path
@@ -430,6 +506,13 @@ TEST_P(AdversarialBatch, ContainedInForkServerBatch) {
   ASSERT_EQ(results.size(), 2u);
   for (const auto& r : results) {
     EXPECT_TRUE(c.verdicts.count(r.verdict)) << c.name << ": " << to_json(r).dump().substr(0, 2000);
+    // (The first child only: the second has the next pid, which sees_only_itself prints.)
+    if (c.stdout_has && &r == &results[0]) {
+      EXPECT_NE(r.stdout_data.find(c.stdout_has), std::string::npos) << r.stdout_data.substr(0, 500);
+    }
+    if (c.message_has) {
+      EXPECT_NE(r.message.find(c.message_has), std::string::npos) << r.message;
+    }
     EXPECT_EQ(r.stdout_data.find("pwned"), std::string::npos);
     EXPECT_EQ(r.stdout_data.find("DISTIL_TEST_SECRET"), std::string::npos);
     EXPECT_LE(r.stdout_data.size(), limits.output_bytes);

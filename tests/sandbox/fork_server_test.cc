@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,6 +54,10 @@ struct Equivalence {
   const char* source;
   std::vector<std::string> inputs;
   bool about_memory = false;  // runs under memory_limits()
+  // Besides being equal, every result must have this stdout / a message containing this.
+  const char* expect_stdout = nullptr;
+  const char* expect_message = nullptr;
+  int max_processes = 0;  // 0: the default
 };
 
 void PrintTo(const Equivalence& e, std::ostream* os) { *os << e.name; }
@@ -61,7 +66,8 @@ class BatchEqualsOneShot : public ::testing::TestWithParam<Equivalence> {};
 
 TEST_P(BatchEqualsOneShot, SameResultPerInput) {
   const Equivalence& e = GetParam();
-  const Limits run_limits = e.about_memory ? memory_limits() : limits();
+  Limits run_limits = e.about_memory ? memory_limits() : limits();
+  if (e.max_processes > 0) run_limits.max_processes = e.max_processes;
   const auto batch = sandbox().run_batch(python(e.source), e.inputs, run_limits);
   require_fork_server(batch);
   ASSERT_EQ(batch.size(), e.inputs.size());
@@ -74,6 +80,16 @@ TEST_P(BatchEqualsOneShot, SameResultPerInput) {
     EXPECT_EQ(batch[i].stdout_data, single.stdout_data);
     EXPECT_EQ(batch[i].stderr_data, single.stderr_data);
     EXPECT_EQ(batch[i].stdout_truncated, single.stdout_truncated);
+    // The feedback too: a denied call's name, a refused exec.
+    EXPECT_EQ(batch[i].message, single.message);
+    if (e.expect_stdout) {
+      EXPECT_EQ(batch[i].stdout_data, e.expect_stdout) << batch[i].stderr_data;
+      EXPECT_EQ(single.stdout_data, e.expect_stdout) << single.stderr_data;
+    }
+    if (e.expect_message) {
+      EXPECT_NE(batch[i].message.find(e.expect_message), std::string::npos) << batch[i].message;
+      EXPECT_NE(single.message.find(e.expect_message), std::string::npos) << single.message;
+    }
   }
 }
 
@@ -101,8 +117,44 @@ INSTANTIATE_TEST_SUITE_P(
         Equivalence{"infinite_loop", "if input() == 'spin':\n    while True: pass\nprint('done')\n", {"spin", "no"}},
         Equivalence{"memory_bomb", "x = []\nif input() == 'eat':\n    while True: x.append(bytearray(1 << 24))\nprint(len(x))\n", {"eat", "no"}, true},
         Equivalence{"socket_denied", "import socket\nsocket.socket()\n", {"", ""}},
-        Equivalence{"ptrace_denied", "import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)\n", {"", ""}},
-        Equivalence{"exec_denied", "import os\nos.execv('/bin/true', ['true'])\n", {"", ""}},
+        Equivalence{"ptrace_denied", "import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)\n", {"", ""}, false, nullptr,
+                    "system call 'ptrace' (101) is not allowed"},
+        Equivalence{"exec_denied", "import os\nos.execv('/bin/true', ['true'])\n", {"", ""}, false, nullptr,
+                    "exit code 1; an exec of another program was denied"},
+        // A refused exec the program survives: same feedback (it was "an exec ... denied" one-shot
+        // and a bare EPERM in the fork server).
+        Equivalence{"exec_denied_caught",
+                    "import os\ntry:\n    os.execv('/bin/true', ['true'])\nexcept PermissionError as e:\n    print('refused', e.errno)\n",
+                    {"", ""}, false, "refused 1\n", "an exec of another program was denied"},
+        // Thread stacks (2 MiB by default) and one malloc arena: 32 threads alive at once fit
+        // under 256 MiB of address space, and the main thread still recurses deeply (64 MiB).
+        Equivalence{"threads_under_256_mib",
+                    "import resource, threading\nb = threading.Barrier(33)\n"
+                    "ts = [threading.Thread(target=b.wait) for _ in range(32)]\nfor t in ts: t.start()\n"
+                    "b.wait()\nfor t in ts: t.join()\nprint('joined', len(ts), resource.getrlimit(resource.RLIMIT_STACK))\n",
+                    {"", ""}, false, "joined 32 (67108864, 67108864)\n", nullptr, 64},
+        Equivalence{"deep_recursion",
+                    "import sys, functools\nsys.setrecursionlimit(50000)\n"
+                    "def g(n): return 0 if n == 0 else g(n - 1) + 1\n"
+                    "@functools.lru_cache(None)\ndef f(n): return 0 if n == 0 else f(n - 1) + 1\nprint(g(49000), f(20000))\n",
+                    {"", ""}, false, "49000 20000\n"},
+        // /dev/shm: multiprocessing's locks (sem_open) and POSIX shared memory.
+        Equivalence{"multiprocessing_pool",
+                    "import multiprocessing\nwith multiprocessing.Pool(2) as p:\n    print(p.map(abs, [-1, -2, 3]))\n",
+                    {"", ""}, false, "[1, 2, 3]\n"},
+        // SharedMemory registers with multiprocessing's resource tracker, a second interpreter it
+        // starts with exec (denied by design): a program that does without it has its segment.
+        Equivalence{"shared_memory_segment",
+                    "from multiprocessing import resource_tracker, shared_memory\n"
+                    "resource_tracker.register = resource_tracker.unregister = lambda *a: None\n"
+                    "s = shared_memory.SharedMemory(create=True, size=1 << 20)\ns.buf[:5] = b'hello'\n"
+                    "t = shared_memory.SharedMemory(name=s.name)\nprint(bytes(t.buf[:5]).decode())\n"
+                    "t.close()\ns.close()\ns.unlink()\nimport os\nprint(os.listdir('/dev/shm'))\n",
+                    {"", ""}, false, "hello\n[]\n"},
+        // What /proc shows: this namespace's processes and nothing host-wide.
+        Equivalence{"proc_listing",
+                    "import os\nprint(sorted(p for p in os.listdir('/proc') if not p.isdigit()))\n", {"", ""}, false,
+                    "['self', 'thread-self']\n"},
         // The native loop forks without Python's after-fork hooks: the thread machinery must
         // still see one main thread that is this process.
         Equivalence{"threads_and_identity",
@@ -264,24 +316,22 @@ TEST(ForkServerIsolation, ProgramArgumentsReachTheProgram) {
 
 
 // The server boots while it is moved into the batch's cgroup and forks nothing before the move is
-// done: every child is in the batch's cgroup, not the supervisor's.
+// done: every child is in the batch's cgroup, not the supervisor's. The server then roots a cgroup
+// namespace at the cgroup it is in, so a child in the same cgroup reads "/" (one elsewhere, say the
+// supervisor's, would read a path relative to it, "/.." and up).
 TEST(ForkServerIsolation, ChildrenRunInTheBatchsCgroup) {
   if (!sandbox().isolation().cgroup) GTEST_SKIP() << "no cgroups on this host";
   const auto results = sandbox().run_batch(
-      python("for line in open('/proc/self/cgroup'):\n    if 'memory' in line.split(':')[1]:\n        print(line.strip())\n"),
+      python("for line in open('/proc/self/cgroup'):\n    if 'memory' in line.split(':')[1] or line.startswith('0::'):\n"
+             "        print(line.strip())\n"),
       {"", "", ""}, limits());
   require_fork_server(results);
-  std::ifstream own("/proc/self/cgroup");
-  std::string line, own_memory, unified;
-  while (std::getline(own, line)) {
-    if (line.find(":memory:") != std::string::npos) own_memory = line;
-    if (line.rfind("0::", 0) == 0) unified = line;
-  }
-  if (own_memory.empty()) own_memory = unified;
   for (const auto& r : results) {
     ASSERT_EQ(r.verdict, Verdict::ok) << r.stderr_data;
     EXPECT_FALSE(r.stdout_data.empty());
-    EXPECT_NE(r.stdout_data, own_memory + "\n") << "a child ran in the supervisor's cgroup";
+    std::istringstream lines(r.stdout_data);
+    for (std::string line; std::getline(lines, line);)
+      EXPECT_EQ(line.substr(line.size() - 2), ":/") << "a child ran outside the batch's cgroup: " << r.stdout_data;
     EXPECT_EQ(r.stdout_data, results[0].stdout_data) << "all children of a batch share its cgroup";
   }
 }
