@@ -58,6 +58,7 @@ struct Endpoint {
   // Down: the last exchange failed (no answer, a timeout, a 5xx, not a distil server); avoided
   // until the prober sees its /readyz answer 200.
   std::atomic<bool> down{false};
+  std::atomic<std::int64_t> requests{0}, failures{0};
   std::mutex mutex;
   std::vector<std::unique_ptr<Connection>> idle;
 };
@@ -365,6 +366,7 @@ struct FeedbackClient::Impl {
       const std::size_t index = pick(avoid);
       Endpoint& e = *endpoints[index];
       ++e.in_flight;
+      ++e.requests;
       auto outcome = exchange(e, verb, target, body);
       --e.in_flight;
       double wait_s = backoff_s(std::min(faults + 1, 30));
@@ -372,6 +374,7 @@ struct FeedbackClient::Impl {
         last_problem = error->message;
         mark_down(e, error->message);
         ++faults;
+        ++e.failures;
       } else {
         auto& reply = std::get<Reply>(outcome);
         if (reply.status == 429 || reply.status == 503) {
@@ -393,6 +396,7 @@ struct FeedbackClient::Impl {
                          " (from " + e.base + ", not a distil-env answer)";
           mark_down(e, last_problem);
           ++faults;
+          ++e.failures;
         }
       }
       if (faults >= config.max_attempts)
@@ -543,6 +547,12 @@ json FeedbackClient::get_json(const std::string& path) {
   json j = json::parse(reply.body, nullptr, false);
   if (j.is_discarded()) throw std::runtime_error("GET " + path + ": the answer is not JSON");
   return j;
+}
+
+std::vector<EndpointStats> FeedbackClient::endpoint_stats() const {
+  std::vector<EndpointStats> out;
+  for (const auto& e : impl_->endpoints) out.push_back({e->base, e->requests.load(), e->failures.load(), e->down.load()});
+  return out;
 }
 
 std::vector<EndpointCheck> FeedbackClient::check_endpoints() {

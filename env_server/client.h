@@ -2,6 +2,7 @@
 // and exactly one outcome per submitted item.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -35,6 +36,15 @@ struct ClientConfig {
   double probe_timeout_s = 2.0;
   // One line per event (an endpoint going down, with why, or coming back); default: stderr.
   std::function<void(const std::string&)> log;
+};
+
+// Per endpoint, since the client was made: work requests sent (probes not counted), those that
+// got no usable answer, and whether it is marked down now.
+struct EndpointStats {
+  std::string endpoint;
+  std::int64_t requests = 0;
+  std::int64_t failures = 0;
+  bool down = false;
 };
 
 // What an endpoint answered at start-up (FeedbackClient::check_endpoints).
@@ -80,6 +90,8 @@ class FeedbackClient {
   // answers but is not a distil-env server (a wrong URL: a configuration error), or if none
   // answers at all. Unreachable endpoints beside a good one are logged and left to the prober.
   void require_endpoints();
+
+  std::vector<EndpointStats> endpoint_stats() const;
 
  private:
   struct Impl;
