@@ -67,6 +67,10 @@ struct RunResult {
   std::size_t peak_memory_kb = 0;
   std::string message;  // human-readable detail for sandbox_error / syscall_denied etc.
   bool fork_server = false;  // ran as a fork-server child (run_batch) rather than one-shot
+  // Which fork server (a serial number per Sandbox; 0: none) and which of its batches this was:
+  // 1 for the batch a server was started for, more on a warm server kept from earlier batches.
+  unsigned long fork_server_id = 0;
+  unsigned fork_server_batch = 0;
 };
 
 nlohmann::json to_json(const RunResult& r);
@@ -117,6 +121,16 @@ struct Config {
   // own). The pool is refilled two at a time once it is down to prespawned - 2. Used only
   // with namespaces and cgroups.
   int prespawned = 4;
+  // run_batch keeps up to this many fork servers warm between batches (0-64; 0: each batch
+  // starts its own and it ends with the batch, as before). A warm server is a sandboxed
+  // interpreter that imported the common modules and never runs any program's code; each batch
+  // checks one out exclusively (so at most one per concurrent batch; keep it at least the number
+  // of threads grading at once), and every input is a fresh child forked from it. Servers are
+  // kept per memory_mb and file_size_mb (the interpreter's RLIMIT_AS and its /tmp size).
+  int warm_fork_servers = 8;
+  // A warm server is retired after this many batches (1-1000000) or this long unused (> 0 s).
+  int warm_fork_server_batches = 500;
+  double warm_fork_server_idle_s = 60;
 };
 
 class Sandbox {
