@@ -7,10 +7,12 @@
 // then executes the program in a new __main__. The server itself never runs user code.
 //
 // One batch (argv: program_path native_path cpu_s wall_s fsize_bytes nofile nproc filter_path
-// setup_path [args...]; setup_path "-": no setup; else Program::setup, run here once into the
-// __main__ every child then uses): the server compiles the program and runs the setup before
-// forking, and serves that program until the supervisor hangs up.
-// Warm (argv: --warm native_path filter_path): the server never sees a program. Per batch the
+// setup_path prelude_path [args...]; setup_path "-": no setup; else Program::setup, run here once
+// into the __main__ every child then uses; prelude_path "-": no Program::prelude): the server
+// runs the prelude, compiles the program and runs the setup before forking, and serves that
+// program until the supervisor hangs up.
+// Warm (argv: --warm native_path filter_path prelude_path): the server never sees a program; it
+// runs the prelude (trusted, the same for every batch it serves) once at its start. Per batch the
 // supervisor writes /box/main.py, /box/setup.py and /box/batch ("1" or "0": whether there is a
 // setup, then "\0" + each program argument) into its host directory bound at /box, and sends 'B'
 // with the limits; each child reads them, compiles the program and runs the setup itself, so
@@ -35,12 +37,12 @@ import os, sys, types, builtins, ctypes
 args = sys.argv[1:]
 warm = args[0] == "--warm"
 if warm:
-    native_path, filter_path = args[1], args[2]
+    native_path, filter_path, prelude_path = args[1], args[2], args[3]
     path, setup_path, batch_path, user_args = "/box/main.py", "/box/setup.py", "/box/batch", []
 else:
     path, native_path = args[0], args[1]
     cpu_s, wall_s, fsize, nofile, nproc = float(args[2]), float(args[3]), int(args[4]), int(args[5]), int(args[6])
-    filter_path, setup_path, user_args = args[7], args[8], args[9:]
+    filter_path, setup_path, prelude_path, user_args = args[7], args[8], args[9], args[10:]
 with open(filter_path, "rb") as f:
     bpf = f.read()
 bpf_buffer = ctypes.create_string_buffer(bpf, len(bpf))
@@ -49,13 +51,27 @@ bpf_buffer = ctypes.create_string_buffer(bpf, len(bpf))
 import collections, itertools, functools, heapq, bisect, math, re, string, typing, threading, atexit, time
 import datetime, copy, random, statistics, operator, io, json
 code, compile_error, setup_main, setup_error = None, None, None, None
+prelude, prelude_error = None, None
+
+def read_file(name):
+    # Plain system calls: no io objects (a warm server's children do this per input, and each
+    # object touched is a page copied).
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while True:
+            part = os.read(fd, 1 << 20)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+    finally:
+        os.close(fd)
 
 def prepare(setup_file):
     # Compiles the program and runs the setup (None: there is none) into the __main__ the
     # program will run in: here, once, for a one-batch server; in each child for a warm one.
     global code, compile_error, setup_main, setup_error
-    with open(path, "rb") as f:
-        source = f.read()
+    source = read_file(path)
     try:
         code = compile(source, path, "exec")
     except BaseException as e:
@@ -64,14 +80,28 @@ def prepare(setup_file):
         setup_main = types.ModuleType("__main__")
         setup_main.__file__ = path
         setup_main.__builtins__ = builtins
+        if prelude is not None:
+            setup_main.__prelude__ = prelude
         try:
-            with open(setup_file, "rb") as f:
-                exec(compile(f.read(), setup_file, "exec"), setup_main.__dict__)
+            exec(compile(read_file(setup_file), setup_file, "exec"), setup_main.__dict__)
         except BaseException as e:
             setup_error = e
 
+if prelude_path != "-":
+    # Program::prelude: trusted, the same for every program this server serves; its module is
+    # shared by all children (as any object of this process), none binds its names again.
+    prelude = types.ModuleType("__main__")
+    prelude.__builtins__ = builtins
+    try:
+        exec(compile(read_file(prelude_path), prelude_path, "exec"), prelude.__dict__)
+    except BaseException as e:
+        prelude_error = e
 if not warm:
     prepare(None if setup_path == "-" else setup_path)
+else:
+    # The first compile in a process sets up the compiler (over 1 ms, most of it memory first
+    # touched): done here once, every child inherits it.
+    compile(b"import sys\nx = [i for i in range(3)]\n", "/box/warm-up.py", "exec")
 # PyDLL: the loop runs holding the GIL, so each child returns into a consistent interpreter.
 native = ctypes.PyDLL(native_path)
 if warm:
@@ -113,9 +143,16 @@ def run_user_code():
         main = types.ModuleType("__main__")
         main.__file__ = path
         main.__builtins__ = builtins
+        if prelude is not None:
+            main.__prelude__ = prelude
     sys.modules["__main__"] = main
     status = 0
-    if setup_error is not None:
+    if prelude_error is not None:
+        tb = prelude_error.__traceback__.tb_next if prelude_error.__traceback__ is not None else None
+        prelude_error.__traceback__ = tb
+        sys.excepthook(type(prelude_error), prelude_error, tb)
+        status = 1
+    elif setup_error is not None:
         tb = setup_error.__traceback__.tb_next if setup_error.__traceback__ is not None else None
         setup_error.__traceback__ = tb
         sys.excepthook(type(setup_error), setup_error, tb)
@@ -159,8 +196,7 @@ def run_user_code():
 def run_warm_child():
     # This batch's program, as the supervisor wrote it before the batch began (read-only here).
     global user_args
-    with open(batch_path, "rb") as f:
-        batch = f.read()
+    batch = read_file(batch_path)
     user_args = [os.fsdecode(a) for a in batch[1:].split(b"\0")[1:]]
     prepare(setup_path if batch[:1] == b"1" else None)
     run_user_code()

@@ -48,10 +48,14 @@ constexpr const char* kForkServerNativePath = "/box/fork_server.so";
 constexpr const char* kSetupPath = "/box/setup.py";
 // One-shot runs of a program with a setup: run the setup, then the program, in one __main__, as
 // the fork server's children do. argv: setup_path program_path [args...].
+constexpr const char* kPreludePath = "/box/prelude.py";
+// One-shot runs of a program with a setup or a prelude: run the prelude (into its own module,
+// the global __prelude__), the setup, then the program, in one __main__, as the fork server's
+// children do. argv: prelude_path setup_path program_path [args...] ("-": none).
 constexpr const char* kOneShotSetupBoot = R"PY(
 import sys, types, builtins
-setup_path, path = sys.argv[1], sys.argv[2]
-sys.argv = sys.argv[2:]
+prelude_path, setup_path, path = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.argv = sys.argv[3:]
 sys.path[0] = path.rsplit("/", 1)[0]
 main = types.ModuleType("__main__")
 main.__file__ = path
@@ -63,13 +67,25 @@ def report(e):
     e.__traceback__ = tb
     sys.excepthook(type(e), e, tb)
     sys.exit(1)
-try:
-    with open(setup_path, "rb") as f:
-        exec(compile(f.read(), setup_path, "exec"), main.__dict__)
-except SystemExit:
-    raise
-except BaseException as e:
-    report(e)
+if prelude_path != "-":
+    prelude = types.ModuleType("__main__")
+    prelude.__builtins__ = builtins
+    main.__prelude__ = prelude
+    try:
+        with open(prelude_path, "rb") as f:
+            exec(compile(f.read(), prelude_path, "exec"), prelude.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        report(e)
+if setup_path != "-":
+    try:
+        with open(setup_path, "rb") as f:
+            exec(compile(f.read(), setup_path, "exec"), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        report(e)
 with open(path, "rb") as f:
     source = f.read()
 try:
@@ -242,11 +258,12 @@ struct WarmServer {
   std::unique_ptr<ForkServer> server;
   std::size_t memory_mb = 0, file_size_mb = 0;  // fixed for its life: its RLIMIT_AS, its /tmp's size
   int max_processes = 0, max_open_files = 0;    // its own rlimits, which a child may only lower
+  std::string prelude;  // Program::prelude it ran at its start
   unsigned long id = 0;
   unsigned batches = 0;  // served so far
   SteadyClock::time_point idle_since;
-  bool fits(const Limits& l) const {
-    return l.memory_mb == memory_mb && l.file_size_mb == file_size_mb && l.max_processes <= max_processes &&
+  bool fits(const Limits& l, const std::string& p) const {
+    return p == prelude && l.memory_mb == memory_mb && l.file_size_mb == file_size_mb && l.max_processes <= max_processes &&
            l.max_open_files <= max_open_files;
   }
 };
@@ -270,8 +287,8 @@ class WarmPool {
     thread_.join();
     idle_.clear();  // each ForkServer kills and reaps its server (a child of this process)
   }
-  // The most recently used idle server that can run a batch with `limits`, or null.
-  std::unique_ptr<WarmServer> take(const Limits& limits) {
+  // The most recently used idle server that can run a batch with `limits` and `prelude`, or null.
+  std::unique_ptr<WarmServer> take(const Limits& limits, const std::string& prelude) {
     std::vector<std::unique_ptr<WarmServer>> dead;
     std::unique_ptr<WarmServer> found;
     {
@@ -283,7 +300,7 @@ class WarmPool {
           it = idle_.erase(it);
           continue;
         }
-        if ((*it)->fits(limits)) {
+        if ((*it)->fits(limits, prelude)) {
           found = std::move(*it);
           idle_.erase(it);
           break;
@@ -441,7 +458,7 @@ struct Sandbox::Impl {
   std::unique_ptr<ForkServer> start_fork_server(const Program& program, const Limits& limits, std::string& error);
   std::unique_ptr<ForkServer> boot_fork_server(Launch& l, UniqueFd ours, UniqueFd theirs, const Limits& limits,
                                                bool on_warm_thread, std::string& error);
-  std::unique_ptr<WarmServer> start_warm_server(const Limits& limits, std::string& error);
+  std::unique_ptr<WarmServer> start_warm_server(const Limits& limits, const std::string& prelude, std::string& error);
   bool begin_warm_batch(WarmServer& server, const Program& program, const Limits& limits, std::string& error);
   bool fork_server_usable() const { return config.use_fork_server && namespaces && privileged && report.seccomp; }
 };
@@ -748,12 +765,14 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
                                std::string(kForkServerNativePath), std::string(cpu), std::string(wall), fsize,
                                std::to_string(std::max(1, limits.max_open_files)),
                                std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath),
-                               std::string(program.setup.empty() ? "-" : kSetupPath)})
+                               std::string(program.setup.empty() ? "-" : kSetupPath),
+                               std::string(program.prelude.empty() ? "-" : kPreludePath)})
     l.argv.push_back(a);
   l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
   const auto& bpf = user_filter_deny.instructions;
   l.files = {{kProgramPath, program.source},
              {kSetupPath, program.setup},
+             {kPreludePath, program.prelude},
              {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))},
              {kForkServerNativePath,
               std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), true}};
@@ -813,7 +832,8 @@ std::unique_ptr<ForkServer> Sandbox::Impl::boot_fork_server(Launch& l, UniqueFd 
   }
 }
 
-std::unique_ptr<WarmServer> Sandbox::Impl::start_warm_server(const Limits& limits, std::string& error) {
+std::unique_ptr<WarmServer> Sandbox::Impl::start_warm_server(const Limits& limits, const std::string& prelude,
+                                                             std::string& error) {
   auto w = std::make_unique<WarmServer>();
   try {
     // The server's /box: a host directory only this supervisor writes (root's, read-only inside),
@@ -826,6 +846,7 @@ std::unique_ptr<WarmServer> Sandbox::Impl::start_warm_server(const Limits& limit
                           std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter)), 0444);
     write_file_atomically(w->box->path(), "fork_server.so",
                           std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), 0555);
+    write_file_atomically(w->box->path(), "prelude.py", prelude, 0444);
   } catch (const std::exception& e) {
     error = e.what();
     return nullptr;
@@ -840,7 +861,9 @@ std::unique_ptr<WarmServer> Sandbox::Impl::start_warm_server(const Limits& limit
   l.executable = config.python_path;
   l.argv = {config.python_path};
   if (!config.python_site_packages) l.argv.push_back("-S");
-  for (const char* a : {"-c", kForkServerBoot, "--warm", kForkServerNativePath, kFilterPath}) l.argv.push_back(a);
+  for (const char* a : {"-c", kForkServerBoot, "--warm", kForkServerNativePath, kFilterPath, prelude.empty() ? "-" : kPreludePath})
+    l.argv.push_back(a);
+  w->prelude = prelude;
   l.box_dir_host = w->box->path();
   l.filter = &server_filter;
   l.exec_notify = true;
@@ -887,6 +910,9 @@ std::string validate_request(const Program& program, const Limits& limits) {
   if (program.source.size() > (64u << 20)) return "program.source: larger than 64 MiB";
   if (program.setup.size() > (64u << 20)) return "program.setup: larger than 64 MiB";
   if (!program.setup.empty() && program.language != Language::python) return "program.setup: only for Python programs";
+  if (program.prelude.size() > (1u << 20)) return "program.prelude: larger than 1 MiB";
+  if (!program.prelude.empty() && program.language != Language::python)
+    return "program.prelude: only for Python programs";
   if (program.args.size() > 1024) return "program.args: more than 1024 arguments";
   for (const auto& a : program.args)
     if (a.find('\0') != std::string::npos) return "program.args: an argument contains a NUL byte";
@@ -959,9 +985,10 @@ RunResult Sandbox::run(const Program& program, const std::string& stdin_data, co
     l.executable = d.config.python_path;
     l.argv = {d.config.python_path};
     if (!d.config.python_site_packages) l.argv.push_back("-S");
-    if (!program.setup.empty()) {
-      l.argv.insert(l.argv.end(), {"-c", kOneShotSetupBoot, kSetupPath});
-      l.files = {{kProgramPath, program.source}, {kSetupPath, program.setup}};
+    if (!program.setup.empty() || !program.prelude.empty()) {
+      l.argv.insert(l.argv.end(), {"-c", kOneShotSetupBoot, program.prelude.empty() ? "-" : kPreludePath,
+                                   program.setup.empty() ? "-" : kSetupPath});
+      l.files = {{kProgramPath, program.source}, {kSetupPath, program.setup}, {kPreludePath, program.prelude}};
     } else {
       l.files = {{kProgramPath, program.source}};
     }
@@ -1004,9 +1031,9 @@ std::vector<RunResult> Sandbox::run_batch(const Program& program, const std::vec
   if (d.fork_server_usable() && stdin_data.size() >= 2) {
     std::string why;
     if (d.warm && d.warm_start_failures.load() < 3) {
-      warm = d.warm->take(limits);
+      warm = d.warm->take(limits, program.prelude);
       if (!warm) {
-        warm = d.start_warm_server(limits, why);
+        warm = d.start_warm_server(limits, program.prelude, why);
         if (warm) d.warm_start_failures = 0;
         else {
           ++d.warm_start_failures;

@@ -51,6 +51,13 @@ struct Program {
   // left (imports done, names defined); a one-shot run runs it first in the same process. An
   // exception it raises is reported like one of the program's. Trusted code (the caller's).
   std::string setup;
+  // Python only, optional: trusted code that does not depend on the program (the code grader's
+  // LiveCodeBench import block), run before `setup` into a module of its own, which `setup` and
+  // the program then find as the global `__prelude__`. A fork server runs it once, before any
+  // child; a warm one at its start (warm servers are kept per prelude, so one that ran it serves
+  // only programs with the same prelude): its names are then shared by every child without being
+  // bound again in each. A one-shot run runs it first in the same process.
+  std::string prelude;
 };
 
 struct RunResult {

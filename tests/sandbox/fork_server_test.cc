@@ -384,7 +384,7 @@ TEST(WarmForkServer, BatchesDoNotSeeEachOther) {
               "[] 0\n"
               "builtin_function_or_method False collections deque\n"
               "[1] False True True\n"
-              "['batch', 'filter.bpf', 'fork_server.so', 'main.py', 'setup.py'] True\n")
+              "['batch', 'filter.bpf', 'fork_server.so', 'main.py', 'prelude.py', 'setup.py'] True\n")
         << r.stderr_data;
   }
 }
@@ -460,6 +460,37 @@ TEST(WarmForkServer, RetiredAfterItsBatchesOrIdleTimeAndOffWhenDisabled) {
   EXPECT_EQ(b[0].fork_server_batch, 1u);
   EXPECT_NE(a[0].fork_server_id, b[0].fork_server_id);
   EXPECT_EQ(b[1].stdout_data, "2\n");
+}
+
+// Program::prelude runs once per server (a warm one: at its start; servers are kept per
+// prelude), its module is each child's own copy: what one child or batch does to it, no other
+// sees. The same results one-shot.
+TEST(WarmForkServer, PreludeIsSharedButNeverChanged) {
+  Program p = python("m = __prelude__\nprint(m.names, m.counter, sorted(k for k in vars(m) if not k.startswith('__')))\n"
+                     "m.counter += 1\nm.names.append(input())\nm.extra = 1\n");
+  p.prelude = "import collections\nnames = []\ncounter = 0\n";
+  const auto a = sandbox().run_batch(p, {"x", "y"}, limits());
+  const auto b = sandbox().run_batch(p, {"z", "w"}, limits());
+  require_same_warm_server(a, b);
+  for (const auto* batch : {&a, &b})
+    for (const auto& r : *batch) EXPECT_EQ(r.stdout_data, "[] 0 ['collections', 'counter', 'names']\n") << r.stderr_data;
+  EXPECT_EQ(sandbox().run(p, "x", limits()).stdout_data, a[0].stdout_data);
+  // Another prelude (or none) gets another server.
+  Program q = python("print('__prelude__' in globals())\n");
+  const auto c = sandbox().run_batch(q, {"", ""}, limits());
+  require_fork_server(c);
+  EXPECT_NE(c[0].fork_server_id, a[0].fork_server_id);
+  EXPECT_EQ(c[0].stdout_data, "False\n");
+  // A failing prelude fails every input like the program's own error would, one-shot alike.
+  p.prelude = "raise KeyError('prelude')\n";
+  const auto d = sandbox().run_batch(p, {"", ""}, limits());
+  const RunResult single = sandbox().run(p, "", limits());
+  ASSERT_EQ(d.size(), 2u);
+  for (const auto& r : d) {
+    EXPECT_EQ(r.verdict, Verdict::runtime_error);
+    EXPECT_NE(r.stderr_data.find("KeyError: 'prelude'"), std::string::npos) << r.stderr_data;
+    EXPECT_EQ(r.stderr_data, single.stderr_data);
+  }
 }
 
 // A batch that leaves a tree too deep to wipe retires its warm server; the next batch gets a
