@@ -31,12 +31,16 @@ body="$(/usr/bin/python3 -S -c 'import json; print(json.dumps({"task_id": "code-
 
 # run_round WARM: one server, one wrk run; prints "rps p50 p99 non2xx wrong"
 run_round() {
+  trap stop_server EXIT  # this runs in a subshell: the server is its child
   "$bin" serve --tasks "$work/tasks.jsonl" --port 0 --warm-fork-servers "$1" --access-log off >"$work/stdout" 2>"$work/stderr" &
   server_pid=$!
-  for _ in $(seq 1 200); do grep -q "listening on" "$work/stdout" 2>/dev/null && break; sleep 0.05; done
+  # A start can take many seconds right after a round of per-grading fork servers: each made its
+  # own network namespace, and the kernel tears those down in the background while holding the
+  # lock a new one (the new server's sandbox probe) needs.
+  for _ in $(seq 1 2400); do grep -q "listening on" "$work/stdout" 2>/dev/null && break; sleep 0.05; done
   local port out
   port="$(sed -nE 's/.*127\.0\.0\.1:([0-9]+).*/\1/p' "$work/stdout")"
-  [[ -n "$port" ]] || { cat "$work/stderr" >&2; exit 1; }
+  [[ -n "$port" ]] || { echo "code_throughput: the server did not start:" >&2; cat "$work/stdout" "$work/stderr" >&2; exit 1; }
   out="$(BODY="$body" EXPECT_VERDICT=accepted wrk -t2 -c"$connections" -d"${seconds}s" --latency \
            -s bench/env_server/post_feedback.lua "http://127.0.0.1:$port/v1/feedback")"
   stop_server
