@@ -21,6 +21,7 @@ struct ServeOptions {
   std::string access_log = "-";
   std::string min_isolation = "basic";
   bool no_sandbox = false;
+  int warm_fork_servers = sandbox::Config{}.warm_fork_servers;
   double drain_timeout_s = 30.0;
 };
 
@@ -58,6 +59,7 @@ int serve(ServeOptions& options) {
     if (options.min_isolation == "basic") config.minimum = sandbox::MinimumIsolation::basic;
     else if (options.min_isolation == "namespaces") config.minimum = sandbox::MinimumIsolation::namespaces;
     else config.minimum = sandbox::MinimumIsolation::full;
+    config.warm_fork_servers = options.warm_fork_servers;
     sandbox = std::make_unique<sandbox::Sandbox>(config);
   }
 
@@ -101,6 +103,12 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--io-threads", options->server.io_threads, "HTTP I/O threads (0: one per CPU)")->capture_default_str();
   cmd->add_option("--queue-capacity", options->server.queue_capacity, "Grading jobs that may wait; beyond: 429")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--max-queue-wait", options->server.max_queue_wait_s,
+                  "Seconds a request's jobs may be expected to wait for a worker; beyond: 429 (0: no bound)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warm-fork-servers", options->warm_fork_servers,
+                  "Python fork servers kept warm between code gradings (0: one per grading; keep >= --workers)")
+      ->capture_default_str()->check(CLI::Range(0, 64));
   cmd->add_option("--auth-token-file", options->auth_token_file, "File holding the bearer token clients must send");
   cmd->add_option("--access-log", options->access_log, "Where JSON request logs go: '-' (stderr), a file, or 'off'")
       ->capture_default_str();

@@ -1,7 +1,9 @@
 #include "env_server/server.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <mutex>
@@ -39,6 +41,7 @@ json to_json(const ServerConfig& c) {
   json j = to_json(c.limits);
   j["workers"] = c.workers;
   j["queue_capacity"] = c.queue_capacity;
+  j["max_queue_wait_s"] = c.max_queue_wait_s;
   j["request_deadline_s"] = c.request_deadline_s;
   j["read_timeout_s"] = c.read_timeout_s;
   j["idle_timeout_s"] = c.idle_timeout_s;
@@ -623,14 +626,26 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void submit(std::vector<WorkerPool::Job>& jobs, std::uint64_t generation) {
     answered_ = false;
-    if (!server_->pool->try_submit(jobs)) {
+    double wait_s = 0;
+    const auto admission = server_->pool->submit(jobs, server_->config.max_queue_wait_s, &wait_s);
+    if (admission != WorkerPool::Admission::admitted) {
       answered_ = true;
       batch_.reset();
-      server_->metrics.count_rejected("queue_full");
-      const auto retry_after = std::max(1L, std::lround(server_->config.retry_after_s));
+      const bool full = admission != WorkerPool::Admission::wait_too_long;
+      server_->metrics.count_rejected(full ? "queue_full" : "queue_wait");
+      // By then the queue has drained to where this request would be admitted (at the current
+      // mean grading time), or at least the configured pause has passed.
+      const double pause = full ? server_->config.retry_after_s
+                                : std::max(server_->config.retry_after_s, wait_s - server_->config.max_queue_wait_s);
+      const auto retry_after = std::clamp(static_cast<long>(std::ceil(pause)), 1L, 60L);
+      char wait_text[32];
+      std::snprintf(wait_text, sizeof wait_text, "%.1f", wait_s);
       return respond_error(ApiError(429, "overloaded", "",
-                                    "the grading queue is full (queue_capacity = " +
-                                        std::to_string(server_->config.queue_capacity) + "); retry later"),
+                                    full ? "the grading queue is full (queue_capacity = " +
+                                               std::to_string(server_->config.queue_capacity) + "); retry later"
+                                         : "the grading queue would make this request wait about " +
+                                               std::string(wait_text) + " s (max_queue_wait_s = " +
+                                               std::to_string(server_->config.max_queue_wait_s) + "); retry later"),
                            {{"Retry-After", std::to_string(retry_after)}});
     }
     deadline_timer_.expires_at(current_.start + seconds(server_->config.request_deadline_s));

@@ -22,6 +22,10 @@ struct ServerConfig {
   std::size_t io_threads = 0;       // 0: one per hardware thread
   std::size_t workers = 0;          // grading threads; 0: one per hardware thread
   std::size_t queue_capacity = 1024;  // grading jobs (batch items) waiting; beyond it: 429
+  // A request whose jobs would likely wait longer than this for a worker (queued jobs times the
+  // recent mean grading time, over the workers) gets 429 with Retry-After at once, well before a
+  // client's timeout (the client's default is 120 s); 0: only queue_capacity bounds the wait.
+  double max_queue_wait_s = 10.0;
   RequestLimits limits;
   double request_deadline_s = 120.0;  // queueing + grading; then 503 (or per-item errors in a batch)
   double read_timeout_s = 10.0;       // a started request must arrive completely within this

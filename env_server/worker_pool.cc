@@ -1,5 +1,6 @@
 #include "env_server/worker_pool.h"
 
+#include <chrono>
 #include <stdexcept>
 
 namespace distil::env {
@@ -12,15 +13,28 @@ WorkerPool::WorkerPool(std::size_t threads, std::size_t queue_capacity) : capaci
 
 WorkerPool::~WorkerPool() { shutdown(); }
 
-bool WorkerPool::try_submit(std::vector<Job>& jobs) {
+WorkerPool::Admission WorkerPool::submit(std::vector<Job>& jobs, double max_wait_s, double* estimated_wait_s) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ || queue_.size() + jobs.size() > capacity_) return false;
+    // Jobs that find no free worker wait for one of the jobs ahead to end: one ends about every
+    // mean / workers seconds. (Running jobs are counted whole, so this errs towards refusing.)
+    const std::size_t ahead = queue_.size() + busy_ + jobs.size();
+    const std::size_t workers = threads_.size();
+    const double wait = ahead > workers ? static_cast<double>(ahead - workers) * mean_job_s_ / static_cast<double>(workers) : 0.0;
+    if (estimated_wait_s) *estimated_wait_s = wait;
+    if (stopping_) return Admission::stopping;
+    if (queue_.size() + jobs.size() > capacity_) return Admission::queue_full;
+    if (max_wait_s > 0 && wait > max_wait_s) return Admission::wait_too_long;
     for (auto& job : jobs) queue_.push_back(std::move(job));
   }
   if (jobs.size() == 1) ready_.notify_one();
   else ready_.notify_all();
-  return true;
+  return Admission::admitted;
+}
+
+double WorkerPool::mean_job_s() const {
+  std::lock_guard lock(mutex_);
+  return mean_job_s_;
 }
 
 void WorkerPool::shutdown() {
@@ -56,9 +70,13 @@ void WorkerPool::run() {
       queue_.pop_front();
       ++busy_;
     }
+    const auto started = std::chrono::steady_clock::now();
     job();  // jobs catch their own exceptions; see Server
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::lock_guard lock(mutex_);
     --busy_;
+    // Weight 1/8: follows a change of workload within a few dozen jobs, smooths single outliers.
+    mean_job_s_ = mean_job_s_ == 0 ? took : mean_job_s_ + (took - mean_job_s_) / 8;
   }
 }
 

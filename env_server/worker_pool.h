@@ -1,5 +1,6 @@
-// A fixed set of grading threads fed by a bounded queue. When the queue is full, submission
-// fails immediately (the server answers 429) instead of letting the queue grow without limit.
+// A fixed set of grading threads fed by a bounded queue. When the queue is full, or the new jobs
+// would wait longer than the caller allows, submission fails immediately (the server answers 429
+// with Retry-After) instead of letting the queue, and every client's latency, grow.
 #pragma once
 
 #include <condition_variable>
@@ -21,8 +22,15 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
+  enum class Admission { admitted, queue_full, wait_too_long, stopping };
+
   // All of `jobs` are queued, or none (false: not enough room, or the pool is stopping).
-  bool try_submit(std::vector<Job>& jobs);
+  bool try_submit(std::vector<Job>& jobs) { return submit(jobs, 0, nullptr) == Admission::admitted; }
+  // The same, also refusing (wait_too_long) when the last of `jobs` would likely wait more than
+  // `max_wait_s` (0: no bound) before a worker starts it: the jobs ahead of it and the new ones,
+  // beyond one per worker, times the mean duration of recent jobs, over the workers. The estimate
+  // goes to `estimated_wait_s` (when not null) whatever the answer.
+  Admission submit(std::vector<Job>& jobs, double max_wait_s, double* estimated_wait_s);
 
   // Stops taking jobs, finishes the queued ones, joins the threads. Idempotent.
   void shutdown();
@@ -31,6 +39,7 @@ class WorkerPool {
   std::size_t busy() const;
   std::size_t threads() const { return threads_.size(); }
   std::size_t capacity() const { return capacity_; }
+  double mean_job_s() const;  // moving average over recent jobs (0 before the first one ends)
 
  private:
   void run();
@@ -40,6 +49,7 @@ class WorkerPool {
   std::condition_variable ready_;
   std::deque<Job> queue_;
   std::size_t busy_ = 0;
+  double mean_job_s_ = 0;  // exponential moving average of job durations
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

@@ -83,14 +83,15 @@ def _compile_source():
 )PY";
 
 // Stdin programs: run as __main__, stdin and stdout untouched. The setup part (with
-// kRunnerCommon, Program::setup: a fork server runs it once) compiles the code and runs the
-// import block into the program's namespace; the program part (per test) only runs the code.
+// kRunnerCommon, Program::setup: a fork server runs it once) compiles the code into the
+// namespace the import block ran in (the prelude's); the program part (per test) only runs it.
+// The import block is the program's prelude (Program::prelude, kLcbImports): `__prelude__` is
+// the module it ran in, which becomes the candidate's __main__.
 inline constexpr const char* kStdinSetup = R"PY(
 _code, _error = _compile_source()
-_user = types.ModuleType("__main__")
+_user = __prelude__
 _user.__file__ = _FILE
 _user.__builtins__ = builtins
-exec(_IMPORTS, _user.__dict__)
 )PY";
 
 inline constexpr const char* kStdinMain = R"PY(

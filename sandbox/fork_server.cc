@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "sandbox/rlimits.h"
@@ -34,6 +35,14 @@ constexpr std::int32_t kTimedOut = 1;
 constexpr std::int32_t kSetupFailed = 2;
 constexpr std::int32_t kSyscallDenied = 4;
 constexpr std::int32_t kExecDenied = 8;
+constexpr std::int32_t kBatchEnded = 16;
+
+// A warm server's 'B' request, as fork_server_native.c reads it.
+struct BatchLimits {
+  double wall_s;
+  std::int64_t cpu_s, fsize_bytes, nofile, nproc;
+} __attribute__((packed));
+static_assert(sizeof(BatchLimits) == 40);
 
 bool send_with_fds(int socket, char tag, const int (&fds)[3]) {
   char data = tag;
@@ -76,6 +85,66 @@ void ForkServer::shut_down() {
   }
   process_.pid = -1;
   alive_ = false;
+}
+
+bool ForkServer::exited() const {
+  if (process_.pid <= 0) return true;
+  pollfd p{process_.pidfd.get(), POLLIN, 0};
+  return poll(&p, 1, 0) != 0;
+}
+
+bool ForkServer::begin_batch(const Limits& limits, std::size_t cgroup_bytes, int cgroup_pids) {
+  if (!alive_ || exited()) {
+    shut_down();
+    return false;
+  }
+  if (cgroup_ && !cgroup_->begin_run(cgroup_bytes, cgroup_pids).empty()) {
+    shut_down();
+    return false;
+  }
+  limits_ = limits;
+  // The values a one-batch server gets on its command line (sandbox.cc: the CPU limit printed
+  // with 3 decimals, rounded up to whole seconds for RLIMIT_CPU).
+  const double cpu = limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0;
+  BatchLimits b{wall_deadline_s(limits), std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(std::round(cpu * 1000) / 1000))),
+                static_cast<std::int64_t>(limits.file_size_mb << 20), std::max(1, limits.max_open_files),
+                std::max(1, limits.max_processes)};
+  char message[1 + sizeof(b)];
+  message[0] = 'B';
+  std::memcpy(message + 1, &b, sizeof(b));
+  if (send(control_.get(), message, sizeof(message), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(message))) {
+    shut_down();
+    return false;
+  }
+  return true;
+}
+
+bool ForkServer::end_batch(double timeout_s) {
+  if (!alive_) return false;
+  const char e = 'E';
+  if (send(control_.get(), &e, 1, MSG_NOSIGNAL) != 1) {
+    shut_down();
+    return false;
+  }
+  const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+    if (left < 0) break;
+    pollfd p{control_.get(), POLLIN, 0};
+    const int n = poll(&p, 1, static_cast<int>(left) + 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    char buf[sizeof(Reply) + 4096];
+    const ssize_t got = recv(control_.get(), buf, sizeof(buf), 0);
+    if (got < static_cast<ssize_t>(sizeof(Reply))) break;
+    Reply reply;
+    std::memcpy(&reply, buf, sizeof(reply));
+    // Only the acknowledgement can come now: every input of the batch was answered.
+    if (reply.flags == kBatchEnded) return true;
+    break;
+  }
+  shut_down();
+  return false;
 }
 
 std::string ForkServer::server_stderr() {

@@ -28,6 +28,16 @@ class ForkServer {
   RunResult run(const std::string& stdin_data);
   bool alive() const { return alive_; }
 
+  // A warm server (fork_server_boot.h, --warm) serves many batches. begin_batch: the next
+  // batch's program is in its /box already; sets its cgroup's limits (`cgroup_bytes`,
+  // `cgroup_pids`) and sends the limits; false when the server is gone. end_batch: asks the
+  // server to retire what it forked ahead and to clean up, and waits for its acknowledgement;
+  // false (the server is then shut down) when it does not come within `timeout_s`.
+  bool begin_batch(const Limits& limits, std::size_t cgroup_bytes, int cgroup_pids);
+  bool end_batch(double timeout_s);
+  // The server process has ended (killed, or its parent thread exited), without asking it.
+  bool exited() const;
+
  private:
   void shut_down();
   std::string server_stderr();

@@ -63,7 +63,7 @@ struct reply {
   int32_t denied_nr;    /* kSyscallDenied: the call's number */
   uint32_t denied_arch; /* and its AUDIT_ARCH_* */
 } __attribute__((packed));
-enum { kTimedOut = 1, kSetupFailed = 2, kSyscallDenied = 4, kExecDenied = 8 };
+enum { kTimedOut = 1, kSetupFailed = 2, kSyscallDenied = 4, kExecDenied = 8, kBatchEnded = 16 };
 
 /* Preloaded into every user program (LD_PRELOAD, one-shot and fork server alike; here it runs in
  * the server at its start, and its children inherit the result). glibc has sized the default
@@ -81,6 +81,11 @@ __attribute__((constructor)) static void distil_raise_main_stack(void) {
     (void)n;
   }
 }
+/* A warm server's 'B' request: the limits of the batch that follows (fork_server.cc sends it). */
+struct batch_limits {
+  double wall_s;
+  int64_t cpu_s, fsize_bytes, nofile, nproc;
+} __attribute__((packed));
 
 struct limits {
   int is_init;
@@ -135,11 +140,12 @@ static void init_message(struct msghdr* msg, struct iovec* iov, union fd_control
   msg->msg_controllen = sizeof control->buf;
 }
 
-/* Receives one message: the tag byte and up to `max_fds` descriptors. Returns the byte count
- * (0 at EOF) or -1; descriptors beyond what fits were closed by the kernel (MSG_CTRUNC). */
-static ssize_t receive(int socket, char* tag, int* fds, int max_fds, int* nfds) {
+/* Receives one message: up to `size` bytes of data (the tag byte first; a longer message is
+ * cut) and up to `max_fds` descriptors. Returns the byte count (0 at EOF) or -1; descriptors
+ * beyond what fits were closed by the kernel (MSG_CTRUNC). */
+static ssize_t receive_into(int socket, char* data, size_t size, int* fds, int max_fds, int* nfds) {
   union fd_control control;
-  struct iovec iov = {tag, 1};
+  struct iovec iov = {data, size};
   struct msghdr msg;
   init_message(&msg, &iov, &control);
   ssize_t n;
@@ -158,6 +164,10 @@ static ssize_t receive(int socket, char* tag, int* fds, int max_fds, int* nfds) 
     }
   }
   return n;
+}
+
+static ssize_t receive(int socket, char* tag, int* fds, int max_fds, int* nfds) {
+  return receive_into(socket, tag, 1, fds, max_fds, nfds);
 }
 
 static int send_fds(int socket, const int fds[3]) {
@@ -613,5 +623,109 @@ EXPORT int distil_fork_server_serve(int control, int is_init, double wall_s, lon
       fail_next_request(control, "fork");
       return -1;
     }
+  }
+}
+
+/* Kills and reaps a child forked ahead that will not get an input. It never ran user code. */
+static void retire_child(struct child* c) {
+  close(c->ctl);
+  close(c->report);
+  kill(c->pid, SIGKILL);
+  while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
+/* A warm server: serves batch after batch of different programs until the supervisor hangs up
+ * (returns 0) or it fails (-1). The server is program-agnostic: the supervisor writes each
+ * batch's program into /box (a read-only bind of its host directory) and sends
+ *   'B' + struct batch_limits   the next batch's limits: the child for its first input is forked
+ *   'R' + 3 descriptors         one input, as in distil_fork_server_serve
+ *   'E'                         the batch is over: the waiting child is retired, leftovers killed
+ *                               and reaped, /tmp emptied, then a reply with kBatchEnded
+ * Returns 1 in each child (sandboxed, holding the run's pipes), which then reads the batch's
+ * program from /box and runs it: nothing of any program ever runs in this process, so each
+ * batch's children start from the same interpreter as the first batch's. */
+EXPORT int distil_fork_server_warm(int control, int is_init, const void* filter, unsigned filter_len) {
+  if (filter_len == 0 || filter_len > 0xFFFF) {
+    errno = EINVAL;
+    fail_next_request(control, "seccomp filter length");
+    return -1;
+  }
+  struct limits lim = {is_init, 0.0, 0, 0, 0, 0, (const struct sock_filter*)filter, (unsigned short)filter_len};
+  /* As distil_fork_server_serve: in its cgroup since before 'G', so every batch's children see
+   * their cgroup as "/" (the zygote's cgroup is the same for all its batches). */
+  if (is_init && unshare(CLONE_NEWCGROUP) != 0) {
+    fail_next_request(control, "unshare(CLONE_NEWCGROUP)");
+    return -1;
+  }
+  struct child next;
+  int waiting = 0; /* a child is forked ahead for the next input */
+  for (;;) {
+    char data[1 + sizeof(struct batch_limits)];
+    int fds[3], nfds = 0;
+    ssize_t n = receive_into(control, data, sizeof data, fds, 3, &nfds);
+    if (n <= 0) { /* the supervisor hung up */
+      for (int i = 0; i < nfds; ++i) close(fds[i]);
+      if (waiting) retire_child(&next);
+      return n == 0 ? 0 : -1;
+    }
+    if (data[0] == 'R' && n == 1 && nfds == 3) {
+      if (!waiting) { /* an input outside a batch: a protocol error */
+        for (int i = 0; i < 3; ++i) close(fds[i]);
+        errno = EPROTO;
+        struct reply r = {0, kSetupFailed, 0.0, 0.0, 0};
+        send_reply(control, &r, "input outside a batch", 21);
+        return -1;
+      }
+      waiting = 0;
+      if (run_one(control, &lim, &next, fds) != 0) return -1;
+      if (wipe_tmp() != 0) {
+        fail_next_request(control, "cleaning /tmp");
+        return -1;
+      }
+      int forked = fork_child(control, &lim, &next);
+      if (forked == 1) return 1;
+      if (forked < 0) {
+        fail_next_request(control, "fork");
+        return -1;
+      }
+      waiting = 1;
+      continue;
+    }
+    for (int i = 0; i < nfds; ++i) close(fds[i]);
+    if (data[0] == 'B' && n == (ssize_t)sizeof data) {
+      if (waiting) retire_child(&next);
+      waiting = 0;
+      struct batch_limits b;
+      memcpy(&b, data + 1, sizeof b);
+      if (!(b.wall_s > 0) || b.cpu_s < 1 || b.fsize_bytes < 0 || b.nofile < 1 || b.nproc < 1) {
+        errno = EINVAL;
+        fail_next_request(control, "batch limits");
+        return -1;
+      }
+      lim.wall_s = b.wall_s;
+      lim.cpu_s = b.cpu_s;
+      lim.fsize_bytes = b.fsize_bytes;
+      lim.nofile = b.nofile;
+      lim.nproc = b.nproc;
+      int forked = fork_child(control, &lim, &next);
+      if (forked == 1) return 1;
+      if (forked < 0) {
+        fail_next_request(control, "fork");
+        return -1;
+      }
+      waiting = 1;
+    } else if (data[0] == 'E' && n == 1) {
+      /* Between batches exactly what is between inputs, once more: no process but this one, an
+       * empty /tmp. (After the batch's last input both hold already; this makes the reply a
+       * statement about the server's state, whatever the batch ended with.) */
+      if (waiting) retire_child(&next);
+      waiting = 0;
+      if (is_init) kill_leftovers(0, 1); /* (not init: each child's group went with it) */
+      if (wipe_tmp() != 0) return -1; /* the supervisor sees no acknowledgement and retires us */
+      struct reply r = {0, kBatchEnded, 0.0, 0.0, 0};
+      if (send_reply(control, &r, "", 0) != 0) return -1;
+    }
+    /* anything else: a late kill request ('K') for a child already reaped; ignored */
   }
 }

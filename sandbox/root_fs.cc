@@ -80,7 +80,8 @@ void RootLayout::add_readonly(const std::string& host_path) {
 }
 
 RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std::vector<File>& files,
-                       std::size_t work_tmpfs_mb, const std::string& work_dir_host) {
+                       std::size_t work_tmpfs_mb, const std::string& work_dir_host,
+                       const std::string& box_dir_host) {
   std::size_t files_bytes = 0;
   for (const auto& f : files) files_bytes += f.content.size();
   plan_.staging = keep(staging_);
@@ -134,6 +135,12 @@ RootLayout::RootLayout(const std::vector<std::string>& readonly_paths, const std
   // mapped against RLIMIT_AS), emptied between fork-server children as /tmp is.
   steps_.push_back({RootStep::Kind::tmpfs, "tmpfs", keep(staging_ + "/dev/shm"),
                     keep("mode=1777,nr_inodes=1024,size=" + std::to_string(work_tmpfs_mb) + "m")});
+  if (!box_dir_host.empty()) {
+    if (!files.empty()) throw std::runtime_error("sandbox files and a host /box directory are exclusive");
+    RootStep bind{RootStep::Kind::bind_readonly, keep(box_dir_host), keep(staging_ + "/box")};
+    bind.remount_flags = locked_mount_flags(box_dir_host);
+    steps_.push_back(bind);
+  }
   if (work_dir_host.empty()) {
     steps_.push_back({RootStep::Kind::tmpfs, "tmpfs", keep(staging_ + "/tmp"),
                       keep("mode=1777,nr_inodes=4096,size=" + std::to_string(work_tmpfs_mb) + "m")});

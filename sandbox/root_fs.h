@@ -23,8 +23,11 @@ class RootLayout {
   // Throws std::runtime_error when a read-only path does not exist on the host.
   // `work_dir_host` empty: /tmp is a fresh tmpfs of `work_tmpfs_mb`; otherwise that host
   // directory is bound writable at /tmp (the C++ compile step keeps its output there).
+  // `box_dir_host` non-empty: that host directory is bound read-only at /box instead of `files`
+  // (a warm fork server, whose supervisor writes each batch's program there).
   RootLayout(const std::vector<std::string>& readonly_paths, const std::vector<File>& files,
-             std::size_t work_tmpfs_mb, const std::string& work_dir_host = {});
+             std::size_t work_tmpfs_mb, const std::string& work_dir_host = {},
+             const std::string& box_dir_host = {});
   const RootPlan& plan() const { return plan_; }
 
  private:

@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <thread>
 #include <cstdio>
 #include <optional>
@@ -50,10 +51,14 @@ constexpr const char* kNativePath = "/box/native.so";
 constexpr const char* kSetupPath = "/box/setup.py";
 // One-shot runs of a program with a setup: run the setup, then the program, in one __main__, as
 // the fork server's children do. argv: setup_path program_path [args...].
+constexpr const char* kPreludePath = "/box/prelude.py";
+// One-shot runs of a program with a setup or a prelude: run the prelude (into its own module,
+// the global __prelude__), the setup, then the program, in one __main__, as the fork server's
+// children do. argv: prelude_path setup_path program_path [args...] ("-": none).
 constexpr const char* kOneShotSetupBoot = R"PY(
 import sys, types, builtins
-setup_path, path = sys.argv[1], sys.argv[2]
-sys.argv = sys.argv[2:]
+prelude_path, setup_path, path = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.argv = sys.argv[3:]
 sys.path[0] = path.rsplit("/", 1)[0]
 main = types.ModuleType("__main__")
 main.__file__ = path
@@ -65,13 +70,25 @@ def report(e):
     e.__traceback__ = tb
     sys.excepthook(type(e), e, tb)
     sys.exit(1)
-try:
-    with open(setup_path, "rb") as f:
-        exec(compile(f.read(), setup_path, "exec"), main.__dict__)
-except SystemExit:
-    raise
-except BaseException as e:
-    report(e)
+if prelude_path != "-":
+    prelude = types.ModuleType("__main__")
+    prelude.__builtins__ = builtins
+    main.__prelude__ = prelude
+    try:
+        with open(prelude_path, "rb") as f:
+            exec(compile(f.read(), prelude_path, "exec"), prelude.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        report(e)
+if setup_path != "-":
+    try:
+        with open(setup_path, "rb") as f:
+            exec(compile(f.read(), setup_path, "exec"), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        report(e)
 with open(path, "rb") as f:
     source = f.read()
 try:
@@ -261,6 +278,164 @@ class LazyFilter {
   mutable SeccompProgram program_;
 };
 
+// Writes `content` as `dir`/`name` with `mode`, replacing what was there in one rename, so a
+// reader sees the old file or the new one, never a part. Throws std::runtime_error.
+void write_file_atomically(const std::string& dir, const std::string& name, const std::string& content, mode_t mode) {
+  const std::string path = dir + "/" + name, staged = dir + "/." + name + ".new";
+  const int fd = open(staged.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("creating " + staged + ": " + std::strerror(errno));
+  std::size_t done = 0;
+  bool ok = true;
+  while (ok && done < content.size()) {
+    const ssize_t n = write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ok = false;
+    else done += static_cast<std::size_t>(n);
+  }
+  const int saved = errno;
+  ok = ok && fchmod(fd, mode) == 0;
+  if (close(fd) != 0) ok = false;
+  if (!ok || rename(staged.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno ? errno : saved);
+    unlink(staged.c_str());
+    throw std::runtime_error("writing " + path + ": " + why);
+  }
+}
+
+using SteadyClock = std::chrono::steady_clock;
+
+// A fork server kept between batches (Config::warm_fork_servers): the interpreter imported the
+// common modules and waits; each batch's program is written into `box` (bound read-only at the
+// server's /box) before the batch begins, and only the server's children ever read it.
+struct WarmServer {
+  std::unique_ptr<ScratchDir> box;  // declared first: removed after the server is gone
+  std::unique_ptr<ForkServer> server;
+  std::size_t memory_mb = 0, file_size_mb = 0;  // fixed for its life: its RLIMIT_AS, its /tmp's size
+  int max_processes = 0, max_open_files = 0;    // its own rlimits, which a child may only lower
+  std::string prelude;  // Program::prelude it ran at its start
+  unsigned long id = 0;
+  unsigned batches = 0;  // served so far
+  SteadyClock::time_point idle_since;
+  bool fits(const Limits& l, const std::string& p) const {
+    return p == prelude && l.memory_mb == memory_mb && l.file_size_mb == file_size_mb && l.max_processes <= max_processes &&
+           l.max_open_files <= max_open_files;
+  }
+};
+
+// The warm fork servers not in use, and the thread that is the parent of every warm server. A
+// sandbox process gets SIGKILL when the *thread* that cloned it exits (the parent-death signal
+// follows the thread), and a warm server must outlive the batch, and the caller's thread, it was
+// started for; this thread lives as long as the Sandbox. It also retires servers left unused
+// for `idle_s`. A server is in the pool or checked out by exactly one batch, never both.
+class WarmPool {
+ public:
+  WarmPool(std::size_t capacity, double idle_s) : capacity_(capacity), idle_s_(idle_s) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~WarmPool() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+    idle_.clear();  // each ForkServer kills and reaps its server (a child of this process)
+  }
+  // The most recently used idle server that can run a batch with `limits` and `prelude`, or null.
+  std::unique_ptr<WarmServer> take(const Limits& limits, const std::string& prelude) {
+    std::vector<std::unique_ptr<WarmServer>> dead;
+    std::unique_ptr<WarmServer> found;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto it = idle_.end(); it != idle_.begin();) {
+        --it;
+        if ((*it)->server->exited()) {
+          dead.push_back(std::move(*it));
+          it = idle_.erase(it);
+          continue;
+        }
+        if ((*it)->fits(limits, prelude)) {
+          found = std::move(*it);
+          idle_.erase(it);
+          break;
+        }
+      }
+    }
+    return found;  // `dead` is destroyed outside the lock
+  }
+  void give_back(std::unique_ptr<WarmServer> server) {
+    server->idle_since = SteadyClock::now();
+    std::unique_ptr<WarmServer> evicted;
+    {
+      std::lock_guard lock(mutex_);
+      idle_.push_back(std::move(server));
+      if (idle_.size() > capacity_) {
+        evicted = std::move(idle_.front());  // the least recently used
+        idle_.pop_front();
+      }
+    }
+    wake_.notify_all();
+  }
+  // Runs `f` on the pool's thread (so that the processes it clones have that thread as their
+  // parent) and returns its result, or rethrows what it threw.
+  template <class F>
+  auto on_thread(F f) -> decltype(f()) {
+    std::packaged_task<decltype(f())()> task(std::move(f));
+    auto result = task.get_future();
+    {
+      std::lock_guard lock(mutex_);
+      tasks_.push_back([&task] { task(); });
+    }
+    wake_.notify_all();
+    return result.get();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      if (!tasks_.empty()) {
+        auto task = std::move(tasks_.front());
+        tasks_.pop_front();
+        lock.unlock();
+        task();
+        lock.lock();
+        continue;
+      }
+      const auto now = SteadyClock::now();
+      const auto idle_for = std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(idle_s_));
+      std::vector<std::unique_ptr<WarmServer>> expired;
+      std::optional<SteadyClock::time_point> next;
+      for (auto it = idle_.begin(); it != idle_.end();) {
+        if (now - (*it)->idle_since >= idle_for) {
+          expired.push_back(std::move(*it));
+          it = idle_.erase(it);
+        } else {
+          const auto due = (*it)->idle_since + idle_for;
+          if (!next || due < *next) next = due;
+          ++it;
+        }
+      }
+      if (!expired.empty()) {
+        lock.unlock();
+        expired.clear();
+        lock.lock();
+        continue;
+      }
+      if (next) wake_.wait_until(lock, *next);
+      else wake_.wait(lock);
+    }
+  }
+  const std::size_t capacity_;
+  const double idle_s_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<WarmServer>> idle_;
+  std::deque<std::function<void()>> tasks_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 struct Sandbox::Impl {
@@ -284,6 +459,9 @@ struct Sandbox::Impl {
   std::atomic<bool> started_once{false};  // the constructor's probe run is over
   std::unique_ptr<ParkedPool> pool;  // after `reaper`: its thread is the parent of runs' processes
   ParkedPool* parked_pool();
+  std::atomic<unsigned long> fork_server_serial{0};
+  std::atomic<int> warm_start_failures{0};  // in a row; warm servers are not tried after 3
+  std::unique_ptr<WarmPool> warm;  // last: destroyed first, while cgroups and the reaper exist
   std::mutex notes_mutex;
   std::string last_fork_server_failure;
   void note_fork_server_failure(const std::string& why) {
@@ -313,6 +491,7 @@ struct Sandbox::Impl {
     bool exec_notify = false;
     Limits limits;
     std::string work_dir_host;  // bound at /tmp instead of a tmpfs (compile step)
+    std::string box_dir_host;   // bound read-only at /box instead of `files` (warm fork server)
     int keep_fd = -1;           // becomes fd 3 in the child
     // The fork server keeps the namespace's root (for each child's private /tmp); its children
     // drop to the sandbox uid before user code runs.
@@ -348,6 +527,10 @@ struct Sandbox::Impl {
   std::atomic<bool> probed{false};
   std::mutex probe_mutex;
   std::unique_ptr<ForkServer> start_fork_server(const Program& program, const Limits& limits, std::string& error);
+  std::unique_ptr<ForkServer> boot_fork_server(Launch& l, UniqueFd ours, UniqueFd theirs, const Limits& limits,
+                                               bool on_warm_thread, std::string& error);
+  std::unique_ptr<WarmServer> start_warm_server(const Limits& limits, const std::string& prelude, std::string& error);
+  bool begin_warm_batch(WarmServer& server, const Program& program, const Limits& limits, std::string& error);
   bool fork_server_usable() const { return config.use_fork_server && namespaces && privileged && report.seccomp; }
 };
 
@@ -364,6 +547,14 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     throw std::invalid_argument("config.outside_id_base: must leave room for 65536 ids below 2^32");
   if (d.config.prespawned < 0 || d.config.prespawned > 64)
     throw std::invalid_argument("config.prespawned: must be between 0 and 64, got " + std::to_string(d.config.prespawned));
+  if (d.config.warm_fork_servers < 0 || d.config.warm_fork_servers > 64)
+    throw std::invalid_argument("config.warm_fork_servers: must be between 0 and 64, got " +
+                                std::to_string(d.config.warm_fork_servers));
+  if (d.config.warm_fork_server_batches < 1 || d.config.warm_fork_server_batches > 1'000'000)
+    throw std::invalid_argument("config.warm_fork_server_batches: must be between 1 and 1000000, got " +
+                                std::to_string(d.config.warm_fork_server_batches));
+  if (!(d.config.warm_fork_server_idle_s > 0))
+    throw std::invalid_argument("config.warm_fork_server_idle_s: must be positive");
 
   if (d.config.use_namespaces) {
     // Without the start-up probe the first run's clone is the test (launch_degrading).
@@ -430,6 +621,9 @@ Sandbox::Sandbox(Config config) : impl_(std::make_unique<Impl>()) {
     }
     d.probed.store(true, std::memory_order_release);
   }
+  if (d.config.warm_fork_servers > 0 && d.fork_server_usable())
+    d.warm = std::make_unique<WarmPool>(static_cast<std::size_t>(d.config.warm_fork_servers),
+                                        d.config.warm_fork_server_idle_s);
 }
 
 RunResult Sandbox::Impl::launch_degrading(const Launch& l, const std::string& stdin_data) {
@@ -513,7 +707,8 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
   plan.env_start = env_start;
   plan.env_end = env_end;
   std::vector<RootLayout::File> files = l.files;
-  if (l.user_program)
+  // (A warm fork server's /box is a host directory holding its own copy.)
+  if (l.user_program && l.box_dir_host.empty())
     files.push_back({kNativePath, std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), true});
   if (l.filter && report.seccomp) {
     p.fprog = l.filter->get().fprog();
@@ -524,7 +719,7 @@ std::unique_ptr<Sandbox::Impl::Prepared> Sandbox::Impl::prepare(const Launch& l)
   std::vector<std::string> argv = l.argv;
   p.executable = l.executable;
   if (namespaces) {
-    p.layout.emplace(readonly_paths(), files, l.limits.file_size_mb, l.work_dir_host);
+    p.layout.emplace(readonly_paths(), files, l.limits.file_size_mb, l.work_dir_host, l.box_dir_host);
     plan.root = &p.layout->plan();
     for (int i = 0; i < plan.root->step_count; ++i) p.step_targets.push_back(plan.root->steps[i].target);
     plan.hostname = "sandbox";
@@ -684,18 +879,26 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
                                std::string(kNativePath), std::string(cpu), std::string(wall), fsize,
                                std::to_string(std::max(1, limits.max_open_files)),
                                std::to_string(std::max(1, limits.max_processes)), std::string(kFilterPath),
-                               std::string(program.setup.empty() ? "-" : kSetupPath)})
+                               std::string(program.setup.empty() ? "-" : kSetupPath),
+                               std::string(program.prelude.empty() ? "-" : kPreludePath)})
     l.argv.push_back(a);
   l.argv.insert(l.argv.end(), program.args.begin(), program.args.end());
   const auto& bpf = user_filter.get().instructions;
   l.files = {{kProgramPath, program.source},
              {kSetupPath, program.setup},
+             {kPreludePath, program.prelude},
              {kFilterPath, std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter))}};
   l.filter = &server_filter;
   l.exec_notify = true;
   l.limits = limits;
   l.limits.cpu_time_s = 600;  // the server's own CPU; each child has the real limit
   l.limits.max_processes = std::max(16, limits.max_processes);  // children may only lower it
+  return boot_fork_server(l, std::move(ours), std::move(theirs), limits, false, error);
+}
+
+std::unique_ptr<ForkServer> Sandbox::Impl::boot_fork_server(Launch& l, UniqueFd ours, UniqueFd theirs,
+                                                            const Limits& limits, bool on_warm_thread,
+                                                            std::string& error) {
   l.keep_fd = theirs.get();
   l.stay_namespace_root = true;
   try {
@@ -707,7 +910,8 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
     // start, imports, setup); either way it forks no child before the 'G' sent below, once the
     // move is done, so every child starts in the cgroup.
     p->options.cgroup = cgroup && cgroup->self_move_fd() >= 0 ? cgroup.get() : nullptr;
-    ChildProcess child = spawn_child(p->options);
+    ChildProcess child = on_warm_thread ? warm->on_thread([&] { return spawn_child(p->options); })
+                                        : spawn_child(p->options);
     theirs.reset();
     SetupMonitor monitor(child, &p->step_targets);
     const std::string why = await_exec(child, monitor, 10.0);
@@ -740,6 +944,76 @@ std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& prog
   }
 }
 
+std::unique_ptr<WarmServer> Sandbox::Impl::start_warm_server(const Limits& limits, const std::string& prelude,
+                                                             std::string& error) {
+  auto w = std::make_unique<WarmServer>();
+  try {
+    // The server's /box: a host directory only this supervisor writes (root's, read-only inside),
+    // holding the server's own two files and, from each batch's start, that batch's program.
+    w->box = std::make_unique<ScratchDir>(kScratchBase);
+    if (chmod(w->box->path().c_str(), 0755) != 0)
+      throw std::runtime_error("chmod " + w->box->path() + ": " + std::strerror(errno));
+    const auto& bpf = user_filter.get().instructions;
+    write_file_atomically(w->box->path(), "filter.bpf",
+                          std::string(reinterpret_cast<const char*>(bpf.data()), bpf.size() * sizeof(sock_filter)), 0444);
+    write_file_atomically(w->box->path(), kNativePath + 5,
+                          std::string(reinterpret_cast<const char*>(kForkServerNative), kForkServerNativeSize), 0555);
+    write_file_atomically(w->box->path(), "prelude.py", prelude, 0444);
+  } catch (const std::exception& e) {
+    error = e.what();
+    return nullptr;
+  }
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    error = std::string("socketpair: ") + std::strerror(errno);
+    return nullptr;
+  }
+  UniqueFd ours(pair[0]), theirs(pair[1]);
+  Launch l;
+  l.executable = config.python_path;
+  l.argv = {config.python_path};
+  if (!config.python_site_packages) l.argv.push_back("-S");
+  for (const char* a : {"-c", kForkServerBoot, "--warm", kNativePath, kFilterPath, prelude.empty() ? "-" : kPreludePath})
+    l.argv.push_back(a);
+  w->prelude = prelude;
+  l.box_dir_host = w->box->path();
+  l.filter = &server_filter;
+  l.exec_notify = true;
+  l.limits = limits;
+  l.limits.cpu_time_s = 600;  // the server's own CPU over its life; each child has its batch's
+  // The server's own limits, which its children may only lower: room for any usual batch.
+  l.limits.max_processes = std::max(64, limits.max_processes);
+  l.limits.max_open_files = std::max(256, limits.max_open_files);
+  w->memory_mb = limits.memory_mb;
+  w->file_size_mb = limits.file_size_mb;
+  w->max_processes = l.limits.max_processes;
+  w->max_open_files = l.limits.max_open_files;
+  w->server = boot_fork_server(l, std::move(ours), std::move(theirs), limits, true, error);
+  if (!w->server) return nullptr;
+  w->id = ++fork_server_serial;
+  return w;
+}
+
+bool Sandbox::Impl::begin_warm_batch(WarmServer& w, const Program& program, const Limits& limits, std::string& error) {
+  // Nothing of the previous batch runs any more (its end was acknowledged), and this batch's
+  // children are forked only after the 'B' below: no child ever sees another batch's files.
+  try {
+    std::string batch = program.setup.empty() ? "0" : "1";
+    for (const auto& a : program.args) batch += '\0' + a;
+    write_file_atomically(w.box->path(), "main.py", program.source, 0444);
+    write_file_atomically(w.box->path(), "setup.py", program.setup, 0444);
+    write_file_atomically(w.box->path(), "batch", batch, 0444);
+  } catch (const std::exception& e) {
+    error = std::string("warm fork server: ") + e.what();
+    return false;
+  }
+  if (!w.server->begin_batch(limits, cgroup_bytes(limits, 64u << 20), std::max(1, limits.max_processes) + 4)) {
+    error = "warm fork server: it ended between batches";
+    return false;
+  }
+  return true;
+}
+
 namespace {
 
 // Checks what a caller (a task file, a request) controls; empty when fine.
@@ -748,6 +1022,9 @@ std::string validate_request(const Program& program, const Limits& limits) {
   if (program.source.size() > (64u << 20)) return "program.source: larger than 64 MiB";
   if (program.setup.size() > (64u << 20)) return "program.setup: larger than 64 MiB";
   if (!program.setup.empty() && program.language != Language::python) return "program.setup: only for Python programs";
+  if (program.prelude.size() > (1u << 20)) return "program.prelude: larger than 1 MiB";
+  if (!program.prelude.empty() && program.language != Language::python)
+    return "program.prelude: only for Python programs";
   if (program.args.size() > 1024) return "program.args: more than 1024 arguments";
   for (const auto& a : program.args)
     if (a.find('\0') != std::string::npos) return "program.args: an argument contains a NUL byte";
@@ -821,9 +1098,10 @@ RunResult Sandbox::run(const Program& program, const std::string& stdin_data, co
     l.executable = d.config.python_path;
     l.argv = {d.config.python_path};
     if (!d.config.python_site_packages) l.argv.push_back("-S");
-    if (!program.setup.empty()) {
-      l.argv.insert(l.argv.end(), {"-c", kOneShotSetupBoot, kSetupPath});
-      l.files = {{kProgramPath, program.source}, {kSetupPath, program.setup}};
+    if (!program.setup.empty() || !program.prelude.empty()) {
+      l.argv.insert(l.argv.end(), {"-c", kOneShotSetupBoot, program.prelude.empty() ? "-" : kPreludePath,
+                                   program.setup.empty() ? "-" : kSetupPath});
+      l.files = {{kProgramPath, program.source}, {kSetupPath, program.setup}, {kPreludePath, program.prelude}};
     } else {
       l.files = {{kProgramPath, program.source}};
     }
@@ -857,22 +1135,58 @@ std::vector<RunResult> Sandbox::run_batch(const Program& program, const std::vec
       return results;
     }
   }
-  std::unique_ptr<ForkServer> server;
+  // A warm server checked out for this batch (Config::warm_fork_servers), or one started for it.
+  std::unique_ptr<WarmServer> warm;
+  std::unique_ptr<ForkServer> own;
+  ForkServer* server = nullptr;
+  unsigned long server_id = 0;
+  unsigned server_batch = 0;
   if (d.fork_server_usable() && stdin_data.size() >= 2) {
     std::string why;
-    server = d.start_fork_server(program, limits, why);
-    // A server that cannot start costs nothing but speed: every input still runs one-shot.
-    d.note_fork_server_failure(server ? std::string() : why);
+    if (d.warm && d.warm_start_failures.load() < 3) {
+      warm = d.warm->take(limits, program.prelude);
+      if (!warm) {
+        warm = d.start_warm_server(limits, program.prelude, why);
+        if (warm) d.warm_start_failures = 0;
+        else {
+          ++d.warm_start_failures;
+          d.note_fork_server_failure("warm fork server: " + why);
+        }
+      }
+      if (warm && !d.begin_warm_batch(*warm, program, limits, why)) {
+        d.note_fork_server_failure(why);
+        warm.reset();
+      }
+      if (warm) {
+        server = warm->server.get();
+        server_id = warm->id;
+        server_batch = warm->batches + 1;
+      }
+    }
+    if (!server) {
+      own = d.start_fork_server(program, limits, why);
+      // A server that cannot start costs nothing but speed: every input still runs one-shot.
+      d.note_fork_server_failure(own ? std::string() : why);
+      if (own) {
+        server = own.get();
+        server_id = ++d.fork_server_serial;
+        server_batch = 1;
+      }
+    }
   }
   for (const auto& input : stdin_data) {
     if (server && server->alive()) {
       RunResult r = server->run(input);
       r.fork_server = true;
+      r.fork_server_id = server_id;
+      r.fork_server_batch = server_batch;
       if (r.verdict == Verdict::sandbox_error) {
         // A failing server is retired and the input rerun one-shot, so the program is judged
         // and not the sandbox.
         d.note_fork_server_failure(r.message);
-        server.reset();
+        server = nullptr;
+        warm.reset();
+        own.reset();
         r = run(program, input, limits);
       }
       results.push_back(std::move(r));
@@ -881,6 +1195,11 @@ std::vector<RunResult> Sandbox::run_batch(const Program& program, const std::vec
     }
     if (stop_at_first_failure && results.back().verdict != Verdict::ok) break;
   }
+  // A warm server goes back to the pool only once it has said that nothing of this batch is left
+  // (no process but itself, an empty /tmp), and only until it has served its share of batches.
+  if (warm && warm->server->alive() && warm->server->end_batch(5.0) &&
+      ++warm->batches < static_cast<unsigned>(d.config.warm_fork_server_batches))
+    d.warm->give_back(std::move(warm));
   return results;
 }
 

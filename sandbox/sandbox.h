@@ -51,6 +51,13 @@ struct Program {
   // left (imports done, names defined); a one-shot run runs it first in the same process. An
   // exception it raises is reported like one of the program's. Trusted code (the caller's).
   std::string setup;
+  // Python only, optional: trusted code that does not depend on the program (the code grader's
+  // LiveCodeBench import block), run before `setup` into a module of its own, which `setup` and
+  // the program then find as the global `__prelude__`. A fork server runs it once, before any
+  // child; a warm one at its start (warm servers are kept per prelude, so one that ran it serves
+  // only programs with the same prelude): its names are then shared by every child without being
+  // bound again in each. A one-shot run runs it first in the same process.
+  std::string prelude;
 };
 
 struct RunResult {
@@ -67,6 +74,10 @@ struct RunResult {
   std::size_t peak_memory_kb = 0;
   std::string message;  // human-readable detail for sandbox_error / syscall_denied etc.
   bool fork_server = false;  // ran as a fork-server child (run_batch) rather than one-shot
+  // Which fork server (a serial number per Sandbox; 0: none) and which of its batches this was:
+  // 1 for the batch a server was started for, more on a warm server kept from earlier batches.
+  unsigned long fork_server_id = 0;
+  unsigned fork_server_batch = 0;
 };
 
 nlohmann::json to_json(const RunResult& r);
@@ -124,6 +135,16 @@ struct Config {
   // throws std::runtime_error if `minimum` is no longer met). For a process that makes one run
   // (`distil-env run`), where the probe would double the cost.
   bool probe_at_start = true;
+  // run_batch keeps up to this many fork servers warm between batches (0-64; 0: each batch
+  // starts its own and it ends with the batch, as before). A warm server is a sandboxed
+  // interpreter that imported the common modules and never runs any program's code; each batch
+  // checks one out exclusively (so at most one per concurrent batch; keep it at least the number
+  // of threads grading at once), and every input is a fresh child forked from it. Servers are
+  // kept per memory_mb and file_size_mb (the interpreter's RLIMIT_AS and its /tmp size).
+  int warm_fork_servers = 8;
+  // A warm server is retired after this many batches (1-1000000) or this long unused (> 0 s).
+  int warm_fork_server_batches = 500;
+  double warm_fork_server_idle_s = 60;
 };
 
 class Sandbox {

@@ -86,6 +86,8 @@ nlohmann::json to_json(const RunResult& r) {
       {"peak_memory_kb", r.peak_memory_kb},
       {"message", utf8_or_replaced(r.message)},
       {"fork_server", r.fork_server},
+      {"fork_server_id", r.fork_server_id},
+      {"fork_server_batch", r.fork_server_batch},
   };
 }
 

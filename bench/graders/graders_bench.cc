@@ -4,7 +4,8 @@
 //     Math-Verify runs; Math-Verify itself cannot be installed offline).
 //  2. code: grading a Python solution against 20 stdin tests in the sandbox, against running the
 //     same 20 tests bare (/usr/bin/python3 per test, no sandbox, no grading).
-// Usage: graders_bench [--repeat N] [--skip-code] [--skip-sympy]
+//  3. code, 4 tests (issue 13): warm fork server vs a fork server per task vs 4 bare runs.
+// Usage: graders_bench [--repeat N] [--skip-code] [--skip-sympy] [--only-code4]
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -24,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "graders/code_runner.h"
 #include "graders/grader.h"
 #include "graders/math_answer.h"
 #include "graders/math_value.h"
@@ -305,18 +308,131 @@ void code_bench(int repeat) {
   for (std::size_t k = 0; k < graded.size(); ++k) std::printf("  round %zu: %.1f / %.1f ms = %.3fx\n", k + 1, graded[k], bare[k], graded[k] / bare[k]);
 }
 
+// Issue 13, item 7: one code task with 4 stdin tests, graded through a warm fork server (the
+// default: servers kept between batches), through a fork server started for the task
+// (Config::warm_fork_servers = 0, what every task paid before), and the same 4 tests as bare
+// interpreter runs; alternating rounds, medians, ratios to bare.
+void code4_bench(int repeat) {
+  std::unique_ptr<sandbox::Sandbox> warm_box, cold_box;
+  try {
+    warm_box = std::make_unique<sandbox::Sandbox>();
+    sandbox::Config cold;
+    cold.warm_fork_servers = 0;
+    cold_box = std::make_unique<sandbox::Sandbox>(cold);
+  } catch (const std::exception& e) {
+    std::printf("\n== code, 4 tests: no sandbox on this host (%s), skipped ==\n", e.what());
+    return;
+  }
+  const std::string solution =
+      "import sys\nfrom collections import Counter\nnums = list(map(int, sys.stdin.read().split()))\n"
+      "c = Counter(nums[1:])\nprint(sum(nums[1:]), max(c.values()))\n";
+  nlohmann::json tests = nlohmann::json::array();
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 4; ++i) {
+    std::string in = std::to_string(50 * (i + 1)) + "\n";
+    long sum = 0;
+    std::map<long, int> counts;
+    for (int k = 1; k <= 50 * (i + 1); ++k) {
+      const long v = (k * 37) % 11;
+      in += std::to_string(v) + (k == 50 * (i + 1) ? "\n" : " ");
+      sum += v;
+      ++counts[v];
+    }
+    int top = 0;
+    for (const auto& [v, n] : counts) top = std::max(top, n);
+    inputs.push_back(in);
+    tests.push_back({{"input", in}, {"output", std::to_string(sum) + " " + std::to_string(top) + "\n"}});
+  }
+  const tasks::Task task = tasks::task_from_json({{"id", "bench4"}, {"domain", "code"}, {"prompt", "sum"}, {"tests", tests}});
+  const std::string response = "```python\n" + solution + "```";
+  graders::GradeContext warm{warm_box.get()}, cold{cold_box.get()};
+  for (auto* c : {&warm, &cold}) {
+    auto r = graders::grade(graders::Registry::builtin(), task, response, {}, *c);  // warm-up
+    if (!r.passed) std::printf("warning: benchmark solution did not pass: %s\n", r.feedback.c_str());
+  }
+  const std::string dir = "/tmp/distil_graders_bench_code4_" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0700);
+  std::ofstream(dir + "/prog.py") << solution;
+  std::ofstream(dir + "/pass.py") << "pass\n";
+  for (std::size_t i = 0; i < inputs.size(); ++i) std::ofstream(dir + "/in" + std::to_string(i)) << inputs[i];
+  double load_start[3] = {0, 0, 0}, load_end[3] = {0, 0, 0};
+  getloadavg(load_start, 3);
+  std::vector<double> w, c, bare, bare_s;
+  bool reused = true;
+  for (int k = 0; k < repeat; ++k) {
+    auto start = Clock::now();
+    auto rw = graders::grade(graders::Registry::builtin(), task, response, {}, warm);
+    w.push_back(ms_since(start));
+    start = Clock::now();
+    auto rc = graders::grade(graders::Registry::builtin(), task, response, {}, cold);
+    c.push_back(ms_since(start));
+    if (!rw.passed || !rc.passed) std::printf("warning: a graded round did not pass\n");
+    start = Clock::now();
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      run_process({"/usr/bin/python3", dir + "/prog.py"}, dir + "/in" + std::to_string(i), dir + "/out");
+      (void)slurp(dir + "/out");
+    }
+    bare.push_back(ms_since(start));
+    start = Clock::now();
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+      run_process({"/usr/bin/python3", "-S", dir + "/pass.py"}, dir + "/in" + std::to_string(i), dir + "/out");
+    bare_s.push_back(ms_since(start));
+  }
+  // Breakdown: the same task with its 4 tests twice over (8 tests), warm: (T8 - T4) / 4 is the
+  // cost of one more test, T4 - 4 x that the cost per task (grader, batch start and end).
+  nlohmann::json eight = tests;
+  for (const auto& t : tests) eight.push_back(t);
+  const tasks::Task task8 = tasks::task_from_json({{"id", "bench8"}, {"domain", "code"}, {"prompt", "sum"}, {"tests", eight}});
+  std::vector<double> w8;
+  for (int k = 0; k < repeat; ++k) {
+    const auto start = Clock::now();
+    graders::grade(graders::Registry::builtin(), task8, response, {}, warm);
+    w8.push_back(ms_since(start));
+  }
+  getloadavg(load_end, 3);
+  // That the warm rounds really ran on a kept server: the sandbox says which batch of its server
+  // each run was.
+  {
+    sandbox::Program probe;
+    probe.source = "print(1)\n";
+    probe.prelude = graders::code::kLcbImports;  // the code grader's: servers are kept per prelude
+    auto r = warm_box->run_batch(probe, {"", ""}, {});
+    reused = !r.empty() && r[0].fork_server && r[0].fork_server_batch > 1;
+  }
+  for (std::size_t i = 0; i < inputs.size(); ++i) std::remove((dir + "/in" + std::to_string(i)).c_str());
+  for (const char* f : {"/prog.py", "/pass.py", "/out"}) std::remove((dir + f).c_str());
+  rmdir(dir.c_str());
+  const double mw = median(w), mc = median(c), mb = median(bare), ms = median(bare_s);
+  std::printf("\n== code: one Python solution, 4 stdin tests, median of %d alternating rounds ==\n", repeat);
+  std::printf("load average %.2f at the start, %.2f at the end\n", load_start[0], load_end[0]);
+  std::printf("%-58s %10s %9s %9s\n", "what", "median ms", "vs bare", "vs cold");
+  std::printf("%-58s %10.1f %8.2fx %8.2fx\n", "warm fork server (kept between tasks, the default)", mw, mw / mb, mw / mc);
+  std::printf("%-58s %10.1f %8.2fx %8.2fx\n", "cold: a fork server per task (warm_fork_servers = 0)", mc, mc / mb, 1.0);
+  std::printf("%-58s %10.1f %8.2fx\n", "reference: 4 bare /usr/bin/python3 runs of the solution", mb, 1.0);
+  std::printf("%-58s %10.1f %8.2fx\n", "reference: 4 bare /usr/bin/python3 -S runs of 'pass'", ms, ms / mb);
+  const double per_test = (median(w8) - mw) / 4;
+  std::printf("%-58s %10.2f\n", "warm: one more test, (T8 - T4) / 4", per_test);
+  std::printf("%-58s %10.2f\n", "warm: per task, T4 - 4 x that", mw - 4 * per_test);
+  std::printf("%-58s %10s\n", "target (issue 13.7): warm / bare", "<= 0.3");
+  std::printf("%-58s %10s\n", "warm rounds ran on a reused server", reused ? "yes" : "NO");
+  std::printf("per-round ms (warm / cold / bare):");
+  for (std::size_t k = 0; k < w.size(); ++k) std::printf(" %.1f/%.1f/%.1f", w[k], c[k], bare[k]);
+  std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int repeat = 20;
-  bool skip_code = false, run_sympy = true;
+  bool skip_code = false, run_sympy = true, only_code4 = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--repeat" && i + 1 < argc) repeat = std::max(1, std::atoi(argv[++i]));
     else if (a == "--skip-code") skip_code = true;
     else if (a == "--skip-sympy") run_sympy = false;
+    else if (a == "--only-code4") only_code4 = true;
     else {
-      std::fprintf(stderr, "usage: graders_bench [--repeat N] [--skip-code] [--skip-sympy]\n");
+      std::fprintf(stderr, "usage: graders_bench [--repeat N] [--skip-code] [--skip-sympy] [--only-code4]\n");
       return 2;
     }
   }
@@ -332,7 +448,8 @@ int main(int argc, char** argv) {
     getloadavg(load, 3);
     std::printf("CPU: %s, %ld cores online, load average %.2f\n", model.c_str(), sysconf(_SC_NPROCESSORS_ONLN), load[0]);
   }
-  math_bench(repeat, run_sympy);
-  if (!skip_code) code_bench(std::max(3, repeat / 4));
+  if (!only_code4) math_bench(repeat, run_sympy);
+  if (!skip_code) code4_bench(std::max(5, repeat));
+  if (!skip_code && !only_code4) code_bench(std::max(3, repeat / 4));
   return 0;
 }

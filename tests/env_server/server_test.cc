@@ -368,6 +368,44 @@ TEST_F(EnvServer, FullQueueIs429WithRetryAfter) {
   EXPECT_EQ(r.json()["error"]["code"], "overloaded");
 }
 
+// The wait bound: with one worker busy and the mean grading time known, a request that would
+// have to wait longer than max_queue_wait_s is refused at once (429, Retry-After), long before
+// it could have been graded. (No wall-clock bound is asserted: the refusal follows from the
+// state, one job running, whatever the machine's speed.)
+TEST_F(EnvServer, ExpectedQueueWaitBeyondTheBoundIs429WithRetryAfter) {
+  require_sandbox();
+  auto config = quiet_config();
+  config.workers = 1;
+  config.max_queue_wait_s = 1e-6;  // any grading that ran in the sandbox took longer
+  start(config);
+  auto limits = call(port_, "GET", "/v1/limits", "", {});
+  EXPECT_EQ(limits.json()["max_queue_wait_s"], 1e-6);
+  // With the worker free nothing waits, whatever the bound: graded (and the mean is now known).
+  auto first = post("/v1/feedback", {{"task_id", "code-sum"}, {"response", kCodeRight}});
+  ASSERT_EQ(first.status, 200) << first.body;
+  const std::string slow = "```python\nimport time\ntime.sleep(1)\nprint(0)\n```";
+  std::thread busy([&] { call(port_, "POST", "/v1/feedback", json({{"task_id", "code-sum"}, {"response", slow}}).dump(), {}); });
+  bool running = false;
+  for (int i = 0; i < 400 && !running; ++i) {
+    running = call(port_, "GET", "/metrics", "", {}).body.find("distil_busy_workers 1") != std::string::npos;
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(running) << "the slow grading never started";
+  auto refused = post("/v1/feedback", {{"task_id", "math-product"}, {"response", kMathRight}});
+  busy.join();
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(refused.json()["error"]["code"], "overloaded");
+  EXPECT_NE(refused.json()["error"]["message"].get<std::string>().find("max_queue_wait_s"), std::string::npos);
+  ASSERT_TRUE(refused.headers.count("Retry-After"));
+  EXPECT_GE(std::stoi(refused.headers["Retry-After"]), 1);
+  EXPECT_NE(call(port_, "GET", "/metrics", "", {}).body.find("distil_rejected_total{reason=\"queue_wait\"} 1"),
+            std::string::npos);
+  // Once the worker is free again, the same request is graded.
+  for (int i = 0; i < 400 && call(port_, "GET", "/metrics", "", {}).body.find("distil_busy_workers 0") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(post("/v1/feedback", {{"task_id", "math-product"}, {"response", kMathRight}}).status, 200);
+}
+
 TEST_F(EnvServer, MissedDeadlineIs503) {
   auto config = quiet_config();
   config.request_deadline_s = 1e-9;

@@ -2,6 +2,7 @@
 // children must not see each other (files, processes, interpreter state).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -374,6 +375,184 @@ TEST(ForkServerSetup, RunsBeforeTheProgramInItsNamespaceAndAgreesWithOneShot) {
   cpp.source = "int main(){}";
   cpp.setup = "x = 1";
   EXPECT_EQ(sandbox().run(cpp, "", limits()).verdict, Verdict::sandbox_error);
+}
+
+// --- Warm fork servers (Config::warm_fork_servers): one server serves batch after batch -------
+
+// Runs `first` then `second` (different programs) with the same limits and checks that the second
+// ran on the server the first left warm: every isolation check below is about two batches on one
+// interpreter, so it must not pass merely because the second batch got a fresh server.
+void require_same_warm_server(const std::vector<RunResult>& first, const std::vector<RunResult>& second) {
+  require_fork_server(first);
+  ASSERT_FALSE(second.empty());
+  ASSERT_TRUE(second[0].fork_server) << sandbox().fork_server_failure();
+  ASSERT_EQ(second[0].fork_server_id, first[0].fork_server_id)
+      << "the second batch did not reuse the first one's warm server: " << sandbox().fork_server_failure();
+  ASSERT_EQ(second[0].fork_server_batch, first[0].fork_server_batch + 1);
+  for (const auto& r : second) EXPECT_EQ(r.fork_server_id, second[0].fork_server_id);
+}
+
+TEST(WarmForkServer, ReusedAcrossBatchesOfDifferentPrograms) {
+  const auto a = sandbox().run_batch(python("print('a', input())\n"), {"1", "2"}, limits());
+  const auto b = sandbox().run_batch(python("print('b', int(input()) * 2)\n"), {"3", "4", "5"}, limits());
+  require_same_warm_server(a, b);
+  EXPECT_GE(b[0].fork_server_batch, 2u);
+  ASSERT_EQ(b.size(), 3u);
+  EXPECT_EQ(a[1].stdout_data, "a 2\n");
+  EXPECT_EQ(b[0].stdout_data, "b 6\n");
+  EXPECT_EQ(b[2].stdout_data, "b 10\n");
+}
+
+// What one batch does to files, processes, the interpreter and its modules, the environment and
+// its own program, a later batch on the same server does not see (as between inputs, Isolation).
+TEST(WarmForkServer, BatchesDoNotSeeEachOther) {
+  const char* hostile =
+      "import builtins, collections, json, os, sys, time, random\n"
+      "open('/tmp/left', 'w').write('x')\nos.makedirs('/tmp/d/e')\nos.chmod('/tmp/d', 0)\n"
+      "os.symlink('/box', '/tmp/box_link')\n"
+      "if os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\n"
+      "builtins.print = lambda *a, **k: sys.stdout.write('patched\\n')\n"
+      "builtins.leak = 1\nsys.modules['collections'] = sys\ncollections.deque = None\n"
+      "json.dumps = None\nrandom.seed(0)\nos.environ['LEAK'] = '1'\nsys.setrecursionlimit(50)\n"
+      "try:\n    open('/box/main.py', 'w')\nexcept OSError as e:\n    sys.stdout.write('box %d\\n' % e.errno)\n"
+      "print('hostile')\n";
+  const char* probe =
+      "import builtins, collections, json, os, sys, random\n"
+      "others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]\n"
+      "print(sorted(os.listdir('/tmp')), len(others))\n"
+      "print(type(print).__name__, hasattr(builtins, 'leak'), collections.__name__, collections.deque.__name__)\n"
+      "print(json.dumps([1]), 'LEAK' in os.environ, sys.getrecursionlimit() > 50, random.random() != 0.8444218515250481)\n"
+      "print(sorted(os.listdir('/box')), open('/box/main.py').read() == open(__file__).read())\n";
+  const auto a = sandbox().run_batch(python(hostile), {"", ""}, limits());
+  require_fork_server(a);
+  for (const auto& r : a) EXPECT_EQ(r.stdout_data, "box 30\npatched\n") << r.stderr_data;
+  const auto b = sandbox().run_batch(python(probe), {"", ""}, limits());
+  require_same_warm_server(a, b);
+  for (const auto& r : b) {
+    EXPECT_EQ(r.verdict, Verdict::ok) << r.stderr_data;
+    EXPECT_EQ(r.stdout_data,
+              "[] 0\n"
+              "builtin_function_or_method False collections deque\n"
+              "[1] False True True\n"
+              "['batch', 'filter.bpf', 'main.py', 'native.so', 'prelude.py', 'setup.py'] True\n")
+        << r.stderr_data;
+  }
+}
+
+// Setup, arguments and limits are the batch's own: nothing of the previous batch's carries over.
+TEST(WarmForkServer, SetupArgumentsAndLimitsArePerBatch) {
+  Program first = python("import sys, resource\nprint(globals().get('greeting'), sys.argv[1:], resource.getrlimit(resource.RLIMIT_NOFILE))\n");
+  first.setup = "greeting = 'hi'\n";
+  first.args = {"x", "y"};
+  Limits first_limits = limits();
+  first_limits.max_open_files = 64;
+  const auto a = sandbox().run_batch(first, {"", ""}, first_limits);
+  Program second = python(first.source);
+  Limits second_limits = limits();
+  second_limits.max_open_files = 32;
+  const auto b = sandbox().run_batch(second, {"", ""}, second_limits);
+  require_same_warm_server(a, b);
+  EXPECT_EQ(a[0].stdout_data, "hi ['x', 'y'] (64, 64)\n") << a[0].stderr_data;
+  EXPECT_EQ(b[0].stdout_data, "None [] (32, 32)\n") << b[0].stderr_data;
+  // The CPU limit too: 0.6 s of CPU passes under 2 s, then fails under 0.3 s on the same server.
+  const Program spin = python("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\nprint('done')\n");
+  Limits roomy = limits();
+  roomy.cpu_time_s = 2;
+  Limits tight = limits();
+  tight.cpu_time_s = 0.3;
+  const auto c = sandbox().run_batch(spin, {"", ""}, roomy);
+  const auto d = sandbox().run_batch(spin, {"", ""}, tight);
+  require_same_warm_server(c, d);
+  for (const auto& r : c) EXPECT_EQ(r.verdict, Verdict::ok) << to_json(r).dump();
+  for (const auto& r : d) EXPECT_EQ(r.verdict, Verdict::time_limit) << to_json(r).dump();
+}
+
+TEST(WarmForkServer, KeptPerMemoryLimit) {
+  const Program p = python("import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0] >> 20)\n");
+  Limits small = limits(), large = limits();
+  small.memory_mb = 200;
+  large.memory_mb = 300;
+  const auto a = sandbox().run_batch(p, {"", ""}, small);
+  const auto b = sandbox().run_batch(p, {"", ""}, large);
+  const auto c = sandbox().run_batch(p, {"", ""}, small);
+  require_fork_server(a);
+  EXPECT_EQ(a[0].stdout_data, "200\n");
+  EXPECT_EQ(b[0].stdout_data, "300\n");
+  EXPECT_NE(a[0].fork_server_id, b[0].fork_server_id);
+  require_same_warm_server(a, c);
+}
+
+// Retirement after Config::warm_fork_server_batches batches and after the idle time; with
+// warm_fork_servers = 0 every batch gets a server of its own, as before warm servers.
+TEST(WarmForkServer, RetiredAfterItsBatchesOrIdleTimeAndOffWhenDisabled) {
+  if (!sandbox().isolation().pid_namespace) GTEST_SKIP() << "fork server needs namespaces";
+  const Program p = python("print(input())\n");
+  Config config;
+  config.warm_fork_server_batches = 2;
+  config.warm_fork_server_idle_s = 0.5;
+  config.prespawned = 0;
+  config.outside_id_base = sandbox().config().outside_id_base + 32768;  // not the shared sandbox's ids
+  {
+    Sandbox own(config);
+    std::vector<unsigned long> ids;
+    for (int i = 0; i < 3; ++i) ids.push_back(own.run_batch(p, {"1", "2"}, limits()).at(0).fork_server_id);
+    EXPECT_EQ(ids[0], ids[1]);
+    EXPECT_NE(ids[1], ids[2]) << "served more than warm_fork_server_batches batches";
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+    EXPECT_NE(own.run_batch(p, {"1", "2"}, limits()).at(0).fork_server_id, ids[2]) << "not retired when idle";
+  }
+  config.warm_fork_servers = 0;
+  Sandbox cold(config);
+  const auto a = cold.run_batch(p, {"1", "2"}, limits());
+  const auto b = cold.run_batch(p, {"1", "2"}, limits());
+  ASSERT_TRUE(a[0].fork_server && b[0].fork_server) << cold.fork_server_failure();
+  EXPECT_EQ(a[0].fork_server_batch, 1u);
+  EXPECT_EQ(b[0].fork_server_batch, 1u);
+  EXPECT_NE(a[0].fork_server_id, b[0].fork_server_id);
+  EXPECT_EQ(b[1].stdout_data, "2\n");
+}
+
+// Program::prelude runs once per server (a warm one: at its start; servers are kept per
+// prelude), its module is each child's own copy: what one child or batch does to it, no other
+// sees. The same results one-shot.
+TEST(WarmForkServer, PreludeIsSharedButNeverChanged) {
+  Program p = python("m = __prelude__\nprint(m.names, m.counter, sorted(k for k in vars(m) if not k.startswith('__')))\n"
+                     "m.counter += 1\nm.names.append(input())\nm.extra = 1\n");
+  p.prelude = "import collections\nnames = []\ncounter = 0\n";
+  const auto a = sandbox().run_batch(p, {"x", "y"}, limits());
+  const auto b = sandbox().run_batch(p, {"z", "w"}, limits());
+  require_same_warm_server(a, b);
+  for (const auto* batch : {&a, &b})
+    for (const auto& r : *batch) EXPECT_EQ(r.stdout_data, "[] 0 ['collections', 'counter', 'names']\n") << r.stderr_data;
+  EXPECT_EQ(sandbox().run(p, "x", limits()).stdout_data, a[0].stdout_data);
+  // Another prelude (or none) gets another server.
+  Program q = python("print('__prelude__' in globals())\n");
+  const auto c = sandbox().run_batch(q, {"", ""}, limits());
+  require_fork_server(c);
+  EXPECT_NE(c[0].fork_server_id, a[0].fork_server_id);
+  EXPECT_EQ(c[0].stdout_data, "False\n");
+  // A failing prelude fails every input like the program's own error would, one-shot alike.
+  p.prelude = "raise KeyError('prelude')\n";
+  const auto d = sandbox().run_batch(p, {"", ""}, limits());
+  const RunResult single = sandbox().run(p, "", limits());
+  ASSERT_EQ(d.size(), 2u);
+  for (const auto& r : d) {
+    EXPECT_EQ(r.verdict, Verdict::runtime_error);
+    EXPECT_NE(r.stderr_data.find("KeyError: 'prelude'"), std::string::npos) << r.stderr_data;
+    EXPECT_EQ(r.stderr_data, single.stderr_data);
+  }
+}
+
+// A batch that leaves a tree too deep to wipe retires its warm server; the next batch gets a
+// fresh one and a clean /tmp.
+TEST(WarmForkServer, UncleanableServerIsNotReused) {
+  const auto a = sandbox().run_batch(
+      python("import os\nos.makedirs('/tmp/' + '/'.join(['d'] * 300), exist_ok=True)\nprint('deep')\n"), {"", ""}, limits());
+  require_fork_server(a);
+  const auto b = sandbox().run_batch(python("import os\nprint(os.listdir('/tmp'))\n"), {"", ""}, limits());
+  require_fork_server(b);
+  EXPECT_NE(b[0].fork_server_id, a[0].fork_server_id);
+  for (const auto& r : b) EXPECT_EQ(r.stdout_data, "[]\n");
 }
 
 }  // namespace
