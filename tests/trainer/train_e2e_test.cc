@@ -29,8 +29,8 @@ struct EnvServer {
   std::string error;
 };
 
-// Starts `distil-env serve --port 0` and reads the port it prints.
-EnvServer start_env_server(const fs::path& tasks) {
+// Starts `distil-env serve --port <port>` (0: any free one) and reads the port it prints.
+EnvServer start_env_server(const fs::path& tasks, const std::string& port = "0") {
   EnvServer server;
   const fs::path binary = fs::path(DISTIL_BINARY_DIR) / "env_server" / "distil-env";
   if (!fs::exists(binary)) {
@@ -48,7 +48,7 @@ EnvServer start_env_server(const fs::path& tasks) {
     close(out[0]);
     close(out[1]);
     execl(binary.c_str(), binary.c_str(), "serve", "--tasks", tasks.c_str(), "--host", "127.0.0.1", "--port",
-          "0", "--no-sandbox", "--access-log", "off", "--drain-timeout", "0", static_cast<char*>(nullptr));
+          port.c_str(), "--no-sandbox", "--access-log", "off", "--drain-timeout", "0", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out[1]);
@@ -235,15 +235,132 @@ TEST_F(TrainEndToEnd, ResumeReproducesTheNextStepExactly) {
   for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].cpu(), c[i].cpu()));
 }
 
-TEST_F(TrainEndToEnd, FailedFeedbackIsDroppedNotCountedAsZeroReward) {
-  // A port nobody listens on: every request fails after its attempts.
-  auto config = config_for("distil", "dead-env", {"env.endpoints=[http://127.0.0.1:9]", "env.max_attempts=1",
-                                                  "env.request_timeout_s=2"});
-  Trainer trainer(config);
-  auto record = trainer.step();
-  EXPECT_EQ(record["failed_feedback"], 8);
-  EXPECT_EQ(record["rollouts"], 0);
-  EXPECT_EQ(record["reward_mean"], 0.0);
+void stop_server(EnvServer& server) {
+  if (server.pid > 0) {
+    kill(server.pid, SIGKILL);
+    waitpid(server.pid, nullptr, 0);
+    server.pid = -1;
+  }
+}
+
+// A server of the test's own, killed however the test ends (a server left running would keep
+// CTest's output pipe open).
+struct OwnServer {
+  EnvServer server;
+  explicit OwnServer(const fs::path& tasks, const std::string& port = "0") : server(start_env_server(tasks, port)) {}
+  ~OwnServer() { stop_server(server); }
+};
+
+std::string port_of(const std::string& url) { return url.substr(url.rfind(':') + 1); }
+
+std::vector<int64_t> steps_in(const fs::path& metrics) {
+  std::vector<int64_t> steps;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("step") && !j.contains("eval") && !j.value("failed", false))
+      steps.push_back(j["step"].get<int64_t>());
+  }
+  return steps;
+}
+
+TEST_F(TrainEndToEnd, RefusesToStartWithoutAFeedbackServer) {
+  // Nothing listens there: the run must stop at start, naming the endpoint, not train on nothing.
+  auto config = config_for("distil", "dead-env", {"env.endpoints=[http://127.0.0.1:9]"});
+  try {
+    Trainer trainer(config);
+    ADD_FAILURE() << "a trainer started with no reachable endpoint";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("http://127.0.0.1:9"), std::string::npos) << e.what();
+  }
+}
+
+// A step whose every rollout lost its feedback is not a step: no update, no schedule step, its
+// values null, and it is made again; once the endpoint is back the run is exactly the run that
+// never saw the fault. Too many such steps in a row stop the run, naming the endpoints.
+TEST_F(TrainEndToEnd, AStepThatLostAllItsFeedbackDoesNotCountAndIsMadeAgain) {
+  Trainer unfaulted(config_for("distil", "unfaulted", {"train.steps=3"}));
+  for (int i = 0; i < 2; ++i) unfaulted.step();
+
+  OwnServer own_guard(tasks_file);
+  EnvServer& own = own_guard.server;
+  ASSERT_FALSE(own.url.empty()) << own.error;
+  Trainer faulted(config_for("distil", "faulted",
+                             {"train.steps=3", "env.endpoints=[" + own.url + "]", "env.max_attempts=1",
+                              "env.request_timeout_s=5", "train.max_failed_steps=3"}));
+  EXPECT_TRUE(faulted.step()["update_applied"].get<bool>());
+  stop_server(own);
+  auto failed = faulted.step();
+  SCOPED_TRACE(failed.dump());
+  EXPECT_TRUE(failed.value("failed", false));
+  EXPECT_EQ(faulted.steps_done(), 1);
+  EXPECT_EQ(failed["failed_feedback"], 8);
+  EXPECT_FALSE(failed["update_applied"].get<bool>());
+  EXPECT_TRUE(failed["reward_mean"].is_null());
+  EXPECT_TRUE(failed["accuracy"].is_null());
+  EXPECT_TRUE(failed["loss"].is_null());
+
+  OwnServer back_guard(tasks_file, port_of(own.url));
+  EnvServer& back = back_guard.server;
+  ASSERT_EQ(back.url, own.url) << back.error;
+  auto retried = faulted.step();
+  EXPECT_FALSE(retried.value("failed", false)) << retried.dump();
+  EXPECT_EQ(faulted.steps_done(), 2);
+  auto a = unfaulted.model()->parameters();
+  auto b = faulted.model()->parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " differs from the unfaulted run";
+  EXPECT_EQ(steps_in(root / "faulted" / "metrics.jsonl"), (std::vector<int64_t>{1, 2}));
+
+  stop_server(back);
+  EXPECT_TRUE(faulted.step().value("failed", false));
+  EXPECT_TRUE(faulted.step().value("failed", false));
+  try {
+    faulted.step();
+    ADD_FAILURE() << "a third failed step in a row did not stop the run";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(own.url), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("train.max_failed_steps"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(faulted.steps_done(), 2);
+}
+
+TEST_F(TrainEndToEnd, EvaluationWhoseFeedbackFailedIsAnErrorNotAZero) {
+  OwnServer own_guard(tasks_file);
+  EnvServer& own = own_guard.server;
+  ASSERT_FALSE(own.url.empty()) << own.error;
+  Trainer trainer(config_for("distil", "eval-dead",
+                             {"data.eval_tasks=[" + tasks_file.string() + "]", "env.endpoints=[" + own.url + "]",
+                              "env.max_attempts=1", "eval.samples=2", "eval.k=[1, 2]"}));
+  stop_server(own);
+  auto result = trainer.evaluate_now();
+  ASSERT_TRUE(result.contains("error")) << result.dump();
+  EXPECT_FALSE(result.contains("metrics"));
+  EXPECT_NE(result["error"].get<std::string>().find("6 of 6 samples"), std::string::npos) << result.dump();
+  std::ifstream in(root / "eval-dead" / "metrics.jsonl");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(all.find("eval_failed"), std::string::npos) << all;
+  EXPECT_EQ(all.find("avg@n"), std::string::npos) << "a failed evaluation was recorded as a number: " << all;
+}
+
+// A resume re-runs the steps after its checkpoint: their old records go, so each step is in
+// metrics.jsonl once; a save killed midway (checkpoint-N.tmp) is removed at start.
+TEST_F(TrainEndToEnd, ResumeKeepsEachStepOnceAndRemovesHalfWrittenCheckpoints) {
+  const fs::path dir = root / "resume-truncate";
+  {
+    Trainer first(config_for("distil", "resume-truncate", {"train.steps=3", "checkpoint.every=2", "checkpoint.keep_last=5"}));
+    first.run();
+  }
+  ASSERT_EQ(steps_in(dir / "metrics.jsonl"), (std::vector<int64_t>{1, 2, 3}));
+  fs::create_directories(dir / "checkpoint-000004.tmp");
+  std::ofstream(dir / "checkpoint-000004.tmp" / "model.safetensors") << "half";
+  Trainer resumed(config_for("distil", "resume-truncate", {"train.steps=3"}), (dir / "checkpoint-000002").string());
+  EXPECT_FALSE(fs::exists(dir / "checkpoint-000004.tmp"));
+  EXPECT_EQ(steps_in(dir / "metrics.jsonl"), (std::vector<int64_t>{1, 2}));
+  resumed.run();
+  EXPECT_EQ(steps_in(dir / "metrics.jsonl"), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(latest_checkpoint(dir), dir / "checkpoint-000003");
 }
 
 TEST_F(TrainEndToEnd, EvaluationReportsPassAtK) {
