@@ -195,22 +195,29 @@ int main(int argc, char** argv) {
   // variance is spread over n - 2 tests.
   const int batch = 102;
   // One sample of the per-test cost of `program` on `input`; the results of the large batch.
-  auto fork_server_sample = [&](const Program& program, const std::string& input, Sample& sample) {
+  // `on`: the default sandbox (warm fork servers kept between batches: their children's CPU
+  // reaches this process only when the server exits, so only wall time is known) or one with
+  // a fork server per batch (reaped at the batch's end: CPU known).
+  Config per_batch_config = config;
+  per_batch_config.warm_fork_servers = 0;
+  Sandbox sandbox_per_batch(per_batch_config);
+  auto fork_server_sample = [&](const Program& program, const std::string& input, Sample& sample, Sandbox& on) {
     std::vector<RunResult> small, large;
     Sample a, b;
-    time_ms([&] { small = sandbox.run_batch(program, std::vector<std::string>(2, input), limits); }, &a);
-    time_ms([&] { large = sandbox.run_batch(program, std::vector<std::string>(batch, input), limits); }, &b);
+    time_ms([&] { small = on.run_batch(program, std::vector<std::string>(2, input), limits); }, &a);
+    time_ms([&] { large = on.run_batch(program, std::vector<std::string>(batch, input), limits); }, &b);
     for (const auto& r : small) failures += r.verdict != Verdict::ok;
     for (const auto& r : large) failures += r.verdict != Verdict::ok;
     sample.wall.push_back((b.wall[0] - a.wall[0]) / (batch - 2));
     sample.cpu.push_back((b.cpu[0] - a.cpu[0]) / (batch - 2));
     return large;
   };
-  Sample s_server;
+  Sample s_server, s_server_per_batch;
   bool used_server = false;
   for (int i = 0; i < std::max(5, runs / 4); ++i) {
-    const auto large = fork_server_sample(pass, "", s_server);
+    const auto large = fork_server_sample(pass, "", s_server, sandbox);
     used_server = used_server || (!large.empty() && large[0].fork_server);
+    fork_server_sample(pass, "", s_server_per_batch, sandbox_per_batch);
   }
 
   // A typical solution (imports, parses 1,000 integers, sorts, counts): what the fork server
@@ -229,13 +236,14 @@ int main(int argc, char** argv) {
     return std::perror("writing the typical program's input"), 1;
   close(input_fd);
   const std::vector<std::string> bare_typical = {python, "-S", "-c", typical.source};
-  Sample t_bare, t_oneshot, t_server;
+  Sample t_bare, t_oneshot, t_server, t_server_per_batch;
   for (int i = 0; i < std::max(5, runs / 4); ++i) {
     time_ms([&] { failures += !spawn_and_wait(bare_typical, input_path); }, &t_bare);
     time_ms([&] { failures += sandbox.run(typical, typical_input, limits).verdict != Verdict::ok; }, &t_oneshot,
             [&] { sandbox.settle(); });
-    for (const auto& r : fork_server_sample(typical, typical_input, t_server))
+    for (const auto& r : fork_server_sample(typical, typical_input, t_server, sandbox))
       failures += r.verdict == Verdict::ok && !r.fork_server;  // a failed verdict is counted already
+    fork_server_sample(typical, typical_input, t_server_per_batch, sandbox_per_batch);
   }
   unlink(input_path);
 
@@ -256,7 +264,8 @@ int main(int argc, char** argv) {
   else std::printf("%-34s unavailable\n", "bwrap");
   row("distil sandbox one-shot", s_oneshot, "");
   row("distil one-shot, back to back", s_back_to_back, "");
-  row("distil fork server, per test", s_server, used_server ? "" : "  (fork server NOT used)");
+  row("distil fork server (warm), per test", s_server, used_server ? "" : "  (fork server NOT used)", false);
+  row("  one fork server per batch", s_server_per_batch, "");
   if (have_command) row("distil-env run (whole command)", s_command, "");
   else std::printf("%-34s unavailable (%s)\n", "distil-env run", distil_env.c_str());
   std::printf("typical solution (imports, 1,000 integers in; ratios to it run bare):\n");
@@ -264,7 +273,8 @@ int main(int argc, char** argv) {
   bare_cpu = median(t_bare.cpu);
   row("  bare python3 -S", t_bare, "");
   row("  distil sandbox one-shot", t_oneshot, "");
-  row("  distil fork server, per test", t_server, "");
+  row("  distil fork server (warm), per test", t_server, "", false);
+  row("    one fork server per batch", t_server_per_batch, "");
   std::printf("breakdown (own loop, ratios to its own bare runs):\n");
   bare_wall = median(s_bare2.wall);
   bare_cpu = median(s_bare2.cpu);
