@@ -526,6 +526,9 @@ struct Sandbox::Impl {
   void check_minimum() const;
   std::atomic<bool> probed{false};
   std::mutex probe_mutex;
+  // The control socket pair of a fork server (ours, and theirs: fd 3 in the server) and the
+  // start of its Launch (the interpreter, -S); false with `error` when the pair cannot be made.
+  bool fork_server_launch(Launch& l, UniqueFd& ours, UniqueFd& theirs, std::string& error) const;
   std::unique_ptr<ForkServer> start_fork_server(const Program& program, const Limits& limits, std::string& error);
   std::unique_ptr<ForkServer> boot_fork_server(Launch& l, UniqueFd ours, UniqueFd theirs, const Limits& limits,
                                                bool on_warm_thread, std::string& error);
@@ -859,18 +862,25 @@ RunResult Sandbox::Impl::launch_once(const Launch& l, const std::string& stdin_d
   return result;
 }
 
-std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& program, const Limits& limits,
-                                                             std::string& error) {
+bool Sandbox::Impl::fork_server_launch(Launch& l, UniqueFd& ours, UniqueFd& theirs, std::string& error) const {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     error = std::string("socketpair: ") + std::strerror(errno);
-    return nullptr;
+    return false;
   }
-  UniqueFd ours(pair[0]), theirs(pair[1]);
-  Launch l;
+  ours.reset(pair[0]);
+  theirs.reset(pair[1]);
   l.executable = config.python_path;
   l.argv = {config.python_path};
   if (!config.python_site_packages) l.argv.push_back("-S");
+  return true;
+}
+
+std::unique_ptr<ForkServer> Sandbox::Impl::start_fork_server(const Program& program, const Limits& limits,
+                                                             std::string& error) {
+  UniqueFd ours, theirs;
+  Launch l;
+  if (!fork_server_launch(l, ours, theirs, error)) return nullptr;
   const std::string fsize = std::to_string(limits.file_size_mb << 20);
   char cpu[32], wall[32];
   std::snprintf(cpu, sizeof(cpu), "%.3f", limits.cpu_time_s > 0 ? limits.cpu_time_s : 1.0);
@@ -963,16 +973,9 @@ std::unique_ptr<WarmServer> Sandbox::Impl::start_warm_server(const Limits& limit
     error = e.what();
     return nullptr;
   }
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
-    error = std::string("socketpair: ") + std::strerror(errno);
-    return nullptr;
-  }
-  UniqueFd ours(pair[0]), theirs(pair[1]);
+  UniqueFd ours, theirs;
   Launch l;
-  l.executable = config.python_path;
-  l.argv = {config.python_path};
-  if (!config.python_site_packages) l.argv.push_back("-S");
+  if (!fork_server_launch(l, ours, theirs, error)) return nullptr;
   for (const char* a : {"-c", kForkServerBoot, "--warm", kNativePath, kFilterPath, prelude.empty() ? "-" : kPreludePath})
     l.argv.push_back(a);
   w->prelude = prelude;
