@@ -56,7 +56,7 @@ enum { kProgramId = 1000 };
 /* Reply per request, as fork_server.cc reads it. */
 struct reply {
   int32_t status; /* wait status */
-  int32_t flags;  /* kTimedOut | kSetupFailed | kSyscallDenied | kExecDenied */
+  int32_t flags;  /* kTimedOut | kSetupFailed | kSyscallDenied | kExecDenied | kBatchEnded */
   double user_s;
   double system_s;
   int64_t max_rss_kb;
@@ -569,6 +569,17 @@ static void fail_next_request(int control, const char* what) {
   send_reply(control, &r, text, n > 0 ? (size_t)n : 0);
 }
 
+/* fork_child for the next input, a failure answered on the next request: 1 in the child, 0 in
+ * the server, -1 when the fork failed (the server then stops serving). */
+static int fork_ahead(int control, const struct limits* lim, struct child* next) {
+  const int forked = fork_child(control, lim, next);
+  if (forked < 0) {
+    fail_next_request(control, "fork");
+    return -1;
+  }
+  return forked;
+}
+
 /* Serves until the supervisor hangs up (returns 0) or the server fails (-1, after answering the
  * next request with the reason). Returns 1 in each child: the caller runs the program there. */
 EXPORT int distil_fork_server_serve(int control, int is_init, double wall_s, long long cpu_s, long long fsize_bytes,
@@ -588,12 +599,8 @@ EXPORT int distil_fork_server_serve(int control, int is_init, double wall_s, lon
     return -1;
   }
   struct child next;
-  int forked = fork_child(control, &lim, &next);
-  if (forked == 1) return 1;
-  if (forked < 0) {
-    fail_next_request(control, "fork");
-    return -1;
-  }
+  const int forked = fork_ahead(control, &lim, &next);
+  if (forked != 0) return forked;
   for (;;) {
     char tag = 0;
     int fds[3], nfds = 0;
@@ -617,12 +624,8 @@ EXPORT int distil_fork_server_serve(int control, int is_init, double wall_s, lon
       fail_next_request(control, "cleaning /tmp");
       return -1;
     }
-    forked = fork_child(control, &lim, &next);
-    if (forked == 1) return 1;
-    if (forked < 0) {
-      fail_next_request(control, "fork");
-      return -1;
-    }
+    const int again = fork_ahead(control, &lim, &next);
+    if (again != 0) return again;
   }
 }
 
@@ -673,7 +676,7 @@ EXPORT int distil_fork_server_warm(int control, int is_init, const void* filter,
       if (!waiting) { /* an input outside a batch: a protocol error */
         for (int i = 0; i < 3; ++i) close(fds[i]);
         errno = EPROTO;
-        struct reply r = {0, kSetupFailed, 0.0, 0.0, 0};
+        struct reply r = {0, kSetupFailed, 0.0, 0.0, 0, 0, 0};
         send_reply(control, &r, "input outside a batch", 21);
         return -1;
       }
@@ -683,12 +686,8 @@ EXPORT int distil_fork_server_warm(int control, int is_init, const void* filter,
         fail_next_request(control, "cleaning /tmp");
         return -1;
       }
-      int forked = fork_child(control, &lim, &next);
-      if (forked == 1) return 1;
-      if (forked < 0) {
-        fail_next_request(control, "fork");
-        return -1;
-      }
+      const int forked = fork_ahead(control, &lim, &next);
+      if (forked != 0) return forked;
       waiting = 1;
       continue;
     }
@@ -708,12 +707,8 @@ EXPORT int distil_fork_server_warm(int control, int is_init, const void* filter,
       lim.fsize_bytes = b.fsize_bytes;
       lim.nofile = b.nofile;
       lim.nproc = b.nproc;
-      int forked = fork_child(control, &lim, &next);
-      if (forked == 1) return 1;
-      if (forked < 0) {
-        fail_next_request(control, "fork");
-        return -1;
-      }
+      const int forked = fork_ahead(control, &lim, &next);
+      if (forked != 0) return forked;
       waiting = 1;
     } else if (data[0] == 'E' && n == 1) {
       /* Between batches exactly what is between inputs, once more: no process but this one, an
@@ -723,7 +718,7 @@ EXPORT int distil_fork_server_warm(int control, int is_init, const void* filter,
       waiting = 0;
       if (is_init) kill_leftovers(0, 1); /* (not init: each child's group went with it) */
       if (wipe_tmp() != 0) return -1; /* the supervisor sees no acknowledgement and retires us */
-      struct reply r = {0, kBatchEnded, 0.0, 0.0, 0};
+      struct reply r = {0, kBatchEnded, 0.0, 0.0, 0, 0, 0};
       if (send_reply(control, &r, "", 0) != 0) return -1;
     }
     /* anything else: a late kill request ('K') for a child already reaped; ignored */

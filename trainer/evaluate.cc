@@ -69,8 +69,7 @@ nlohmann::json evaluate(model::CausalLM& model, const text::Tokenizer& tokenizer
     }
   }
   if (total > 0 && (failed == total || static_cast<double>(failed) > eval.max_failed_feedback * static_cast<double>(total))) {
-    std::string endpoints;
-    for (const auto& e : env.endpoints) endpoints += (endpoints.empty() ? "" : ", ") + e;
+    const std::string endpoints = endpoint_list(env);
     throw EvaluationFailed("evaluation: the feedback of " + std::to_string(failed) + " of " + std::to_string(total) +
                            " samples failed (eval.max_failed_feedback allows " +
                            std::to_string(static_cast<int>(eval.max_failed_feedback * 100)) +

@@ -69,6 +69,12 @@ env::ClientConfig client_config(const EnvSection& env) {
   return c;
 }
 
+std::string endpoint_list(const EnvSection& env) {
+  std::string list;
+  for (const auto& e : env.endpoints) list += (list.empty() ? "" : ", ") + e;
+  return list;
+}
+
 env::FeedbackItem feedback_item(const tasks::Task& task, const std::string& response, const EnvSection& env) {
   env::FeedbackItem item;
   if (env.inline_tasks) {

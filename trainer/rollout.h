@@ -43,6 +43,8 @@ class PromptRenderer {
 };
 
 env::ClientConfig client_config(const EnvSection& env);
+// "http://a:8080, http://b:8080": the endpoints, for error messages.
+std::string endpoint_list(const EnvSection& env);
 
 // The request for one (task, response): inline task or task id, plus the configured options.
 env::FeedbackItem feedback_item(const tasks::Task& task, const std::string& response, const EnvSection& env);

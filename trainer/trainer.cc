@@ -671,8 +671,7 @@ struct Trainer::Impl {
     record["attempt"] = consecutive_failed_steps;
     record["time"] = {{"total", seconds_since(step_start)}};
     metrics.write(record);
-    std::string endpoints;
-    for (const auto& e : config.env.endpoints) endpoints += (endpoints.empty() ? "" : ", ") + e;
+    const std::string endpoints = endpoint_list(config.env);
     if (consecutive_failed_steps >= config.train.max_failed_steps)
       throw std::runtime_error("step " + std::to_string(step + 1) + ": the feedback of every rollout failed in " +
                                std::to_string(consecutive_failed_steps) +
