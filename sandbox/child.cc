@@ -160,6 +160,7 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::init_stub: return "start the program under the init stub";
     case ChildStep::wait_for_cgroup: return "wait for the cgroup move";
     case ChildStep::join_cgroup: return "join the run's cgroup";
+    case ChildStep::drop_capabilities: return "drop capabilities";
     case ChildStep::dumpable: return "mark not dumpable";
     case ChildStep::cgroup_namespace: return "enter a cgroup namespace";
   }
@@ -278,7 +279,7 @@ int child_main(void* arg) {
     // Still the namespace's root (unprivileged supervisor): keep the uid, lose the powers.
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2] = {};
-    if (syscall(SYS_capset, &header, data) != 0) fail(ChildStep::drop_uid);
+    if (syscall(SYS_capset, &header, data) != 0) fail(ChildStep::drop_capabilities);
   }
   if (p.no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ChildStep::no_new_privs);
   if (p.init_stub) {

@@ -58,6 +58,7 @@ enum class ChildStep : std::int32_t {
   init_stub,     // starting the program under the init stub
   wait_for_cgroup,  // waiting for the supervisor to move the process into the run's cgroup
   join_cgroup,      // moving itself into the run's cgroup (RunCgroup::self_move_fd)
+  drop_capabilities,  // capset to nothing (an unprivileged supervisor: no uid change possible)
   dumpable,         // PR_SET_DUMPABLE 0
   cgroup_namespace, // unshare(CLONE_NEWCGROUP)
 };
@@ -93,8 +94,8 @@ struct ChildPlan {
   bool become_namespace_root = false;  // setresuid(0) inside the new user namespace first
   bool setup_started = false;  // a prespawned process did that and setsid already
   bool change_ids = false;
-  bool drop_groups = true;
-  bool drop_capabilities = false;  // clear all capability sets (no uid change possible)  // false when the user namespace had setgroups denied
+  bool drop_groups = true;         // false when the user namespace had setgroups denied
+  bool drop_capabilities = false;  // clear all capability sets (no uid change possible)
   uid_t uid = 0;
   gid_t gid = 0;
   bool no_new_privs = true;

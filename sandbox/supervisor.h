@@ -89,7 +89,7 @@ class StdioPump {
   // `cap` bounds stdout; `stderr_cap` stderr (0: the same as `cap`).
   StdioPump(UniqueFd stdin_w, const std::string& stdin_data, UniqueFd stdout_r, UniqueFd stderr_r,
             std::size_t cap, std::size_t stderr_cap = 0);
-  // Adds the pump's descriptors to `fds`, returns the index of its first entry.
+  // Appends the pump's descriptors to `fds` (handle() is given the index where they start).
   void add_to(std::vector<pollfd>& fds);
   // Handles readiness of the entries added by add_to (same order, starting at `first`).
   void handle(const std::vector<pollfd>& fds, std::size_t first);

@@ -534,8 +534,8 @@ struct Trainer::Impl {
     }
   };
 
-  // Backward over the rollouts of `groups` (a contiguous range of rollouts), micro-batched by
-  // whole prompt groups within the token budget.
+  // Backward over rollouts [begin, end) (whole prompt groups, contiguous), micro-batched by
+  // whole groups within the token budget.
   void backward_range(const Batch& batch, const Prepared& prep, std::size_t begin, std::size_t end,
                       double normalizer, PartsAccumulator& parts) {
     const auto& rs = batch.rollouts;
