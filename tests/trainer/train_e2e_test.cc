@@ -3,6 +3,7 @@
 // every objective against a real `distil-env serve` started here on loopback.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +45,8 @@ EnvServer start_env_server(const fs::path& tasks, const std::string& port = "0")
   }
   server.pid = fork();
   if (server.pid == 0) {
+    // Dies with the test (a crashed test must not leave a server holding CTest's output pipe).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(out[1], STDOUT_FILENO);
     close(out[0]);
     close(out[1]);
