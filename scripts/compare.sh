@@ -217,7 +217,7 @@ if ((!skip_build)); then build_binaries "$build_dir"; fi
 locate_binaries compare.sh "$build_dir"
 
 if [ -z "$train_tasks$eval_tasks" ]; then
-  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe "$recipe"
+  "$DISTIL_DEMO" data --out "$out/data" --recipe "$recipe"
   train_tasks=$out/data/train.jsonl; eval_tasks=$out/data/eval.jsonl
 fi
 for f in "$train_tasks" "$eval_tasks"; do [ -f "$f" ] || { echo "compare.sh: task file '$f' missing (give both --train-tasks and --eval-tasks)" >&2; exit 2; }; done
@@ -235,7 +235,7 @@ start_env_server compare.sh "$port" "$out/distil-env.log" "$train_tasks" "$eval_
 common=(--config "$config" "${overrides[@]}" --set "env.endpoints=[\"$endpoint\"]"
         --set "data.train_tasks=[\"$train_tasks\"]" --set "data.eval_tasks=[\"$eval_tasks\"]")
 if [ -z "$model_dir" ]; then
-  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe "$recipe" --cache runs/cache \
+  "$DISTIL_DEMO" pretrain "${common[@]}" --recipe "$recipe" --cache runs/cache \
     --path-out "$out/model_path" >/dev/null
   model_dir=$(cat "$out/model_path")
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: a miniature DistIL reproduction on CPU.
-#   installs what is missing (scripts/setup.sh), builds distil-env/distil-train/distil-eval into
+#   installs what is missing (scripts/setup.sh), builds distil-env/distil-train/distil-eval/distil-demo into
 #   build/, writes the built-in tasks, starts distil-env on loopback, pretrains the tiny demo model
 #   (or reuses runs/cache/), evaluates it on the held-out split, trains it with DistIL against the
 #   server's feedback, evaluates again, prints a before/after table, writes plots, stops the server.
@@ -74,7 +74,7 @@ started=$(date +%s)
 build_dir=${DISTIL_BUILD_DIR:-build}
 if ((!skip_setup)); then log "setup: checking dependencies"; scripts/setup.sh; fi
 if ((!skip_build)); then
-  log "build: distil-env, distil-train, distil-eval into $build_dir/"
+  log "build: distil-env, distil-train, distil-eval, distil-demo into $build_dir/"
   t0=$(date +%s)
   build_binaries "$build_dir"
   echo "build took $(( $(date +%s) - t0 ))s"
@@ -166,7 +166,7 @@ PY
 if [ -z "$train_tasks" ] || [ -z "$eval_tasks" ]; then
   [ -z "$train_tasks$eval_tasks" ] || { echo "demo.sh: give both --train-tasks and --eval-tasks" >&2; exit 2; }
   log "data: generating the built-in tasks"
-  "$DISTIL_TRAIN" demo-data --out "$out/data" --recipe "$recipe" "${recipe_overrides[@]}"
+  "$DISTIL_DEMO" data --out "$out/data" --recipe "$recipe" "${recipe_overrides[@]}"
   train_tasks=$out/data/train.jsonl
   eval_tasks=$out/data/eval.jsonl
 fi
@@ -188,7 +188,7 @@ common=(--config "$config" "${overrides[@]}"
 # 3. The model: pretrained here (cached by recipe) unless one is given.
 if [ -z "$model_dir" ]; then
   log "model: pretraining the demo model (or reusing runs/cache/)"
-  "$DISTIL_TRAIN" demo-pretrain "${common[@]}" --recipe "$recipe" "${recipe_overrides[@]}" \
+  "$DISTIL_DEMO" pretrain "${common[@]}" --recipe "$recipe" "${recipe_overrides[@]}" \
     --cache runs/cache --path-out "$out/model_path" >"$out/pretrain_report.json"
   model_dir=$(cat "$out/model_path")
   cp "$model_dir/demo_report.json" "$out/pretrain_report.json" 2>/dev/null || true

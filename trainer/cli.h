@@ -1,4 +1,5 @@
-// Subcommands of distil-train and the distil-eval program. Each add_* registers one subcommand;
+// Subcommands of distil-train and the distil-eval program (distil-demo's are in
+// trainer/demo/demo_commands.h). Each add_* registers one subcommand;
 // when it runs, its exit status is written to `exit_code`.
 #pragma once
 #include <CLI/CLI.hpp>
@@ -6,6 +7,5 @@ namespace distil::trainer {
 void add_tokenize_command(CLI::App& app, int& exit_code);  // trainer/model (model stack)
 void add_train_command(CLI::App& app, int& exit_code);     // trainer/ (training loop)
 void add_plot_command(CLI::App& app, int& exit_code);      // trainer/ (metrics JSONL -> SVG)
-void add_demo_commands(CLI::App& app, int& exit_code);     // built-in demo (pretrain, data)
 void configure_eval_app(CLI::App& app, int& exit_code);    // distil-eval's own options
 }  // namespace distil::trainer

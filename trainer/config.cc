@@ -5,6 +5,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "env_server/client/url.h"
+
 namespace distil::trainer {
 
 // Keep in sync with configs/default.yaml (a test checks they are the same document).
@@ -62,8 +64,11 @@ teacher:
   weights: auto               # auto (sdpo: ema, opsd: initial, else current) | current | ema | initial | model | remote
   ema_rate: 0.05              # ema: teacher <- (1 - rate) teacher + rate student after every update
   model_path: ""              # weights: model -> another local HF model directory (same tokenizer)
-  remote_url: ""              # weights: remote -> POST endpoint returning top-k log-probs (docs/trainer.md)
+  remote_url: ""              # weights: remote -> the teacher server's URL, or a list of replicas to fail over between (docs/trainer.md)
+  remote_api: distil          # distil: POST remote_url {prompt_tokens, response_tokens, top_k} | openai: vLLM/SGLang /v1/completions with prompt_logprobs
+  remote_model: ""            # openai: the served model's name; "" = the first id of GET /v1/models
   remote_timeout_s: 60
+  remote_concurrency: 8       # requests in flight at once (one per rollout)
   context: auto               # auto (opsd: reference, else feedback) | feedback | reference
   reprompt_template: "{prompt}{solution}{feedback}\n\nCorrectly solve the original question."
   solution_template: "\nCorrect solution:\n\n{response}\n\n"
@@ -256,6 +261,17 @@ void require(bool ok, const std::string& key, const std::string& problem) {
   if (!ok) throw ConfigError(key, problem);
 }
 
+// The client's own URL parser, so a URL the client would refuse is refused here, naming the key.
+void checked_url(const std::string& url, const std::string& key, bool allow_path) {
+  try {
+    http::parse_http_url(url, key, allow_path);
+  } catch (const std::invalid_argument& e) {
+    std::string why = e.what();
+    why = why.substr(std::min(why.size(), key.size() + 2));  // parse_http_url prefixes "key: "
+    throw ConfigError(key, why);
+  }
+}
+
 TrainConfig convert(const YAML::Node& root) {
   TrainConfig c;
   auto& m = c.model;
@@ -277,10 +293,7 @@ TrainConfig convert(const YAML::Node& root) {
 
   auto& e = c.env;
   e.endpoints = list<std::string>(root, "env.endpoints", "URLs");
-  for (std::size_t i = 0; i < e.endpoints.size(); ++i) {
-    require(e.endpoints[i].rfind("http://", 0) == 0 || e.endpoints[i].rfind("https://", 0) == 0,
-            "env.endpoints[" + std::to_string(i) + "]", "expected http://host:port");
-  }
+  for (std::size_t i = 0; i < e.endpoints.size(); ++i) checked_url(e.endpoints[i], "env.endpoints[" + std::to_string(i) + "]", false);
   e.policy = choice(root, "env.policy", {"round_robin", "least_loaded"});
   e.request_timeout_s = number(root, "env.request_timeout_s");
   require(e.request_timeout_s > 0, "env.request_timeout_s", "must be > 0");
@@ -349,9 +362,20 @@ TrainConfig convert(const YAML::Node& root) {
   t.ema_rate = number(root, "teacher.ema_rate");
   require(t.ema_rate > 0 && t.ema_rate <= 1, "teacher.ema_rate", "must be in (0, 1]");
   t.model_path = text(root, "teacher.model_path");
-  t.remote_url = text(root, "teacher.remote_url");
+  {
+    YAML::Node urls = node_at(root, "teacher.remote_url");
+    t.remote_urls = urls.IsSequence() ? list<std::string>(root, "teacher.remote_url", "URLs")
+                                      : std::vector<std::string>{text(root, "teacher.remote_url")};
+    if (t.remote_urls.size() == 1 && t.remote_urls[0].empty()) t.remote_urls.clear();
+    for (std::size_t i = 0; i < t.remote_urls.size(); ++i)
+      checked_url(t.remote_urls[i], urls.IsSequence() ? "teacher.remote_url[" + std::to_string(i) + "]" : "teacher.remote_url", true);
+  }
+  t.remote_api = choice(root, "teacher.remote_api", {"distil", "openai"});
+  t.remote_model = text(root, "teacher.remote_model");
   t.remote_timeout_s = number(root, "teacher.remote_timeout_s");
   require(t.remote_timeout_s > 0, "teacher.remote_timeout_s", "must be > 0");
+  t.remote_concurrency = integer(root, "teacher.remote_concurrency");
+  require(t.remote_concurrency >= 1, "teacher.remote_concurrency", "must be >= 1");
   t.context = choice(root, "teacher.context", {"auto", "feedback", "reference"});
   t.reprompt_template = text(root, "teacher.reprompt_template");
   require(t.reprompt_template.find("{prompt}") != std::string::npos, "teacher.reprompt_template",
@@ -438,7 +462,7 @@ TrainConfig convert(const YAML::Node& root) {
   const std::string weights = c.resolved_teacher_weights();
   require(weights != "model" || !t.model_path.empty(), "teacher.model_path",
           "required when teacher.weights is model");
-  require(weights != "remote" || !t.remote_url.empty(), "teacher.remote_url",
+  require(weights != "remote" || !t.remote_urls.empty(), "teacher.remote_url",
           "required when teacher.weights is remote");
   require(!(o.name == "sdpo" && weights == "remote"), "teacher.weights",
           "sdpo scores the student's top-k, which a remote top-k teacher cannot provide");

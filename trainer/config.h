@@ -74,8 +74,11 @@ struct TeacherSection {
   std::string weights = "auto";  // auto | current | ema | initial | model | remote
   double ema_rate = 0.05;
   std::string model_path;
-  std::string remote_url;
+  std::vector<std::string> remote_urls;  // teacher.remote_url: one URL or a list of replicas
+  std::string remote_api = "distil";     // distil | openai
+  std::string remote_model;              // openai: "" = the first model the server lists
   double remote_timeout_s = 60.0;
+  int remote_concurrency = 8;
   std::string context = "auto";  // auto | feedback | reference
   std::string reprompt_template;
   std::string solution_template;

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "env_server/client.h"
+#include "env_server/client/feedback_client.h"
 #include "tasks/task.h"
 #include "trainer/config.h"
 #include "trainer/model/model.h"

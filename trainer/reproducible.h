@@ -23,7 +23,7 @@ std::map<std::string, std::string> pinned_kernel_environment();
 // "unpinned" when the kernels follow the CPU.
 std::string kernel_pinning();
 
-// Called first thing in main(). When `always` is set (demo-pretrain) or DISTIL_REPRODUCIBLE=1 is
+// Called first thing in main(). When `always` is set (distil-demo pretrain) or DISTIL_REPRODUCIBLE=1 is
 // in the environment, and the kernels are not pinned yet, sets the pinned environment and
 // re-executes the program (OpenBLAS reads its core type when it is loaded, before main). Returns
 // only when no re-exec was needed or it failed (then with a warning on stderr).

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "env_server/client.h"
+#include "env_server/client/feedback_client.h"
 #include "tasks/task.h"
 #include "trainer/config.h"
 #include "trainer/model/generate.h"

@@ -1,15 +1,15 @@
 #include "trainer/teacher.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <set>
 #include <stdexcept>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/version.hpp>
+#include <thread>
+
+#include "env_server/client/completions_client.h"
+#include "env_server/client/http_endpoints.h"
 
 namespace distil::trainer {
 
@@ -128,51 +128,75 @@ class LocalTeacher : public TeacherScorer {
   ScoringLimits limits_;
 };
 
-struct Url {
-  std::string host, port, target;
-};
-
-Url parse_url(const std::string& url) {
-  const std::string scheme = "http://";
-  if (url.rfind(scheme, 0) != 0) {
-    throw std::invalid_argument("teacher.remote_url: only http:// URLs are supported: " + url);
-  }
-  const auto rest = url.substr(scheme.size());
-  const auto slash = rest.find('/');
-  const auto authority = rest.substr(0, slash);
-  Url out;
-  out.target = slash == std::string::npos ? "/" : rest.substr(slash);
-  const auto colon = authority.rfind(':');
-  out.host = colon == std::string::npos ? authority : authority.substr(0, colon);
-  out.port = colon == std::string::npos ? "80" : authority.substr(colon + 1);
-  if (out.host.empty()) throw std::invalid_argument("teacher.remote_url: no host in " + url);
-  return out;
+// Both remote protocols stand on the env client's HTTP layer: pooled connections, retries,
+// failover between replicas, requests in flight concurrently (one per rollout).
+http::EndpointsConfig remote_endpoints(const TeacherSection& config) {
+  http::EndpointsConfig e;
+  e.field = "teacher.remote_url";
+  e.urls = config.remote_urls;
+  e.allow_path = true;
+  e.request_timeout_s = config.remote_timeout_s;
+  e.user_agent = "distil-teacher";
+  return e;
 }
 
-class RemoteTeacher : public TeacherScorer {
+// Runs fn(i) for i in [0, n) on up to `threads` threads; rethrows the first failure (by index).
+template <class Fn>
+void for_each_concurrently(std::size_t n, std::size_t threads, Fn fn) {
+  std::vector<std::string> errors(n);
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i = next++; i < n; i = next++) {
+      try {
+        fn(i);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    }
+  };
+  threads = std::min(n, std::max<std::size_t>(threads, 1));
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  for (std::size_t i = 0; i < n; ++i)
+    if (!errors[i].empty()) throw std::runtime_error("remote teacher, rollout " + std::to_string(i) + ": " + errors[i]);
+}
+
+PositionTopK concatenated(std::vector<PositionTopK>& parts, int64_t k) {
+  std::vector<torch::Tensor> ids, logp;
+  for (auto& p : parts) {
+    ids.push_back(p.ids);
+    logp.push_back(p.logp);
+  }
+  if (ids.empty()) return {torch::zeros({0, k}, torch::kLong), torch::zeros({0, k})};
+  return {torch::cat(ids), torch::cat(logp)};
+}
+
+// The project's own protocol: POST {url} {"prompt_tokens", "response_tokens", "top_k"}.
+class DistilRemoteTeacher : public TeacherScorer {
  public:
-  RemoteTeacher(const std::string& url, double timeout_s, int64_t vocab_size)
-      : url_(parse_url(url)), timeout_(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000))),
+  DistilRemoteTeacher(const TeacherSection& config, int64_t vocab_size)
+      : endpoints_([&] {
+          auto e = remote_endpoints(config);
+          e.health_path = "";  // the protocol has no health route: probe the URL itself
+          e.health_any_answer = true;
+          return e;
+        }()),
+        concurrency_(static_cast<std::size_t>(config.remote_concurrency)),
         vocab_size_(vocab_size) {}
 
   PositionTopK topk(const TokenRows& prompts, const TokenRows& responses, int64_t k) override {
-    std::vector<torch::Tensor> ids, logp;
-    for (std::size_t i = 0; i < prompts.size(); ++i) {
-      nlohmann::json request = {{"prompt_tokens", prompts[i]}, {"response_tokens", responses[i]},
-                                {"top_k", k}};
-      auto reply = post(request.dump());
-      nlohmann::json parsed;
-      try {
-        parsed = nlohmann::json::parse(reply);
-      } catch (const nlohmann::json::exception& e) {
-        throw std::runtime_error("remote teacher: reply is not JSON: " + std::string(e.what()));
-      }
-      auto one = parse_remote_topk(parsed, responses[i].size(), k, vocab_size_);
-      ids.push_back(one.ids);
-      logp.push_back(one.logp);
-    }
-    if (ids.empty()) return {torch::zeros({0, k}, torch::kLong), torch::zeros({0, k})};
-    return {torch::cat(ids), torch::cat(logp)};
+    std::vector<PositionTopK> parts(prompts.size());
+    for_each_concurrently(prompts.size(), concurrency_, [&](std::size_t i) {
+      const nlohmann::json request = {{"prompt_tokens", prompts[i]}, {"response_tokens", responses[i]}, {"top_k", k}};
+      auto outcome = endpoints_.send(http::Method::post, "", request.dump(), /*expect_object=*/true);
+      if (auto* error = std::get_if<http::TransportError>(&outcome)) throw std::runtime_error(error->message);
+      const auto& reply = std::get<http::Reply>(outcome);
+      if (reply.status != 200) throw std::runtime_error(endpoints_.config().describe(reply.status, reply.body));
+      parts[i] = parse_remote_topk(nlohmann::json::parse(reply.body), responses[i].size(), k, vocab_size_);
+    });
+    return concatenated(parts, k);
   }
 
   torch::Tensor logprobs_at(const TokenRows&, const TokenRows&, const torch::Tensor&) override {
@@ -180,36 +204,63 @@ class RemoteTeacher : public TeacherScorer {
   }
 
  private:
-  std::string post(const std::string& body) {
-    namespace beast = boost::beast;
-    namespace http = beast::http;
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::resolver resolver(io);
-    beast::tcp_stream stream(io);
-    stream.expires_after(timeout_);
-    stream.connect(resolver.resolve(url_.host, url_.port));
-    http::request<http::string_body> req{http::verb::post, url_.target, 11};
-    req.set(http::field::host, url_.host);
-    req.set(http::field::content_type, "application/json");
-    req.body() = body;
-    req.prepare_payload();
-    http::write(stream, req);
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(512u << 20);
-    http::read(stream, buffer, parser);
-    beast::error_code ec;
-    stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
-    const auto& res = parser.get();
-    if (res.result_int() != 200) {
-      throw std::runtime_error("remote teacher: HTTP " + std::to_string(res.result_int()) + ": " +
-                               res.body().substr(0, 300));
+  http::Endpoints endpoints_;
+  std::size_t concurrency_;
+  int64_t vocab_size_;
+};
+
+// vLLM / SGLang: the teacher prompt and the response as one token-id prompt, with
+// prompt_logprobs k; the response positions' top-k are the teacher's distributions.
+class OpenAIRemoteTeacher : public TeacherScorer {
+ public:
+  OpenAIRemoteTeacher(const TeacherSection& config, int64_t vocab_size)
+      : client_([&] {
+          http::CompletionsConfig c;
+          c.endpoints = remote_endpoints(config);
+          c.model = config.remote_model;
+          c.max_concurrent_requests = static_cast<std::size_t>(config.remote_concurrency);
+          return c;
+        }()),
+        vocab_size_(vocab_size) {}
+
+  PositionTopK topk(const TokenRows& prompts, const TokenRows& responses, int64_t k) override {
+    std::vector<std::vector<std::int64_t>> sequences(prompts.size());
+    std::vector<std::size_t> from(prompts.size());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      if (prompts[i].empty()) throw std::invalid_argument("remote teacher: rollout " + std::to_string(i) + " has an empty prompt");
+      sequences[i].assign(prompts[i].begin(), prompts[i].end());
+      sequences[i].insert(sequences[i].end(), responses[i].begin(), responses[i].end());
+      from[i] = prompts[i].size();
     }
-    return res.body();
+    const auto rows = client_.prompt_topk(sequences, from, static_cast<int>(k));
+    // Through the same validation as the distil protocol's replies (vocabulary, mass, duplicates).
+    std::vector<PositionTopK> parts(rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      nlohmann::json reply = {{"topk_ids", nlohmann::json::array()}, {"topk_logprobs", nlohmann::json::array()}};
+      for (const auto& row : rows[i]) {
+        nlohmann::json ids = nlohmann::json::array(), logp = nlohmann::json::array();
+        for (const auto& [id, lp] : row) {
+          ids.push_back(id);
+          logp.push_back(lp);
+        }
+        reply["topk_ids"].push_back(std::move(ids));
+        reply["topk_logprobs"].push_back(std::move(logp));
+      }
+      try {
+        parts[i] = parse_remote_topk(reply, responses[i].size(), k, vocab_size_);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("remote teacher, rollout " + std::to_string(i) + ": " + e.what());
+      }
+    }
+    return concatenated(parts, k);
   }
 
-  Url url_;
-  std::chrono::milliseconds timeout_;
+  torch::Tensor logprobs_at(const TokenRows&, const TokenRows&, const torch::Tensor&) override {
+    throw std::runtime_error("a remote teacher returns only its own top-k; it cannot score given ids");
+  }
+
+ private:
+  http::CompletionsClient client_;
   int64_t vocab_size_;
 };
 
@@ -266,9 +317,11 @@ std::unique_ptr<TeacherScorer> make_local_teacher(model::CausalLM model, Scoring
   return std::make_unique<LocalTeacher>(std::move(model), limits);
 }
 
-std::unique_ptr<TeacherScorer> make_remote_teacher(const std::string& url, double timeout_s,
-                                                   int64_t vocab_size) {
-  return std::make_unique<RemoteTeacher>(url, timeout_s, vocab_size);
+std::unique_ptr<TeacherScorer> make_remote_teacher(const TeacherSection& config, int64_t vocab_size) {
+  if (config.remote_urls.empty()) throw std::invalid_argument("teacher.remote_url: required for a remote teacher");
+  if (config.remote_api == "openai") return std::make_unique<OpenAIRemoteTeacher>(config, vocab_size);
+  if (config.remote_api == "distil") return std::make_unique<DistilRemoteTeacher>(config, vocab_size);
+  throw std::invalid_argument("teacher.remote_api: '" + config.remote_api + "' is not distil or openai");
 }
 
 void ema_update(model::CausalLM& teacher, model::CausalLM& student, double rate) {

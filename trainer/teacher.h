@@ -75,11 +75,14 @@ struct ScoringLimits {
 // A local model (which may be the student itself: its weights are read under no_grad).
 std::unique_ptr<TeacherScorer> make_local_teacher(model::CausalLM model, ScoringLimits limits);
 
-// POST {url} {"prompt_tokens": [...], "response_tokens": [...], "top_k": k} ->
-// {"topk_ids": [[k ids] per response token], "topk_logprobs": [[k floats] ...]}. The reply is
-// validated (shape, id range, finite non-positive log-probs, distinct ids, total mass <= 1).
-std::unique_ptr<TeacherScorer> make_remote_teacher(const std::string& url, double timeout_s,
-                                                   int64_t vocab_size);
+// A remote teacher (teacher.remote_url, one URL or replicas to fail over between; requests run
+// teacher.remote_concurrency at a time over pooled connections with the env client's retries).
+// teacher.remote_api distil: POST {url} {"prompt_tokens": [...], "response_tokens": [...],
+// "top_k": k} -> {"topk_ids": [[k ids] per response token], "topk_logprobs": [[k floats] ...]}.
+// openai: POST {url}/v1/completions with the prompt and response as one token-id prompt and
+// prompt_logprobs k (vLLM, SGLang). Either reply is validated (shape, id range, finite
+// non-positive log-probs, distinct ids, total mass <= 1).
+std::unique_ptr<TeacherScorer> make_remote_teacher(const TeacherSection& config, int64_t vocab_size);
 // The validation of a remote reply, exposed for tests: throws std::runtime_error naming the field.
 PositionTopK parse_remote_topk(const nlohmann::json& reply, std::size_t response_length, int64_t k,
                                int64_t vocab_size);

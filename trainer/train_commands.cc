@@ -6,7 +6,7 @@
 #include <memory>
 
 
-#include "env_server/client.h"
+#include "env_server/client/feedback_client.h"
 #include "trainer/cli.h"
 #include "trainer/command_errors.h"
 #include "trainer/config.h"

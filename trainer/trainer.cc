@@ -18,7 +18,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "env_server/client.h"
+#include "env_server/client/feedback_client.h"
 #include "trainer/distributed.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
@@ -223,8 +223,7 @@ struct Trainer::Impl {
       if (teacher_weights == "current") {
         teacher = make_local_teacher(model, limits);
       } else if (teacher_weights == "remote") {
-        teacher = make_remote_teacher(config.teacher.remote_url, config.teacher.remote_timeout_s,
-                                      tokenizer->vocab_size());
+        teacher = make_remote_teacher(config.teacher, tokenizer->vocab_size());
       } else {
         fs::path source = teacher_weights == "model" ? fs::path(config.teacher.model_path)
                                                      : fs::path(config.model.path);

@@ -12,19 +12,19 @@ cpu_model() {
   sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1
 }
 
-# build_binaries BUILD_DIR: configure and build distil-env, distil-train and distil-eval.
+# build_binaries BUILD_DIR: configure and build distil-env, distil-train, distil-eval and distil-demo.
 build_binaries() {
   cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${DISTIL_CMAKE_ARGS:-} >/dev/null
-  cmake --build "$1" -j "${DISTIL_JOBS:-$(nproc)}" --target distil-env distil-train distil-eval
+  cmake --build "$1" -j "${DISTIL_JOBS:-$(nproc)}" --target distil-env distil-train distil-eval distil-demo
 }
 
-# locate_binaries SCRIPT BUILD_DIR: sets DISTIL_ENV, DISTIL_TRAIN and DISTIL_EVAL to absolute paths.
+# locate_binaries SCRIPT BUILD_DIR: sets DISTIL_ENV, DISTIL_TRAIN, DISTIL_EVAL and DISTIL_DEMO to absolute paths.
 locate_binaries() {
   local script=$1 dir=$2 name var found d
   case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac
-  for name in distil-env distil-train distil-eval; do
+  for name in distil-env distil-train distil-eval distil-demo; do
     found=""
-    for d in "$dir" "$dir/env_server" "$dir/trainer"; do
+    for d in "$dir" "$dir/env_server" "$dir/trainer" "$dir/trainer/demo"; do
       if [ -x "$d/$name" ]; then found=$d/$name; break; fi
     done
     [ -n "$found" ] || { echo "$script: $name not built in $2" >&2; exit 1; }

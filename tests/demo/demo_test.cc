@@ -11,9 +11,9 @@
 #include "graders/grader.h"
 #include "tasks/task.h"
 #include "trainer/config.h"
-#include "trainer/demo_pretrain.h"
-#include "trainer/demo_code_tasks.h"
-#include "trainer/demo_tasks.h"
+#include "trainer/demo/demo_pretrain.h"
+#include "trainer/demo/demo_code_tasks.h"
+#include "trainer/demo/demo_tasks.h"
 #include "trainer/teacher.h"
 
 namespace demo = distil::trainer::demo;

@@ -16,7 +16,7 @@
 #include <mutex>
 #include <thread>
 
-#include "env_server/client.h"
+#include "env_server/client/feedback_client.h"
 #include "test_support.h"
 
 namespace distil::env {

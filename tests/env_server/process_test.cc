@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "env_server/client.h"
+#include "env_server/client/feedback_client.h"
 #include "tests/env_server/test_support.h"
 
 namespace distil::env {

@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "env_server/client.h"
+#include "env_server/client/feedback_client.h"
 #include "env_server/server.h"
 #include "tests/env_server/test_support.h"
 

@@ -1,4 +1,4 @@
-#include "trainer/demo_tasks.h"
+#include "trainer/demo/demo_tasks.h"
 
 #include <algorithm>
 #include <fstream>

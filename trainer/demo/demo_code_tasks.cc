@@ -1,11 +1,11 @@
-#include "trainer/demo_code_tasks.h"
+#include "trainer/demo/demo_code_tasks.h"
 
 #include <algorithm>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
-#include "trainer/demo_tasks.h"
+#include "trainer/demo/demo_tasks.h"
 
 namespace distil::trainer::demo {
 namespace {

@@ -11,9 +11,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "env_server/client/http_endpoints.h"
+
 namespace distil::env {
 
-enum class EndpointPolicy { round_robin, least_loaded };
+using http::EndpointPolicy;
+using http::EndpointStats;
 
 struct ClientConfig {
   std::vector<std::string> endpoints;  // "http://host:port" (base URL, no path)
@@ -36,15 +39,6 @@ struct ClientConfig {
   double probe_timeout_s = 2.0;
   // One line per event (an endpoint going down, with why, or coming back); default: stderr.
   std::function<void(const std::string&)> log;
-};
-
-// Per endpoint, since the client was made: work requests sent (probes not counted), those that
-// got no usable answer, and whether it is marked down now.
-struct EndpointStats {
-  std::string endpoint;
-  std::int64_t requests = 0;
-  std::int64_t failures = 0;
-  bool down = false;
 };
 
 // What an endpoint answered at start-up (FeedbackClient::check_endpoints).
@@ -91,6 +85,8 @@ class FeedbackClient {
   // answers at all. Unreachable endpoints beside a good one are logged and left to the prober.
   void require_endpoints();
 
+  // Per endpoint, since the client was made: work requests sent (probes not counted), those
+  // that got no usable answer, and whether it is marked down now.
   std::vector<EndpointStats> endpoint_stats() const;
 
  private:

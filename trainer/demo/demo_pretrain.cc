@@ -1,4 +1,4 @@
-#include "trainer/demo_pretrain.h"
+#include "trainer/demo/demo_pretrain.h"
 
 #include <algorithm>
 #include <chrono>

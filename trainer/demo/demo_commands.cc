@@ -1,4 +1,4 @@
-// distil-train demo-data / demo-pretrain: command-line parsing only; the work is in demo_tasks
+// distil-demo data / pretrain / probe: command-line parsing only; the work is in demo_tasks
 // and demo_pretrain.
 #include <cmath>
 #include <cstdio>
@@ -8,11 +8,11 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "trainer/cli.h"
+#include "trainer/demo/demo_commands.h"
 #include "trainer/command_errors.h"
 #include "trainer/config.h"
-#include "trainer/demo_pretrain.h"
-#include "trainer/demo_tasks.h"
+#include "trainer/demo/demo_pretrain.h"
+#include "trainer/demo/demo_tasks.h"
 #include "trainer/model/model.h"
 #include "trainer/rollout.h"
 #include "trainer/scoring.h"
@@ -75,7 +75,7 @@ struct DataArgs {
 };
 
 int run_demo_data(const DataArgs& args) {
-  return exit_code_of("distil-train demo-data", [&] {
+  return exit_code_of("distil-demo data", [&] {
     const demo::PretrainRecipe recipe = load_recipe(args.recipe_file, args.recipe_overrides);
     const std::filesystem::path dir(args.out);
     if (recipe.domain == "code") {
@@ -116,7 +116,7 @@ struct PretrainArgs {
 };
 
 int run_demo_pretrain(const PretrainArgs& args) {
-  return exit_code_of("distil-train demo-pretrain", [&] {
+  return exit_code_of("distil-demo pretrain", [&] {
     const demo::PretrainRecipe recipe = load_recipe(args.recipe_file, args.recipe_overrides);
     // The corpus must use the teacher templates and chat settings training will use.
     const TrainConfig config = load_config(args.configs, args.overrides);
@@ -153,7 +153,7 @@ struct ProbeArgs {
 // teacher's under each context the trainer can build (correct sibling, the real grader's feedback
 // on this response, the reference solution): what signal distillation actually gets.
 int run_demo_probe(const ProbeArgs& args) {
-  return exit_code_of("distil-train demo-probe", [&] {
+  return exit_code_of("distil-demo probe", [&] {
     const TrainConfig config = load_config(args.configs, args.overrides);
     int left = 0, right = 0;
     char op[4] = {0};
@@ -225,7 +225,7 @@ int run_demo_probe(const ProbeArgs& args) {
 void add_demo_commands(CLI::App& app, int& exit_code) {
   auto data = std::make_shared<DataArgs>();
   auto* data_cmd = app.add_subcommand(
-      "demo-data", "Write the built-in demo tasks (the recipe's domain: arithmetic in \\boxed{}, or code: word-pipeline programs): train.jsonl, eval.jsonl");
+      "data", "Write the built-in demo tasks (the recipe's domain: arithmetic in \\boxed{}, or code: word-pipeline programs): train.jsonl, eval.jsonl");
   data_cmd->add_option("--out,-o", data->out, "Output directory")->required();
   data_cmd->add_option("--recipe", data->recipe_file, "Pretraining recipe YAML (its split seed/fraction)");
   data_cmd->add_option("--recipe-set", data->recipe_overrides, "Override one recipe key: key=value");
@@ -237,7 +237,7 @@ void add_demo_commands(CLI::App& app, int& exit_code) {
 
   auto pre = std::make_shared<PretrainArgs>();
   auto* pre_cmd = app.add_subcommand(
-      "demo-pretrain", "Pretrain (or reuse from the cache) the demo's tiny Qwen3-family model from scratch");
+      "pretrain", "Pretrain (or reuse from the cache) the demo's tiny Qwen3-family model from scratch");
   pre_cmd->add_option("--config,-c", pre->configs, "Training config(s): teacher templates and chat settings");
   pre_cmd->add_option("--set", pre->overrides, "Override one training config key: section.key=value");
   pre_cmd->add_option("--recipe", pre->recipe_file, "Pretraining recipe YAML (configs/demo_pretrain.yaml)");
@@ -253,7 +253,7 @@ void add_demo_commands(CLI::App& app, int& exit_code) {
 
   auto probe = std::make_shared<ProbeArgs>();
   auto* probe_cmd = app.add_subcommand(
-      "demo-probe", "Print the student's and each teacher context's top tokens at every position of a response");
+      "probe", "Print the student's and each teacher context's top tokens at every position of a response");
   probe_cmd->add_option("--config,-c", probe->configs, "Training config(s): teacher templates and chat settings");
   probe_cmd->add_option("--set", probe->overrides, "Override one training config key: section.key=value");
   probe_cmd->add_option("--model", probe->model, "Model directory")->required();

@@ -19,8 +19,8 @@
 
 #include "graders/grader.h"
 #include "trainer/config.h"
-#include "trainer/demo_code_tasks.h"
-#include "trainer/demo_tasks.h"
+#include "trainer/demo/demo_code_tasks.h"
+#include "trainer/demo/demo_tasks.h"
 #include "trainer/model/model.h"
 #include "trainer/text/tokenizer.h"
 

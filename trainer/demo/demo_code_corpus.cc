@@ -1,4 +1,4 @@
-// The code domain's pretraining corpus (trainer/demo_pretrain.h): student-format programs with
+// The code domain's pretraining corpus (trainer/demo/demo_pretrain.h): student-format programs with
 // factor mistakes and bugs, and re-prompts in the trainer's exact teacher formats, whose feedback
 // is the real code grader's text on a real sandbox run.
 #include <algorithm>
@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "sandbox/sandbox.h"
-#include "trainer/demo_pretrain.h"
+#include "trainer/demo/demo_pretrain.h"
 #include "trainer/rollout.h"
 #include "trainer/teacher.h"
 
