@@ -14,7 +14,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
       build-essential cmake ninja-build pkg-config ca-certificates \
-      libboost-dev libseccomp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev \
+      libboost-dev libseccomp-dev nlohmann-json3-dev libcli11-dev \
       libpcre2-dev libginac-dev libcln-dev libyaml-cpp-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src

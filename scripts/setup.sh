@@ -20,7 +20,7 @@ done
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libboost-dev libseccomp-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev libcli11-dev
   libpcre2-dev libginac-dev libcln-dev libyaml-cpp-dev zlib1g-dev
   libtorch-dev libopenblas0-pthread
   python3 clang libclang-rt-14-dev
