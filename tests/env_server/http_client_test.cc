@@ -151,9 +151,10 @@ struct VllmFixture {
   std::vector<json> completions;  // requests received
   FixtureHttpServer server{[this](const FixtureRequest& r) { return answer(r); }};
   int fail_first = 0;             // answer this many completions with 503 first
-  int hold_until_in_flight = 0;   // hold each completion until this many are in flight (or 5 s)
+  int hold_until_in_flight = 0;   // hold completions until this many were in flight at once (or 5 s)
   std::condition_variable released;
   int in_flight = 0;
+  bool reached = false;
 
   FixtureResponse answer(const FixtureRequest& r) {
     if (r.target == "/health") return {200, ""};
@@ -167,9 +168,9 @@ struct VllmFixture {
         --fail_first;
         return {503, testing::vllm_error("the engine is busy", 503)};
       }
-      ++in_flight;
+      reached |= ++in_flight >= hold_until_in_flight;
       released.notify_all();
-      released.wait_for(lock, std::chrono::seconds(5), [&] { return in_flight >= hold_until_in_flight; });
+      released.wait_for(lock, std::chrono::seconds(5), [&] { return reached; });
     }
     const int k = request.at("prompt_logprobs").get<int>();
     if (k > 20) {
