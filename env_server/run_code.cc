@@ -268,7 +268,8 @@ json sandbox_error_response(const std::string& message) {
 json run_code_error_body(const ApiError& e) {
   json body = e.to_json();
   json& error = body["error"];
-  json item = {{"type", error.value("type", "value_error")}, {"loc", json::array({"body"})}, {"msg", e.what()}};
+  const bool unparsable = e.code() == "malformed_json" || e.code() == "invalid_utf8";
+  json item = {{"type", error.value("type", unparsable ? "json_invalid" : "value_error")}, {"loc", json::array({"body"})}, {"msg", e.what()}};
   if (auto loc = error.find("loc"); loc != error.end())
     for (const auto& part : *loc) item["loc"].push_back(part);
   if (auto input = error.find("input"); input != error.end()) item["input"] = *input;
