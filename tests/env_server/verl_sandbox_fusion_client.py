@@ -6,7 +6,8 @@ commit 10f0796d68ffa3d3b65cdc1fc55b1766d1b3af45): call_sandbox_api() (the payloa
 retry on HTTP 504 only, every other HTTP error ending the attempts) and _process_single_case()
 (how it turns the response's status / compile_result / run_result into a verdict: True, False,
 -1 api or sandbox error, -2 runtime error, -3 timeout, -4 compile error). requests is replaced by
-urllib; newer verl versions also send "memory_limit_MB", which is sent here too.
+urllib; newer verl versions also send "memory_limit_MB", which is sent here too. verl sends no
+Authorization header; BEARER_TOKEN (optional, not verl's) is only for trying an auth-protected server.
 
 Usage: verl_sandbox_fusion_client.py URL [BEARER_TOKEN] < cases.json
 cases.json: [{"code", "language", "stdin", "expected", "timeout", "memory_limit_mb"?}, ...]
