@@ -42,6 +42,8 @@ std::string read_token(const std::string& path) {
 
 int serve(ServeOptions& options) {
   if (!options.auth_token_file.empty()) options.server.auth_token = read_token(options.auth_token_file);
+  // One flag bounds both of /run_code's timeouts (verl sends the same value for both).
+  options.server.run_code.max_compile_timeout_s = options.server.run_code.max_run_timeout_s;
 
   std::FILE* log = nullptr;
   if (options.access_log == "-") log = stderr;
@@ -110,6 +112,15 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Python fork servers kept warm between code gradings (0: one per grading; keep >= --workers)")
       ->capture_default_str()->check(CLI::Range(0, 64));
   cmd->add_option("--auth-token-file", options->auth_token_file, "File holding the bearer token clients must send");
+  cmd->add_option("--run-code-max-timeout", options->server.run_code.max_run_timeout_s,
+                  "POST /run_code: the largest run_timeout and compile_timeout (CPU seconds); larger ones are lowered")
+      ->capture_default_str()->check(CLI::Range(0.001, 3600.0));
+  cmd->add_option("--run-code-default-memory-mb", options->server.run_code.default_memory_mb,
+                  "POST /run_code: the memory limit when memory_limit_MB is -1 (SandboxFusion: none)")
+      ->capture_default_str()->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("--run-code-max-memory-mb", options->server.run_code.max_memory_mb,
+                  "POST /run_code: the largest memory_limit_MB; larger ones are lowered")
+      ->capture_default_str()->check(CLI::Range(16, 1 << 20));
   cmd->add_option("--access-log", options->access_log, "Where JSON request logs go: '-' (stderr), a file, or 'off'")
       ->capture_default_str();
   cmd->add_option("--request-deadline", options->server.request_deadline_s, "Seconds a request may take")

@@ -26,6 +26,7 @@
 #include "env_server/feedback_request.h"
 #include "env_server/json_input.h"
 #include "env_server/metrics.h"
+#include "env_server/run_code.h"
 #include "env_server/worker_pool.h"
 
 namespace distil::env {
@@ -46,6 +47,7 @@ json to_json(const ServerConfig& c) {
   j["read_timeout_s"] = c.read_timeout_s;
   j["idle_timeout_s"] = c.idle_timeout_s;
   j["auth_required"] = !c.auth_token.empty();
+  j["run_code"] = to_json(c.run_code);
   return j;
 }
 
@@ -216,6 +218,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
   // Grades one validated item on a worker thread; never throws.
   ItemOutcome grade(const GradeJob& job, Clock::time_point deadline);
+  // Runs one POST /run_code request on a worker thread; never throws.
+  ItemOutcome run_code(const RunCodeJob& job, Clock::time_point deadline);
 };
 
 void Server::Impl::run_self_test() {
@@ -279,6 +283,32 @@ ItemOutcome Server::Impl::grade(const GradeJob& job, Clock::time_point deadline)
     metrics.observe_grading(out.grader, "error", std::chrono::duration<double>(Clock::now() - start).count());
     return o;
   }
+}
+
+ItemOutcome Server::Impl::run_code(const RunCodeJob& job, Clock::time_point deadline) {
+  if (Clock::now() > deadline) {
+    metrics.count_rejected("deadline_exceeded");
+    return error_outcome(ApiError(503, "deadline_exceeded", "",
+                                  "the request deadline (" + std::to_string(config.request_deadline_s) +
+                                      " s) passed before a worker was free"));
+  }
+  const auto start = Clock::now();
+  ItemOutcome out;
+  out.grader = "run_code";
+  try {
+    if (!sandbox) {
+      out.body = sandbox_error_response("this server has no sandbox, so it runs no code");
+    } else {
+      const auto result = sandbox->run(job.program, job.stdin_data, job.limits);
+      metrics.count_sandbox_runs(sandbox::to_string(result.verdict), 1);
+      out.body = run_code_response(job, result);
+    }
+  } catch (const std::exception& e) {
+    out.body = sandbox_error_response(std::string("the sandbox failed: ") + e.what());
+  }
+  out.verdict = out.body["status"].get<std::string>();
+  metrics.observe_grading(out.grader, out.verdict, std::chrono::duration<double>(Clock::now() - start).count());
+  return out;
 }
 
 // One client connection. It owns itself through shared_ptr copies held by its pending operations
@@ -449,6 +479,7 @@ class Session : public std::enable_shared_from_this<Session> {
     else if (path.rfind("/v1/tasks/", 0) == 0) route = Route{"/v1/tasks/{id}", http::verb::get};
     else if (path == "/v1/feedback") route = Route{"/v1/feedback", http::verb::post};
     else if (path == "/v1/feedback:batch") route = Route{"/v1/feedback:batch", http::verb::post};
+    else if (path == "/run_code") route = Route{"/run_code", http::verb::post};
 
     if (!route) {
       current_.route = "other";
@@ -480,6 +511,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (current_.route == "/v1/tasks") return respond_task_list();
       if (current_.route == "/v1/tasks/{id}") return respond_task(percent_decode(path.substr(10)));
       if (current_.route == "/v1/feedback") return start_single();
+      if (current_.route == "/run_code") return start_run_code();
       return start_batch();
     } catch (const ApiError& e) {
       return respond_error(e);
@@ -542,6 +574,35 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<WorkerPool::Job> jobs;
     jobs.emplace_back([self = shared_from_this(), job, deadline, generation] {
       auto outcome = std::make_shared<ItemOutcome>(self->server_->grade(*job, deadline));
+      asio::post(self->stream_.get_executor(), [self, outcome, generation] { self->finish_single(generation, *outcome); });
+    });
+    submit(jobs, generation);
+  }
+
+  // POST /run_code (env_server/run_code.h): the same admission, deadline and answer path as a
+  // single feedback item; only validation errors take SandboxFusion's (FastAPI's) shape.
+  void start_run_code() {
+    std::shared_ptr<RunCodeJob> job;
+    try {
+      const json body = parse_json_body(request_.body(), server_->config.limits);
+      job = std::make_shared<RunCodeJob>(parse_run_code_request(body, server_->config.run_code));
+    } catch (const ApiError& e) {
+      // FastAPI answers every body it cannot validate, malformed JSON included, with 422.
+      const ApiError invalid = e.status() == 400 ? ApiError(422, e.code(), e.field(), e.what()) : e;
+      current_.log_fields["error"] = invalid.code();
+      if (!invalid.field().empty()) current_.log_fields["field"] = invalid.field();
+      return respond_json(invalid.status(), run_code_error_body(invalid));
+    }
+    current_.log_fields["language"] = job->language;
+    if (!job->run) {
+      current_.log_fields["verdict"] = "SandboxError";
+      return respond_json(200, unsupported_language_response(*job));
+    }
+    const auto deadline = current_.start + seconds(server_->config.request_deadline_s);
+    const std::uint64_t generation = ++generation_;
+    std::vector<WorkerPool::Job> jobs;
+    jobs.emplace_back([self = shared_from_this(), job, deadline, generation] {
+      auto outcome = std::make_shared<ItemOutcome>(self->server_->run_code(*job, deadline));
       asio::post(self->stream_.get_executor(), [self, outcome, generation] { self->finish_single(generation, *outcome); });
     });
     submit(jobs, generation);

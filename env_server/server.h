@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "env_server/request_limits.h"
+#include "env_server/run_code.h"
 #include "env_server/task_store.h"
 #include "graders/grader.h"
 #include "sandbox/sandbox.h"
@@ -35,6 +36,7 @@ struct ServerConfig {
   std::string auth_token;             // non-empty: every route but /healthz and /readyz needs it
   std::FILE* access_log = stderr;     // one JSON line per request; nullptr: no access log
   graders::GradeOptions default_options;
+  RunCodeLimits run_code;             // POST /run_code (SandboxFusion's route)
 };
 
 nlohmann::json to_json(const ServerConfig& c);  // what GET /v1/limits reports

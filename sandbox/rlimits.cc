@@ -56,6 +56,8 @@ std::string validate_limits(const Limits& l) {
   if (l.max_processes < 1 || l.max_processes > 4096) return out_of_range("max_processes", l.max_processes, 1, 4096);
   if (l.max_open_files < 8 || l.max_open_files > 65536)
     return out_of_range("max_open_files", l.max_open_files, 8, 65536);
+  if (!(l.compile_cpu_time_s > 0 && l.compile_cpu_time_s <= 3600))
+    return out_of_range("compile_cpu_time_s", l.compile_cpu_time_s, 0.001, 3600);
   return {};
 }
 

@@ -118,6 +118,13 @@ class ScratchDir {
     path_ = pattern;
   }
   ~ScratchDir() {
+    // A sandboxed program that wrote here (Program::files / fetch_files) may have left
+    // directories without search or write permission: opened up first (top down, before nftw
+    // descends into each), so that the removal below reaches everything.
+    nftw(path_.c_str(), [](const char* p, const struct stat*, int type, struct FTW*) {
+      if (type == FTW_D || type == FTW_DNR) chmod(p, 0700);
+      return 0;
+    }, 16, FTW_PHYS | FTW_MOUNT);
     nftw(path_.c_str(), [](const char* p, const struct stat*, int type, struct FTW*) {
       if (type == FTW_DP) rmdir(p);
       else unlink(p);
@@ -131,6 +138,88 @@ class ScratchDir {
  private:
   std::string path_;
 };
+
+// The components of a path that work_path_problem() accepted, without "." and empty ones.
+std::vector<std::string> work_path_components(const std::string& path) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const auto slash = path.find('/', start);
+    const std::string part = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (!part.empty() && part != ".") parts.push_back(part);
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return parts;
+}
+
+// Writes Program::files under `dir`, a directory only this process has written to so far. Every
+// step is relative to a descriptor and refuses links (O_NOFOLLOW), so nothing lands outside it.
+// Throws std::runtime_error naming the file.
+void write_work_files(const std::string& dir, const std::vector<WorkFile>& files) {
+  for (const auto& f : files) {
+    const auto parts = work_path_components(f.path);
+    auto fail = [&](const std::string& what) {
+      throw std::runtime_error("program.files: cannot write '" + f.path + "': " + what + ": " + std::strerror(errno));
+    };
+    UniqueFd at(open(dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+    if (!at.valid()) fail("opening the working directory");
+    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+      if (mkdirat(at.get(), parts[i].c_str(), 0777) != 0 && errno != EEXIST) fail("creating directory " + parts[i]);
+      fchmodat(at.get(), parts[i].c_str(), 0777, 0);  // past the umask: the program may add files there
+      UniqueFd next(openat(at.get(), parts[i].c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next.valid()) fail("opening directory " + parts[i]);
+      at = std::move(next);
+    }
+    UniqueFd out(openat(at.get(), parts.back().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666));
+    if (!out.valid()) fail("creating the file");
+    std::size_t done = 0;
+    while (done < f.content.size()) {
+      const ssize_t n = write(out.get(), f.content.data() + done, f.content.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail("writing");
+      done += static_cast<std::size_t>(n);
+    }
+    if (fchmod(out.get(), 0666) != 0) fail("chmod");
+  }
+}
+
+// Reads Program::fetch_files from `dir` after the run. The program controlled everything in
+// there, so no link is followed (a link to /etc/shadow must not be read by this process), only
+// regular files are read (a FIFO would block), opened non-blocking, and reading stops at
+// `max_bytes` in all.
+std::vector<WorkFile> fetch_work_files(const std::string& dir, const std::vector<std::string>& paths,
+                                       std::size_t max_bytes) {
+  std::vector<WorkFile> found;
+  std::size_t total = 0;
+  for (const auto& path : paths) {
+    const auto parts = work_path_components(path);
+    UniqueFd at(open(dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+    for (std::size_t i = 0; at.valid() && i + 1 < parts.size(); ++i)
+      at.reset(openat(at.get(), parts[i].c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!at.valid()) continue;
+    UniqueFd in(openat(at.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+    struct stat st {};
+    if (!in.valid() || fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (total + static_cast<std::size_t>(st.st_size) > max_bytes) continue;
+    std::string content;
+    char buf[65536];
+    bool ok = true;
+    for (;;) {
+      const ssize_t n = read(in.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ok = false;
+      if (n <= 0) break;
+      content.append(buf, static_cast<std::size_t>(n));
+      if (total + content.size() > max_bytes) ok = false;
+      if (!ok) break;
+    }
+    if (!ok) continue;
+    total += content.size();
+    found.push_back({path, std::move(content)});
+  }
+  return found;
+}
 
 std::string dirname_of(const std::string& path) {
   const auto slash = path.rfind('/');
@@ -521,6 +610,9 @@ struct Sandbox::Impl {
   // layers off (noted in the report) and the run is made again; check_minimum() then throws if
   // config.minimum is no longer met.
   RunResult launch(const Launch& l, const std::string& stdin_data);
+  // launch(), in a private working directory holding program.files when the program has files or
+  // fetch_files (then read back into the result); otherwise just launch().
+  RunResult launch_in_work_dir(const Launch& l, const Program& program, const std::string& stdin_data);
   RunResult launch_once(const Launch& l, const std::string& stdin_data);
   RunResult launch_degrading(const Launch& l, const std::string& stdin_data);
   void check_minimum() const;
@@ -819,6 +911,29 @@ ParkedPool* Sandbox::Impl::parked_pool() {
   return pool.get();
 }
 
+RunResult Sandbox::Impl::launch_in_work_dir(const Launch& l, const Program& program, const std::string& stdin_data) {
+  if (program.files.empty() && program.fetch_files.empty()) return launch(l, stdin_data);
+  std::optional<ScratchDir> work;
+  try {
+    work.emplace(kScratchBase);
+    // The sandbox uid is not this process's: the program must be able to create files here.
+    if (chmod(work->path().c_str(), 0777) != 0)
+      throw std::runtime_error("chmod " + work->path() + ": " + std::strerror(errno));
+    write_work_files(work->path(), program.files);
+  } catch (const std::exception& e) {
+    RunResult r;
+    r.verdict = Verdict::sandbox_error;
+    r.message = e.what();
+    return r;
+  }
+  Launch in_work_dir = l;
+  in_work_dir.work_dir_host = work->path();
+  RunResult result = launch(in_work_dir, stdin_data);
+  // launch() returns once every process of the run is dead: nothing writes here any more.
+  result.files = fetch_work_files(work->path(), program.fetch_files, program.fetch_max_bytes);
+  return result;
+}
+
 RunResult Sandbox::Impl::launch_once(const Launch& l, const std::string& stdin_data) {
   std::unique_ptr<Prepared> p;
   std::unique_ptr<RunCgroup> cgroup;
@@ -1017,6 +1132,20 @@ bool Sandbox::Impl::begin_warm_batch(WarmServer& w, const Program& program, cons
   return true;
 }
 
+std::string work_path_problem(const std::string& path) {
+  if (path.empty()) return "the path is empty";
+  if (path.size() > 4096) return "the path is longer than 4096 bytes";
+  if (path.find('\0') != std::string::npos) return "the path contains a NUL byte";
+  if (path.front() == '/') return "the path is absolute; it must be relative to the working directory";
+  const auto parts = work_path_components(path);
+  if (parts.empty()) return "the path names the working directory itself, not a file in it";
+  for (const auto& part : parts) {
+    if (part == "..") return "the path has a '..' component; it must stay inside the working directory";
+    if (part.size() > 255) return "a component of the path is longer than 255 bytes";
+  }
+  return {};
+}
+
 namespace {
 
 // Checks what a caller (a task file, a request) controls; empty when fine.
@@ -1029,6 +1158,16 @@ std::string validate_request(const Program& program, const Limits& limits) {
   if (!program.prelude.empty() && program.language != Language::python)
     return "program.prelude: only for Python programs";
   if (program.args.size() > 1024) return "program.args: more than 1024 arguments";
+  if (program.files.size() > 1024) return "program.files: more than 1024 files";
+  std::size_t file_bytes = 0;
+  for (const auto& f : program.files) {
+    if (auto why = work_path_problem(f.path); !why.empty()) return "program.files: '" + f.path + "': " + why;
+    file_bytes += f.content.size();
+  }
+  if (file_bytes > (64u << 20)) return "program.files: more than 64 MiB in all";
+  if (program.fetch_files.size() > 1024) return "program.fetch_files: more than 1024 paths";
+  for (const auto& path : program.fetch_files)
+    if (auto why = work_path_problem(path); !why.empty()) return "program.fetch_files: '" + path + "': " + why;
   for (const auto& a : program.args)
     if (a.find('\0') != std::string::npos) return "program.args: an argument contains a NUL byte";
   return {};
@@ -1056,8 +1195,8 @@ std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, cons
   compile.argv = {config.cxx_path, "-std=c++17", "-O2", "-pipe", "-o", "/tmp/main", kCxxSourcePath};
   compile.files = {{kCxxSourcePath, program.source}};
   compile.filter = &compiler_filter;
-  compile.limits.cpu_time_s = 20;
-  compile.limits.wall_time_s = 40;
+  compile.limits.cpu_time_s = limits.compile_cpu_time_s;
+  compile.limits.wall_time_s = 2 * limits.compile_cpu_time_s + 1;
   compile.limits.memory_mb = 2048;
   compile.limits.file_size_mb = 64;
   compile.limits.max_processes = 16;
@@ -1067,6 +1206,16 @@ std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, cons
   compile.work_dir_host = build.path();
   compile.user_program = false;
   RunResult compiled = launch(compile, "");
+  RunResult::CompileStep step;
+  step.ran = true;
+  step.verdict = compiled.verdict;
+  step.exit_code = compiled.exit_code;
+  step.signal = compiled.signal;
+  step.stdout_data = compiled.stdout_data;
+  step.stderr_data = compiled.stderr_data;
+  step.cpu_time_s = compiled.cpu_time_s;
+  step.wall_time_s = compiled.wall_time_s;
+  compiled.compile = step;
   if (compiled.verdict != Verdict::ok) {
     compiled.compile_error = compiled.verdict != Verdict::sandbox_error;
     if (compiled.compile_error) compiled.verdict = Verdict::runtime_error;
@@ -1087,7 +1236,8 @@ std::vector<RunResult> Sandbox::Impl::run_cpp_batch(const Program& program, cons
   run.exec_notify = true;
   run.limits = limits;
   for (const auto& input : stdin_data) {
-    results.push_back(launch(run, input));
+    results.push_back(launch_in_work_dir(run, program, input));
+    results.back().compile = step;
     if (stop_at_first_failure && results.back().verdict != Verdict::ok) break;
   }
   return results;
@@ -1113,7 +1263,7 @@ RunResult Sandbox::run(const Program& program, const std::string& stdin_data, co
     l.filter = &d.user_filter;
     l.exec_notify = true;
     l.limits = limits;
-    return d.launch(l, stdin_data);
+    return d.launch_in_work_dir(l, program, stdin_data);
   }
   auto results = run_batch(program, {stdin_data}, limits, false);
   return results.at(0);
@@ -1126,6 +1276,15 @@ std::vector<RunResult> Sandbox::run_batch(const Program& program, const std::vec
   if (auto why = validate_request(program, limits); !why.empty()) {
     results.assign(stop_at_first_failure ? std::min<std::size_t>(1, stdin_data.size()) : stdin_data.size(),
                    invalid_request(why));
+    return results;
+  }
+  if (program.language == Language::python && (!program.files.empty() || !program.fetch_files.empty())) {
+    // Every input starts from the same files and gets its own back: one-shot runs, each in a
+    // working directory of its own (a fork server's children share their server's /tmp).
+    for (const auto& input : stdin_data) {
+      results.push_back(run(program, input, limits));
+      if (stop_at_first_failure && results.back().verdict != Verdict::ok) break;
+    }
     return results;
   }
   if (program.language == Language::cpp) {

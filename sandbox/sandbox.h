@@ -37,7 +37,20 @@ struct Limits {
   std::size_t file_size_mb = 16;   // RLIMIT_FSIZE and tmpfs size
   int max_processes = 32;          // cgroup pids.max / RLIMIT_NPROC inside the user namespace
   int max_open_files = 64;
+  // C++ only: the compile step's CPU limit (0.001-3600 s); its wall limit is twice this plus 1 s.
+  double compile_cpu_time_s = 20.0;
 };
+
+// A file in the program's working directory (/tmp inside the sandbox), by a path relative to it.
+struct WorkFile {
+  std::string path;  // "data/input.txt"; see work_path_problem()
+  std::string content;
+};
+
+// Why `path` cannot name a file in the working directory (empty: it can): it must be relative,
+// with no ".." component, no NUL byte, components of at most 255 bytes, at most 4096 bytes in all.
+// "." and empty components ("a//b", "./a") are allowed and mean nothing.
+std::string work_path_problem(const std::string& path);
 
 // One program to run. For Language::cpp `source` is compiled first (compile errors come back
 // as verdict runtime_error with `compile_error = true`).
@@ -58,6 +71,17 @@ struct Program {
   // only programs with the same prelude): its names are then shared by every child without being
   // bound again in each. A one-shot run runs it first in the same process.
   std::string prelude;
+  // Optional: files written into the working directory before the program starts (directories
+  // are created; mode 0666, directories 0777). With files or fetch_files the working directory is
+  // a private host directory bound at /tmp instead of the size-capped tmpfs: each file the program
+  // writes is still capped by file_size_mb (RLIMIT_FSIZE), but not their number.
+  std::vector<WorkFile> files;
+  // Optional: files read back from the working directory once the run is over (RunResult::files):
+  // regular files only, opened without following any symbolic link; a path that is missing, not
+  // a regular file or reached through a link is left out, as is any file once the ones read
+  // before it total more than fetch_max_bytes.
+  std::vector<std::string> fetch_files;
+  std::size_t fetch_max_bytes = 16u << 20;
 };
 
 struct RunResult {
@@ -78,6 +102,19 @@ struct RunResult {
   // 1 for the batch a server was started for, more on a warm server kept from earlier batches.
   unsigned long fork_server_id = 0;
   unsigned fork_server_batch = 0;
+  std::vector<WorkFile> files;  // what Program::fetch_files found, in its order
+  // C++: the compile step (filled also when it succeeded and the rest of the result is the run's;
+  // `verdict` is the compile's own, e.g. time_limit, where the result says runtime_error).
+  struct CompileStep {
+    bool ran = false;
+    Verdict verdict = Verdict::ok;
+    int exit_code = -1;
+    int signal = 0;
+    std::string stdout_data;
+    std::string stderr_data;
+    double cpu_time_s = 0.0;
+    double wall_time_s = 0.0;
+  } compile;
 };
 
 nlohmann::json to_json(const RunResult& r);

@@ -83,5 +83,53 @@ int main() {
   EXPECT_EQ(results[4].stdout_data, "ok\n");
 }
 
+
+// Program::files / fetch_files (POST /run_code's files): in the working directory before the run,
+// read back after it without following links; each input of a batch starts from the same files.
+TEST(SandboxWorkFiles, FilesGoInAndComeBackPerInput) {
+  Program p;
+  p.language = Language::python;
+  p.source =
+      "import os\nold = open('sub/count.txt').read()\nopen('sub/count.txt', 'w').write(old + input())\n"
+      "os.symlink('/etc/hostname', 'link')\n";
+  p.files = {{"sub/count.txt", "n="}};
+  p.fetch_files = {"sub/count.txt", "link", "absent"};
+  const auto results = sandbox().run_batch(p, {"1", "2"}, limits());
+  ASSERT_EQ(results.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(results[i].verdict, Verdict::ok) << to_json(results[i]).dump();
+    ASSERT_EQ(results[i].files.size(), 1u) << "only the regular file comes back";
+    EXPECT_EQ(results[i].files[0].path, "sub/count.txt");
+    EXPECT_EQ(results[i].files[0].content, "n=" + std::to_string(i + 1));
+  }
+}
+
+TEST(SandboxWorkFiles, PathsOutsideTheWorkingDirectoryAreRefused) {
+  EXPECT_EQ(work_path_problem("a/b.txt"), "");
+  EXPECT_EQ(work_path_problem("./a//b.txt"), "");
+  for (const char* bad : {"", "/etc/passwd", "../x", "a/../../x", ".", "a/.."})
+    EXPECT_NE(work_path_problem(bad), "") << bad;
+  Program p;
+  p.source = "pass\n";
+  p.fetch_files = {"../../etc/passwd"};
+  const auto r = sandbox().run(p, "", limits());
+  EXPECT_EQ(r.verdict, Verdict::sandbox_error);
+  EXPECT_NE(r.message.find("program.fetch_files"), std::string::npos) << r.message;
+}
+
+TEST(SandboxCpp, CompileStepIsReportedAndHasItsOwnCpuLimit) {
+  const auto ok = sandbox().run(cpp("int main() { return 0; }\n"), "", limits());
+  EXPECT_EQ(ok.verdict, Verdict::ok) << to_json(ok).dump();
+  EXPECT_TRUE(ok.compile.ran);
+  EXPECT_EQ(ok.compile.verdict, Verdict::ok);
+  EXPECT_EQ(ok.compile.exit_code, 0);
+  EXPECT_GT(ok.compile.wall_time_s, 0);
+  auto tight = limits();
+  tight.compile_cpu_time_s = 0.001;  // no g++ run is that fast
+  const auto slow = sandbox().run(cpp("int main() { return 0; }\n"), "", tight);
+  EXPECT_TRUE(slow.compile_error);
+  EXPECT_EQ(slow.compile.verdict, Verdict::time_limit) << to_json(slow).dump();
+}
+
 }  // namespace
 }  // namespace distil::sandbox
