@@ -48,8 +48,8 @@ class Template {
   Template(const Template&) = delete;
   Template& operator=(const Template&) = delete;
 
-  // `context` must be an object; its keys are the template's variables (messages,
-  // add_generation_prompt, bos_token, ...). A key that is absent is undefined to the template.
+  // `context` is an object (or null: no variables); its keys are the template's variables
+  // (messages, add_generation_prompt, bos_token, ...). An absent key is undefined to the template.
   std::string render(const nlohmann::ordered_json& context, const Limits& limits = {}) const;
 
   struct Program;  // the parsed template (trainer/text/jinja_ast.h)

@@ -33,7 +33,8 @@ enum class NodeKind {
   Slice,      // kids[0..2] start, stop, step (null = omitted)
   Call,       // kids[0] callee, kids[1..] arguments (KwArg for name=value)
   KwArg,      // str name; kids[0] value
-  Filter,     // kids[0] operand; str filter name; kids[1..] arguments; flag = written with ()
+  Filter,     // kids[0] operand (null in a {% filter %} block: body); str name; kids[1..] arguments;
+              // flag = written with ()
   Test,       // kids[0] operand; str test name; flag = negated (is not)
   Unary,      // str operator (not, -, +); kids[0]
   Binary,     // str operator; kids[0], kids[1]

@@ -466,12 +466,13 @@ class Parser {
     n->line = at_line;
     return n;
   }
-  // The body of a block up to (not including) one of the given {% names %}.
+  // The body of a block up to (not including) one of the given {% names %}; the last name is the
+  // one that closes the block.
   std::vector<NodePtr> block_until(std::initializer_list<std::string_view> names, const char* opener, int opened_at) {
     std::vector<NodePtr> body;
     while (!is_statement(names)) {
       if (pos_ >= tokens_.size())
-        syntax_error(opened_at, std::string(opener) + " is never closed (expected {% " + std::string(*names.begin()) + " %})");
+        syntax_error(opened_at, std::string(opener) + " is never closed (expected {% " + std::string(*(names.end() - 1)) + " %})");
       if (NodePtr n = parse_any()) body.push_back(std::move(n));
     }
     return body;
@@ -519,13 +520,31 @@ class Parser {
       expect(Tok::CloseStatement, ("after " + name).c_str());
       return node(name == "break" ? NodeKind::Break : NodeKind::Continue, at);
     }
-    static const char* const kUnsupported[] = {"call", "filter", "raw", "include", "import", "from", "extends",
+    if (name == "filter") return parse_filter_block(at);
+    static const char* const kUnsupported[] = {"call", "raw", "include", "import", "from", "extends",
                                                "block", "with", "autoescape", "do"};
     for (const char* u : kUnsupported)
       if (name == u) syntax_error(at, "the {% " + name + " %} statement is not supported by this chat template engine");
     if (name.rfind("end", 0) == 0 || name == "else" || name == "elif")
       syntax_error(at, "{% " + name + " %} without a matching opening statement");
     syntax_error(at, "unknown statement {% " + name + " %}");
+  }
+
+  // {% filter name(args) %}...{% endfilter %}: a Filter node whose operand is the rendered body.
+  NodePtr parse_filter_block(int at) {
+    auto n = node(NodeKind::Filter, at);
+    if (!is(Tok::Ident)) syntax_error(at, "expected a filter name after {% filter");
+    n->str = tokens_[pos_++].value;
+    n->kids.push_back(nullptr);
+    if (is(Tok::OpenParen)) {
+      n->flag = true;
+      for (auto& arg : parse_call_arguments()) n->kids.push_back(std::move(arg));
+    }
+    expect(Tok::CloseStatement, "after the {% filter %} header");
+    n->body = block_until({"endfilter"}, "{% filter %}", at);
+    pos_ += 2;  // {% endfilter
+    expect(Tok::CloseStatement, "after endfilter");
+    return n;
   }
 
   NodePtr parse_set(int at) {
@@ -574,7 +593,7 @@ class Parser {
     n->kids.push_back(parse_expression());
     if (is_ident("recursive")) syntax_error(at, "recursive for loops are not supported");
     expect(Tok::CloseStatement, "after the {% for %} header");
-    n->body = block_until({"endfor", "else"}, "{% for %}", at);
+    n->body = block_until({"else", "endfor"}, "{% for %}", at);
     if (is_statement({"else"})) {
       pos_ += 2;
       expect(Tok::CloseStatement, "after {% else");

@@ -151,8 +151,9 @@ class Renderer {
   std::string run(const std::vector<NodePtr>& body, const nlohmann::ordered_json& context) {
     auto globals = std::make_shared<Scope>();
     install_globals(*globals);
-    if (!context.is_object()) throw Error("chat template context must be a JSON object");
-    for (const auto& [key, value] : context.items()) globals->vars[key] = from_json(value, limits_.max_depth);
+    if (!context.is_object() && !context.is_null()) throw Error("chat template context must be a JSON object");
+    if (context.is_object())
+      for (const auto& [key, value] : context.items()) globals->vars[key] = from_json(value, limits_.max_depth);
     try {
       return render_block(body, globals);
     } catch (const BreakSignal& b) {
@@ -208,13 +209,19 @@ class Renderer {
       case NodeKind::For: out += render_for(n, scope); return;
       case NodeKind::Set: execute_set(n, scope); return;
       case NodeKind::Macro: define_macro(n, scope); return;
+      case NodeKind::Filter:
+        if (!n.kids[0]) {  // {% filter %} block
+          const Value v = apply_filter(n, Value::of(render_block(n.body, scope)), scope);
+          if (v.type != Type::Null && v.type != Type::Undefined) out += display(v, n.line);
+          return;
+        }
+        break;
       case NodeKind::Break: throw BreakSignal{n.line};
       case NodeKind::Continue: throw ContinueSignal{n.line};
-      default: {
-        const Value v = eval(n, scope);
-        if (v.type != Type::Null && v.type != Type::Undefined) out += display(v, n.line);
-      }
+      default: break;
     }
+    const Value v = eval(n, scope);
+    if (v.type != Type::Null && v.type != Type::Undefined) out += display(v, n.line);
   }
 
   std::string render_for(const Node& n, const ScopePtr& outer) {

@@ -145,8 +145,8 @@ std::vector<std::string> code_points(const std::string& s) {
 namespace {
 
 void append_u_escape(std::string& out, unsigned unit) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "\\u%04x", unit);
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "\\u%04x", unit & 0xFFFFu);
   out += buf;
 }
 
