@@ -132,7 +132,7 @@ class ChatTemplateConformance : public ::testing::Test {
 };
 
 TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja) {
-  size_t total = 0, rendered = 0, both_failed = 0, apply_witnessed = 0;
+  size_t total = 0, rendered = 0, both_failed = 0, apply_witnessed = 0, refused_placeholder = 0;
   for (const std::string model : kModels) {
     SCOPED_TRACE(model);
     const ordered_json conversations = make_conversations(/*seed=*/1234 + total, kConversationsPerModel);
@@ -174,6 +174,15 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
                         << ordered_json(ours).dump() << "\n" << c.dump();
         continue;
       }
+      // The one deliberate difference: where JavaScript turns a dict or list into text by
+      // concatenation ("[object Map]", e.g. DeepSeek V3's template given tool-call arguments as a
+      // dict rather than a JSON string), we refuse with an error naming it instead of writing
+      // that placeholder into a prompt.
+      if (error.find("cannot concatenate a") != std::string::npos &&
+          theirs["text"].get<std::string>().find("[object ") != std::string::npos) {
+        ++refused_placeholder;
+        continue;
+      }
       ++rendered;
       if ((!error.empty() || ours != theirs["text"].get<std::string>()) && ++mismatches <= 5)
         ADD_FAILURE() << "conversation " << i << " " << c.dump() << "\n ours:   "
@@ -192,8 +201,10 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
   RecordProperty("rendered", std::to_string(rendered));
   RecordProperty("failed_on_both_sides", std::to_string(both_failed));
   RecordProperty("apply_chat_template_witnessed", std::to_string(apply_witnessed));
+  RecordProperty("refused_javascript_placeholder", std::to_string(refused_placeholder));
   std::cout << "compared " << total << " conversations on " << std::size(kModels) << " real templates: " << rendered
-            << " rendered identically, " << both_failed << " rejected by both (raise_exception or a type error); "
+            << " rendered identically, " << both_failed << " rejected by both (raise_exception or a type error), "
+            << refused_placeholder << " refused by us where @huggingface/jinja writes \"[object Map]\"; "
             << apply_witnessed << " also matched transformers.js' apply_chat_template\n";
 }
 
