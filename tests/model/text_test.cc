@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -270,6 +271,23 @@ TEST(TextJinja, UnsupportedConstructsAndFailuresAreNamedWithTheLine) {
     has(e.what(), "line 2");
   }
   EXPECT_THROW(jinja::Template("{{ x }}").render(nlohmann::ordered_json::array()), jinja::Error);  // context must be an object
+}
+
+TEST(TextJinja, StrftimeNowFormatsTheLocalDate) {
+  // The directives @huggingface/jinja implements; the date is read before and after rendering.
+  const auto today = [] {
+    const std::time_t now = std::time(nullptr);
+    std::tm t{};
+    localtime_r(&now, &t);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %B %b 100%%", &t);
+    return std::string(buf);
+  };
+  const std::string before = today();
+  const std::string rendered = jinja::Template("{{ strftime_now('%Y-%m-%d %B %b 100%%') }}").render({});
+  const std::string after = today();
+  EXPECT_TRUE(rendered == before || rendered == after) << rendered;
+  EXPECT_EQ(jinja::Template("{{ strftime_now('%Q') }}").render({}), "%Q");  // unknown directives stay
 }
 
 TEST(TextJinja, LimitsStopRunawayTemplates) {
