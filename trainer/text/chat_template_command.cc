@@ -32,23 +32,29 @@ nlohmann::ordered_json read_messages(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument(path + ": invalid JSON: " + e.what());
   }
-  if (!messages.is_array()) throw std::invalid_argument(path + ": expected a JSON array of message objects");
+  if (!messages.is_array())
+    throw std::invalid_argument(path + ": expected a JSON array of message objects");
   for (size_t i = 0; i < messages.size(); ++i)
-    if (!messages[i].is_object()) throw std::invalid_argument(path + ": message " + std::to_string(i) + " is not an object");
+    if (!messages[i].is_object())
+      throw std::invalid_argument(path + ": message " + std::to_string(i) + " is not an object");
   return messages;
 }
 
 int run_chat_template(const ChatTemplateOptions& o) {
   try {
     std::optional<bool> enable_thinking;
-    if (o.enable_thinking == "true") enable_thinking = true;
-    else if (o.enable_thinking == "false") enable_thinking = false;
+    if (o.enable_thinking == "true")
+      enable_thinking = true;
+    else if (o.enable_thinking == "false")
+      enable_thinking = false;
     else if (!o.enable_thinking.empty())
-      throw std::invalid_argument("--enable-thinking takes true or false, not \"" + o.enable_thinking + "\"");
+      throw std::invalid_argument("--enable-thinking takes true or false, not \"" +
+                                  o.enable_thinking + "\"");
     const auto messages = read_messages(o.messages_file);
     const auto tokenizer = text::Tokenizer::from_model_dir(o.model_dir);
     const auto format = text::ChatFormat::for_model(tokenizer, o.format);
-    const std::string rendered = format.render_json(messages, o.add_generation_prompt, enable_thinking);
+    const std::string rendered =
+        format.render_json(messages, o.add_generation_prompt, enable_thinking);
     std::cout.write(rendered.data(), static_cast<std::streamsize>(rendered.size()));
     std::cout.flush();
     return std::cout ? 0 : 2;
@@ -62,16 +68,22 @@ int run_chat_template(const ChatTemplateOptions& o) {
 
 void add_chat_template_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<ChatTemplateOptions>();
-  auto* cmd = app.add_subcommand("chat-template",
-                                 "Render a JSON messages file with the model's chat template; prints exactly the text");
-  cmd->add_option("--model", options->model_dir, "Model directory (tokenizer.json, tokenizer_config.json)")->required();
-  cmd->add_option("--messages", options->messages_file, "JSON array of message objects ({role, content, ...})")
+  auto* cmd = app.add_subcommand(
+      "chat-template",
+      "Render a JSON messages file with the model's chat template; prints exactly the text");
+  cmd->add_option("--model", options->model_dir,
+                  "Model directory (tokenizer.json, tokenizer_config.json)")
       ->required();
-  cmd->add_flag("--add-generation-prompt", options->add_generation_prompt, "Append the assistant turn's opening");
+  cmd->add_option("--messages", options->messages_file,
+                  "JSON array of message objects ({role, content, ...})")
+      ->required();
+  cmd->add_flag("--add-generation-prompt", options->add_generation_prompt,
+                "Append the assistant turn's opening");
   cmd->add_option("--enable-thinking", options->enable_thinking,
                   "true or false: passed to the template as enable_thinking (default: not passed)");
-  cmd->add_option("--format", options->format,
-                  "auto (the model's own template), or a built-in format: chatml, llama3, olmo, plain");
+  cmd->add_option(
+      "--format", options->format,
+      "auto (the model's own template), or a built-in format: chatml, llama3, olmo, plain");
   cmd->callback([options, &exit_code] { exit_code = run_chat_template(*options); });
 }
 

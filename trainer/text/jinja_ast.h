@@ -13,12 +13,12 @@ namespace distil::text::jinja {
 
 enum class NodeKind {
   // statements
-  Text,      // str
-  Output,    // {{ kids[0] }}
-  If,        // kids[0] test; body; alt (an elif is one nested If in alt)
-  For,       // kids[0] loop variable (Ident or Tuple); kids[1] iterable (may be Select); body; alt
-  Set,       // kids[0] target; kids[1] value, or body for {% set x %}...{% endset %}
-  Macro,     // str name; kids parameters (Ident, or KwArg with its default); body
+  Text,    // str
+  Output,  // {{ kids[0] }}
+  If,      // kids[0] test; body; alt (an elif is one nested If in alt)
+  For,     // kids[0] loop variable (Ident or Tuple); kids[1] iterable (may be Select); body; alt
+  Set,     // kids[0] target; kids[1] value, or body for {% set x %}...{% endset %}
+  Macro,   // str name; kids parameters (Ident, or KwArg with its default); body
   Break,
   Continue,
   // expressions
@@ -33,13 +33,13 @@ enum class NodeKind {
   Slice,      // kids[0..2] start, stop, step (null = omitted)
   Call,       // kids[0] callee, kids[1..] arguments (KwArg for name=value)
   KwArg,      // str name; kids[0] value
-  Filter,     // kids[0] operand (null in a {% filter %} block: body); str name; kids[1..] arguments;
-              // flag = written with ()
-  Test,       // kids[0] operand; str test name; flag = negated (is not)
-  Unary,      // str operator (not, -, +); kids[0]
-  Binary,     // str operator; kids[0], kids[1]
-  Ternary,    // kids[0] condition, kids[1] if true, kids[2] if false
-  Select,     // kids[0] value, kids[1] condition (an `a if b` without else)
+  Filter,   // kids[0] operand (null in a {% filter %} block: body); str name; kids[1..] arguments;
+            // flag = written with ()
+  Test,     // kids[0] operand; str test name; flag = negated (is not)
+  Unary,    // str operator (not, -, +); kids[0]
+  Binary,   // str operator; kids[0], kids[1]
+  Ternary,  // kids[0] condition, kids[1] if true, kids[2] if false
+  Select,   // kids[0] value, kids[1] condition (an `a if b` without else)
 };
 
 struct Node {
@@ -58,7 +58,45 @@ struct Template::Program {
   std::vector<NodePtr> body;
 };
 
-// Parses a chat template (preprocessing as @huggingface/jinja's Template constructor does).
+[[noreturn]] void fail(int line, const std::string& what);  // throws Error naming the template line
+
+enum class Tok {
+  Text,
+  Number,
+  String,
+  Ident,
+  Equals,
+  OpenParen,
+  CloseParen,
+  OpenStatement,
+  CloseStatement,
+  OpenExpression,
+  CloseExpression,
+  OpenSquare,
+  CloseSquare,
+  OpenCurly,
+  CloseCurly,
+  Comma,
+  Dot,
+  Colon,
+  Pipe,
+  Additive,
+  Multiplicative,
+  Power,
+  Comparison,
+  Unary,
+  Comment
+};
+
+struct Token {
+  Tok type;
+  std::string value;
+  int line;
+};
+
+// Preprocesses and lexes a chat template (trainer/text/jinja_lex.cc).
+std::vector<Token> tokenize(std::string_view source);
+// Parses a chat template, nesting at most max_depth levels (trainer/text/jinja_parse.cc).
 std::vector<NodePtr> parse_template(std::string_view source, int max_depth);
 
 // The whitespace of JavaScript's String.prototype.trim, on UTF-8 text.

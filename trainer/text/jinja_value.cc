@@ -6,23 +6,37 @@
 #include <cstdio>
 #include <limits>
 
-#include "trainer/text/jinja.h"
+#include "trainer/text/jinja_ast.h"
 #include "trainer/text/jinja_value.h"
 
 namespace distil::text::jinja {
 
+void fail(int line, const std::string& what) {
+  throw Error("chat template line " + std::to_string(line) + ": " + what);
+}
+
 const char* type_name(Type t) {
   switch (t) {
-    case Type::Undefined: return "undefined";
-    case Type::Null: return "none";
-    case Type::Bool: return "boolean";
-    case Type::Int: return "integer";
-    case Type::Float: return "float";
-    case Type::String: return "string";
-    case Type::Array: return "list";
-    case Type::Object: return "mapping";
-    case Type::Namespace: return "namespace";
-    case Type::Function: return "function";
+    case Type::Undefined:
+      return "undefined";
+    case Type::Null:
+      return "none";
+    case Type::Bool:
+      return "boolean";
+    case Type::Int:
+      return "integer";
+    case Type::Float:
+      return "float";
+    case Type::String:
+      return "string";
+    case Type::Array:
+      return "list";
+    case Type::Object:
+      return "mapping";
+    case Type::Namespace:
+      return "namespace";
+    case Type::Function:
+      return "function";
   }
   return "value";
 }
@@ -43,23 +57,30 @@ bool is_array_index(const std::string& key, uint64_t& index) {
 }  // namespace
 
 Value from_json(const nlohmann::ordered_json& j, int max_depth, int depth) {
-  if (depth > max_depth) throw Error("chat template context nests deeper than " + std::to_string(max_depth) + " levels");
+  if (depth > max_depth)
+    throw Error("chat template context nests deeper than " + std::to_string(max_depth) + " levels");
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return Value::null();
-    case nlohmann::ordered_json::value_t::boolean: return Value::of(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return Value::of_int(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::null:
+      return Value::null();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value::of(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return Value::of_int(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       const uint64_t u = j.get<uint64_t>();
-      if (u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return Value::of_int(static_cast<int64_t>(u));
+      if (u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return Value::of_int(static_cast<int64_t>(u));
       return Value::of_float(static_cast<double>(u));
     }
     case nlohmann::ordered_json::value_t::number_float: {
       // JSON.parse makes 2.0 the number 2, which @huggingface/jinja treats as an integer.
       const double d = j.get<double>();
-      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.2e18) return Value::of_int(static_cast<int64_t>(d));
+      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.2e18)
+        return Value::of_int(static_cast<int64_t>(d));
       return Value::of_float(d);
     }
-    case nlohmann::ordered_json::value_t::string: return Value::of(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value::of(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
@@ -74,14 +95,16 @@ Value from_json(const nlohmann::ordered_json& j, int max_depth, int depth) {
         if (is_array_index(key, index)) indexed.emplace_back(index, &key);
       }
       std::sort(indexed.begin(), indexed.end());
-      for (const auto& [index, key] : indexed) v.object->set(*key, from_json(j.at(*key), max_depth, depth + 1));
+      for (const auto& [index, key] : indexed)
+        v.object->set(*key, from_json(j.at(*key), max_depth, depth + 1));
       for (const auto& [key, value] : j.items()) {
         uint64_t index;
         if (!is_array_index(key, index)) v.object->set(key, from_json(value, max_depth, depth + 1));
       }
       return v;
     }
-    default: throw Error("chat template context holds a value JSON cannot express (binary)");
+    default:
+      throw Error("chat template context holds a value JSON cannot express (binary)");
   }
 }
 
@@ -91,7 +114,8 @@ std::string js_number_to_string(double value) {
   if (value == 0) return "0";
   // Shortest round-trip digits d1.d2d3...e±X, then JavaScript's Number::toString layout.
   char buf[64];
-  const auto result = std::to_chars(buf, buf + sizeof buf, std::fabs(value), std::chars_format::scientific);
+  const auto result =
+      std::to_chars(buf, buf + sizeof buf, std::fabs(value), std::chars_format::scientific);
   const std::string sci(buf, result.ptr);
   const size_t e = sci.find('e');
   std::string digits = sci.substr(0, 1) + (e > 2 ? sci.substr(2, e - 2) : "");
@@ -157,14 +181,29 @@ std::string json_quote(const std::string& s, bool ensure_ascii) {
   for (size_t i = 0; i < s.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
     switch (c) {
-      case '"': out += "\\\""; continue;
-      case '\\': out += "\\\\"; continue;
-      case '\b': out += "\\b"; continue;
-      case '\f': out += "\\f"; continue;
-      case '\n': out += "\\n"; continue;
-      case '\r': out += "\\r"; continue;
-      case '\t': out += "\\t"; continue;
-      default: break;
+      case '"':
+        out += "\\\"";
+        continue;
+      case '\\':
+        out += "\\\\";
+        continue;
+      case '\b':
+        out += "\\b";
+        continue;
+      case '\f':
+        out += "\\f";
+        continue;
+      case '\n':
+        out += "\\n";
+        continue;
+      case '\r':
+        out += "\\r";
+        continue;
+      case '\t':
+        out += "\\t";
+        continue;
+      default:
+        break;
     }
     if (c < 0x20) {
       append_u_escape(out, c);
@@ -195,8 +234,10 @@ std::string json_quote(const std::string& s, bool ensure_ascii) {
   return out + "\"";
 }
 
-std::string to_json(const Value& v, const JsonOptions& o, bool undefined_as_null, int max_depth, int depth) {
-  if (depth > max_depth) throw Error("tojson: the value nests deeper than " + std::to_string(max_depth) + " levels");
+std::string to_json(const Value& v, const JsonOptions& o, bool undefined_as_null, int max_depth,
+                    int depth) {
+  if (depth > max_depth)
+    throw Error("tojson: the value nests deeper than " + std::to_string(max_depth) + " levels");
   std::string item_sep = ", ", key_sep = ": ";
   if (o.custom_separators) {
     item_sep = o.item_separator;
@@ -205,16 +246,24 @@ std::string to_json(const Value& v, const JsonOptions& o, bool undefined_as_null
     item_sep = ",";
   }
   switch (v.type) {
-    case Type::Undefined: return undefined_as_null ? "null" : "undefined";
-    case Type::Null: return "null";
-    case Type::Bool: return v.boolean ? "true" : "false";
-    case Type::Int: return std::to_string(v.integer);
-    case Type::Float: return std::isfinite(v.real) ? js_number_to_string(v.real) : "null";
-    case Type::String: return json_quote(v.str, o.ensure_ascii);
-    case Type::Function: throw Error("tojson: a function (macro or builtin) cannot be converted to JSON");
+    case Type::Undefined:
+      return undefined_as_null ? "null" : "undefined";
+    case Type::Null:
+      return "null";
+    case Type::Bool:
+      return v.boolean ? "true" : "false";
+    case Type::Int:
+      return std::to_string(v.integer);
+    case Type::Float:
+      return std::isfinite(v.real) ? js_number_to_string(v.real) : "null";
+    case Type::String:
+      return json_quote(v.str, o.ensure_ascii);
+    case Type::Function:
+      throw Error("tojson: a function (macro or builtin) cannot be converted to JSON");
     case Type::Array:
     case Type::Object:
-    case Type::Namespace: break;
+    case Type::Namespace:
+      break;
   }
   const std::string indent(static_cast<size_t>(std::max(0, o.indent)), ' ');
   std::string base = "\n";
@@ -222,7 +271,8 @@ std::string to_json(const Value& v, const JsonOptions& o, bool undefined_as_null
   const std::string child = base + indent;
   std::vector<std::string> core;
   if (v.type == Type::Array) {
-    for (const auto& e : *v.array) core.push_back(to_json(e, o, undefined_as_null, max_depth, depth + 1));
+    for (const auto& e : *v.array)
+      core.push_back(to_json(e, o, undefined_as_null, max_depth, depth + 1));
     std::string out = "[";
     if (o.indent > 0 && !core.empty()) {
       out += child;
@@ -234,9 +284,11 @@ std::string to_json(const Value& v, const JsonOptions& o, bool undefined_as_null
   }
   auto entries = v.object->entries;
   if (o.sort_keys)
-    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::stable_sort(entries.begin(), entries.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& [key, value] : entries) {
-    std::string item = json_quote(key, o.ensure_ascii) + key_sep + to_json(value, o, undefined_as_null, max_depth, depth + 1);
+    std::string item = json_quote(key, o.ensure_ascii) + key_sep +
+                       to_json(value, o, undefined_as_null, max_depth, depth + 1);
     core.push_back(o.indent > 0 ? child + item : item);
   }
   std::string out = "{";

@@ -135,6 +135,7 @@ struct JsonOptions {
 };
 // @huggingface/jinja's toJSON; `undefined_as_null` false prints undefined as `undefined` (as
 // printing a list does). Throws Error for functions and past `max_depth` levels.
-std::string to_json(const Value& v, const JsonOptions& options, bool undefined_as_null, int max_depth, int depth = 0);
+std::string to_json(const Value& v, const JsonOptions& options, bool undefined_as_null,
+                    int max_depth, int depth = 0);
 
 }  // namespace distil::text::jinja
