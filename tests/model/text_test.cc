@@ -5,10 +5,12 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "trainer/cli.h"
 #include "trainer/text/chat.h"
+#include "trainer/text/chat_templates.h"
 #include "trainer/text/jinja.h"
 #include "trainer/text/safetensors.h"
 #include "trainer/text/tokenizer.h"
@@ -288,6 +290,41 @@ TEST(TextJinja, StrftimeNowFormatsTheLocalDate) {
   const std::string after = today();
   EXPECT_TRUE(rendered == before || rendered == after) << rendered;
   EXPECT_EQ(jinja::Template("{{ strftime_now('%Q') }}").render({}), "%Q");  // unknown directives stay
+}
+
+// Hostile templates: seeded mutations of the real Qwen3 template (bytes deleted, duplicated,
+// replaced by Jinja punctuation) either render or fail with jinja::Error, never anything else.
+TEST(TextJinja, MutatedRealTemplatesRenderOrFailCleanly) {
+  const std::string original = distil::text::kQwen3ChatTemplate;
+  const auto context = nlohmann::ordered_json::parse(
+      R"({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                       {"role": "assistant", "content": "<think>r</think>A", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]},
+                       {"role": "tool", "content": "T"}], "add_generation_prompt": true, "tools": [{"name": "t"}]})");
+  const std::string punctuation = "{}%#-()[]'\".|:~+*/=!<>, \n";
+  std::mt19937 rng(7);
+  jinja::Limits limits;
+  limits.max_steps = 200000;
+  size_t rendered = 0, failed = 0;
+  for (int round = 0; round < 1500; ++round) {
+    std::string t = original;
+    for (int edit = 0, edits = 1 + static_cast<int>(rng() % 4); edit < edits; ++edit) {
+      const size_t at = rng() % t.size();
+      switch (rng() % 3) {
+        case 0: t.erase(at, 1 + rng() % 8); break;
+        case 1: t.insert(at, t.substr(at, 1 + rng() % 40)); break;
+        default: t[at] = punctuation[rng() % punctuation.size()];
+      }
+      if (t.empty()) t = "x";
+    }
+    try {
+      jinja::Template(t).render(context, limits);
+      ++rendered;
+    } catch (const jinja::Error&) {
+      ++failed;
+    }
+  }
+  EXPECT_GT(rendered, 0u);
+  EXPECT_GT(failed, 0u);
 }
 
 TEST(TextJinja, LimitsStopRunawayTemplates) {
@@ -613,6 +650,8 @@ TEST(TextChatTemplateCommand, PrintsExactlyTheRenderedText) {
   std::ofstream(messages) << R"({"role": "user"})";
   EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);
   std::ofstream(messages) << "[1]";
+  EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);
+  std::ofstream(messages) << std::string(100000, '[') + std::string(100000, ']');
   EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);
   std::ofstream(messages) << "[{not json";
   EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);

@@ -1,6 +1,7 @@
 // `distil-train chat-template`: renders a JSON messages file with a model's chat template and
 // prints exactly the rendered text (no newline or anything else added), as
 // apply_chat_template(messages, tokenize=False, ...) returns it.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -22,10 +23,33 @@ struct ChatTemplateOptions {
   std::string enable_thinking;  // "" = not passed (undefined to the template)
 };
 
+// The deepest nesting of [ and { outside strings: checked before parsing, since a hostile file of
+// a million '[' would exhaust the stack when the parsed value is destroyed.
+size_t json_nesting_depth(const std::string& text) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 nlohmann::ordered_json read_messages(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::invalid_argument("cannot open messages file " + path);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (json_nesting_depth(text) > 256)
+    throw std::invalid_argument(path + ": JSON nests deeper than 256 levels");
   nlohmann::ordered_json messages;
   try {
     messages = nlohmann::ordered_json::parse(text);

@@ -74,7 +74,7 @@ double js_string_to_number(const std::string& s) {
   if (t == "-Infinity") return -INFINITY;
   if (t.size() > 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'X')) {
     if (t.find_first_not_of("0123456789abcdefABCDEF", 2) != std::string::npos) return NAN;
-    return static_cast<double>(std::stoull(t.substr(2), nullptr, 16));
+    return std::strtod(t.c_str(), nullptr);  // (hexadecimal; overflows to infinity, never throws)
   }
   if (t.find_first_not_of("0123456789+-.eE") != std::string::npos) return NAN;
   char* end = nullptr;

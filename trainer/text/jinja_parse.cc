@@ -575,7 +575,7 @@ class Parser {
       case Tok::Number: {
         if (t.value.find('.') != std::string::npos) {
           auto n = node(NodeKind::FloatLit, t.line);
-          n->real = std::stod(t.value);
+          n->real = std::strtod(t.value.c_str(), nullptr);  // huge literals become infinity
           return n;
         }
         auto n = node(NodeKind::IntLit, t.line);
