@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "tests/model/run_command.h"
@@ -182,6 +183,13 @@ TEST_F(ChatTemplateConformance, RealTemplatesRenderIdenticallyToHuggingFaceJinja
       format =
           ChatFormat::from_template(tokenizer_config["chat_template"].get<std::string>(), special);
     }
+    // Where generation stops: what each template writes after an assistant message.
+    const std::map<std::string, std::string> end_of_turn = {
+        {"qwen3", "<|im_end|>"},          {"llama3", "<|eot_id|>"},
+        {"llama3_1", "<|eot_id|>"},       {"gemma3", "<end_of_turn>"},
+        {"deepseek_v3", "<｜end▁of▁sentence｜>"},
+        {"gemini", "<end_of_turn>"}};
+    EXPECT_EQ(format.end_of_turn(), end_of_turn.at(model));
     size_t mismatches = 0;
     for (size_t i = 0; i < conversations.size(); ++i) {
       const auto& c = conversations[i];
