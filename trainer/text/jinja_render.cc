@@ -48,6 +48,15 @@ class Renderer {
     if (context.is_object())
       for (const auto& [key, value] : context.items())
         globals->vars[key] = from_json(value, limits_.max_depth);
+    // Assigning into a namespace is the only mutation a template can make, so the only way to
+    // build a reference cycle (`{% set ns.me = ns %}`), which shared ownership would leak: empty
+    // those namespaces when the render ends (nothing of a render outlives it but its text).
+    struct BreakCycles {
+      std::vector<std::shared_ptr<ObjectData>>& namespaces;
+      ~BreakCycles() {
+        for (auto& ns : namespaces) ns->entries.clear();
+      }
+    } break_cycles{assigned_namespaces_};
     try {
       return render_block(body, globals);
     } catch (const BreakSignal& b) {
@@ -233,6 +242,7 @@ class Renderer {
       if (target.flag || target.kids[1]->kind != NodeKind::Ident)
         fail(n.line, "{% set %} on a namespace takes a plain attribute name (ns.name)");
       object.object->set(target.kids[1]->str, std::move(rhs));
+      assigned_namespaces_.push_back(object.object);
     }
   }
 
@@ -561,6 +571,7 @@ class Renderer {
   const Limits& limits_;
   Budget budget_;
   int depth_ = 0;
+  std::vector<std::shared_ptr<ObjectData>> assigned_namespaces_;
 };
 
 }  // namespace
