@@ -445,6 +445,17 @@ TEST(TextChat, TheModelsOwnTemplateIsTheDefault) {
   EXPECT_THROW(Tokenizer::from_model_dir(dir), TokenizerError);
   write_model_dir(dir, {{"chat_template", 7}});
   EXPECT_THROW(Tokenizer::from_model_dir(dir), TokenizerError);
+
+  // The tokenizers we write carry their format's template, which auto then renders.
+  ByteLevelTokenizerSpec llama;
+  llama.chat_format = "llama3";
+  EXPECT_THROW(write_byte_level_tokenizer(dir, llama), TokenizerError);  // its template needs a bos
+  llama.special_tokens = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+  llama.bos_token = "<|begin_of_text|>";
+  llama.eos_token = llama.pad_token = "<|eot_id|>";
+  write_byte_level_tokenizer(dir, llama);
+  EXPECT_EQ(ChatFormat::for_model(Tokenizer::from_model_dir(dir), "auto").render({{"user", " Hi "}}, true),
+            ChatFormat::from_name("llama3").render({{"user", " Hi "}}, true));
 }
 
 // ---------------------------------------------------------------- safetensors

@@ -40,6 +40,9 @@ void write_json(const std::filesystem::path& path, const nlohmann::json& j) {
 
 void write_byte_level_tokenizer(const std::filesystem::path& dir, const ByteLevelTokenizerSpec& spec) {
   ChatFormat::from_name(spec.chat_format);  // validates the name
+  // The llama3 template prepends bos_token to the first message: without one it cannot render.
+  if (spec.chat_format == "llama3" && spec.bos_token.empty())
+    throw TokenizerError("chat_format llama3 needs a bos_token (its template starts with it)");
   std::filesystem::create_directories(dir);
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   int32_t next_id = 0;
