@@ -4,7 +4,8 @@
 #pragma once
 #include <CLI/CLI.hpp>
 namespace distil::trainer {
-void add_tokenize_command(CLI::App& app, int& exit_code);  // trainer/model (model stack)
+void add_tokenize_command(CLI::App& app, int& exit_code);  // trainer/text (tokenizer)
+void add_chat_template_command(CLI::App& app, int& exit_code);  // trainer/text (chat templates)
 void add_train_command(CLI::App& app, int& exit_code);     // trainer/ (training loop)
 void add_plot_command(CLI::App& app, int& exit_code);      // trainer/ (metrics JSONL -> SVG)
 void configure_eval_app(CLI::App& app, int& exit_code);    // distil-eval's own options

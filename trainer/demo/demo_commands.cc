@@ -166,8 +166,7 @@ int run_demo_probe(const ProbeArgs& args) {
     model->eval();
     torch::NoGradGuard no_grad;
     const PromptRenderer renderer(config.model, tokenizer);
-    const text::ChatFormat format = text::ChatFormat::from_name(
-        config.model.chat_format == "auto" ? tokenizer.chat_format_name() : config.model.chat_format);
+    const text::ChatFormat format = text::ChatFormat::for_model(tokenizer, config.model.chat_format);
     const std::vector<int32_t> response = tokenizer.encode(args.response + std::string(format.end_of_turn()), true);
     const std::string feedback = demo::grader_feedback(p, args.response);
     const bool passed = demo::grader_accepts(p, args.response);

@@ -45,8 +45,7 @@ void require(bool ok, const std::string& field, const std::string& problem) {
 }
 
 text::ChatFormat chat_format_for(const PromptFormats& formats, const text::Tokenizer& tokenizer) {
-  return text::ChatFormat::from_name(formats.model.chat_format == "auto" ? tokenizer.chat_format_name()
-                                                                        : formats.model.chat_format);
+  return text::ChatFormat::for_model(tokenizer, formats.model.chat_format);
 }
 
 struct TokenizedExample {

@@ -9,13 +9,13 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <mutex>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
 
-#include "trainer/text/chat.h"
 #include "trainer/text/unicode.h"
 
 namespace distil::text {
@@ -126,7 +126,8 @@ struct Tokenizer::Impl {
   std::vector<AddedToken> added;  // longest content first
   std::vector<int32_t> eos_ids;
   std::optional<int32_t> pad_id, bos_id;
-  std::string chat_template, chat_format = "plain";
+  std::string chat_template;
+  std::vector<std::pair<std::string, std::string>> special_token_texts;
 
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
@@ -424,17 +425,36 @@ Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& dir) {
     if (auto eos = lookup(config, "eos_token")) impl.eos_ids.push_back(*eos);
     impl.pad_id = lookup(config, "pad_token");
     impl.bos_id = lookup(config, "bos_token");
-    if (config.contains("chat_template")) {
+    for (const char* field : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+      if (!config.contains(field) || config[field].is_null()) continue;
+      auto content = token_content(config[field]);
+      if (!content) throw TokenizerError(config_path.string() + ": \"" + field + "\" must be a string or {content}");
+      if (!content->empty()) impl.special_token_texts.emplace_back(field, *content);
+    }
+    if (config.contains("chat_template") && !config["chat_template"].is_null()) {
       const auto& tpl = config["chat_template"];
       if (tpl.is_string()) {
         impl.chat_template = tpl.get<std::string>();
-      } else if (tpl.is_array()) {  // [{"name": "default", "template": ...}, ...]
-        for (const auto& entry : tpl)
-          if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
-              entry["template"].is_string())
-            impl.chat_template = entry["template"].get<std::string>();
+      } else if (tpl.is_array()) {  // [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        bool found = false;
+        for (const auto& entry : tpl) {
+          if (!entry.is_object() || !entry.contains("name") || !entry["name"].is_string() || !entry.contains("template") ||
+              !entry["template"].is_string())
+            throw TokenizerError(config_path.string() + ": chat_template list entries need string \"name\" and \"template\"");
+          if (entry["name"] == "default") impl.chat_template = entry["template"].get<std::string>(), found = true;
+        }
+        if (!found) throw TokenizerError(config_path.string() + ": chat_template list has no template named \"default\"");
+      } else {
+        throw TokenizerError(config_path.string() + ": chat_template must be a string or a list of {name, template}");
       }
     }
+  }
+  // Newer transformers save the template beside the config; it takes precedence there too.
+  if (const auto jinja_path = dir / "chat_template.jinja"; std::filesystem::exists(jinja_path)) {
+    std::ifstream in(jinja_path, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in && !in.eof()) throw TokenizerError("cannot read " + jinja_path.string());
+    impl.chat_template = std::move(text);
   }
   const auto generation_path = dir / "generation_config.json";
   if (std::filesystem::exists(generation_path)) {
@@ -454,7 +474,6 @@ Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& dir) {
       }
     }
   }
-  impl.chat_format = std::string(ChatFormat(detect_chat_format(impl.chat_template)).name());
   return t;
 }
 
@@ -524,7 +543,9 @@ const std::vector<int32_t>& Tokenizer::eos_token_ids() const { return impl_->eos
 std::optional<int32_t> Tokenizer::pad_token_id() const { return impl_->pad_id; }
 std::optional<int32_t> Tokenizer::bos_token_id() const { return impl_->bos_id; }
 const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
-const std::string& Tokenizer::chat_format_name() const { return impl_->chat_format; }
+const std::vector<std::pair<std::string, std::string>>& Tokenizer::special_token_texts() const {
+  return impl_->special_token_texts;
+}
 void Tokenizer::set_eos_token_ids(std::vector<int32_t> ids) { impl_->eos_ids = std::move(ids); }
 void Tokenizer::set_pad_token_id(std::optional<int32_t> id) { impl_->pad_id = id; }
 

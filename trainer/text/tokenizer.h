@@ -53,10 +53,14 @@ class Tokenizer {
   const std::vector<int32_t>& eos_token_ids() const;
   std::optional<int32_t> pad_token_id() const;
   std::optional<int32_t> bos_token_id() const;
-  // The raw Jinja chat_template from tokenizer_config.json ("" when absent).
+  // The model's own Jinja chat template: DIR/chat_template.jinja when present, else
+  // tokenizer_config.json's chat_template (a string, or the one named "default" in a list of
+  // {name, template}); "" when the model has none. Rendered by text::ChatFormat.
   const std::string& chat_template() const;
-  // chatml | llama3 | olmo | plain, detected from the chat template and the special tokens.
-  const std::string& chat_format_name() const;
+  // The special tokens tokenizer_config.json names, as apply_chat_template passes them to the
+  // template: (bos_token | eos_token | unk_token | sep_token | pad_token | cls_token | mask_token,
+  // text) for each that is set.
+  const std::vector<std::pair<std::string, std::string>>& special_token_texts() const;
 
   // Copies of a Tokenizer share one immutable vocabulary and these settings: set them before
   // handing copies to other threads.

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "trainer/text/chat.h"
+#include "trainer/text/chat_templates.h"
 #include "trainer/text/tokenizer.h"
 
 namespace distil::text {
@@ -25,16 +26,8 @@ const char* chat_template_for(std::string_view format) {
            "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
            "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
            "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
-  if (format == "olmo")
-    return "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\\n' + "
-           "message['content'] + '\\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + "
-           "'\\n' }}{% elif message['role'] == 'assistant' %}{% if not loop.last %}{{ '<|assistant|>\\n' + "
-           "message['content'] + eos_token + '\\n' }}{% else %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}"
-           "{% endif %}{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-           "{% endfor %}";
-  return "{% for message in messages %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}{{ message['content'] }}"
-         "{% endfor %}{% if add_generation_prompt and messages and messages[-1]['role'] != 'assistant' %}"
-         "{{ '\\n\\n' }}{% endif %}";
+  if (format == "olmo") return kOlmo2ChatTemplate;
+  return kPlainChatTemplate;
 }
 
 void write_json(const std::filesystem::path& path, const nlohmann::json& j) {
@@ -47,6 +40,9 @@ void write_json(const std::filesystem::path& path, const nlohmann::json& j) {
 
 void write_byte_level_tokenizer(const std::filesystem::path& dir, const ByteLevelTokenizerSpec& spec) {
   ChatFormat::from_name(spec.chat_format);  // validates the name
+  // The llama3 template prepends bos_token to the first message: without one it cannot render.
+  if (spec.chat_format == "llama3" && spec.bos_token.empty())
+    throw TokenizerError("chat_format llama3 needs a bos_token (its template starts with it)");
   std::filesystem::create_directories(dir);
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   int32_t next_id = 0;
