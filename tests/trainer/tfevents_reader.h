@@ -14,6 +14,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <iterator>
 #include <optional>
 #include <stdexcept>
@@ -192,6 +194,49 @@ inline std::vector<std::filesystem::path> event_files_in(const std::filesystem::
   return files;
 }
 
+// What TensorBoard shows from these files, read in order: tag -> (step, value) points, where a
+// SessionLog START at step s (a resumed run) first drops every point at or after s.
+using Series = std::map<std::string, std::vector<std::pair<int64_t, float>>>;
+inline Series shown_by_tensorboard(const std::vector<std::vector<ReadEvent>>& files) {
+  Series series;
+  for (const auto& events : files) {
+    for (const auto& e : events) {
+      if (e.session_status == 1) {
+        for (auto& [tag, points] : series)
+          std::erase_if(points, [&](const auto& p) { return p.first >= e.step; });
+      }
+      for (const auto& [tag, value] : e.values) series[tag].emplace_back(e.step, value);
+    }
+  }
+  std::erase_if(series, [](const auto& kv) { return kv.second.empty(); });
+  return series;
+}
+
+// The same from metrics.jsonl, flattened here on its own: a step record's numbers under "train/",
+// an evaluation's under "eval/", nested keys joined by "/"; records of steps that did not count
+// ("failed": true) left out.
+inline Series expected_from_metrics(const std::filesystem::path& jsonl) {
+  Series series;
+  std::function<void(const nlohmann::json&, const std::string&, int64_t)> add =
+      [&](const nlohmann::json& j, const std::string& prefix, int64_t step) {
+        for (auto it = j.begin(); it != j.end(); ++it) {
+          const std::string tag = prefix + "/" + it.key();
+          if (it->is_object()) add(*it, tag, step);
+          else if (it->is_number()) series[tag].emplace_back(step, static_cast<float>(it->get<double>()));
+        }
+      };
+  std::ifstream in(jsonl);
+  for (std::string line; std::getline(in, line);) {
+    auto record = nlohmann::json::parse(line);
+    if (record.value("failed", false)) continue;
+    const int64_t step = record.at("step").get<int64_t>();
+    record.erase("step");
+    if (record.contains("eval")) add(record["eval"], "eval", step);
+    else add(record, "train", step);
+  }
+  return series;
+}
+
 struct PeerResult {
   std::string skip_reason;  // non-empty: the peer is not installed here (the test skips, saying so)
   nlohmann::json files;     // one list of events per file (tfevents_peer.py's output)
@@ -239,6 +284,27 @@ inline PeerResult run_peer_reader(const std::vector<std::filesystem::path>& file
   if (status != 0) throw std::runtime_error("tfevents_peer.py rejected the event files: " + err_text);
   result.files = nlohmann::json::parse(out);
   return result;
+}
+
+// tfevents_peer.py's output as ReadEvents, to compare with read_event_file's.
+inline std::vector<std::vector<ReadEvent>> peer_events(const nlohmann::json& files) {
+  std::vector<std::vector<ReadEvent>> out;
+  for (const auto& file : files) {
+    auto& events = out.emplace_back();
+    for (const auto& e : file) {
+      ReadEvent event;
+      event.wall_time = e.at("wall_time").get<double>();
+      event.step = e.at("step").get<int64_t>();
+      if (e["what"] == "file_version") event.file_version = e.at("file_version").get<std::string>();
+      if (e["what"] == "session_log") event.session_status = e.at("status") == "START" ? 1 : 0;
+      if (e["what"] == "summary") {
+        event.has_summary = true;
+        for (const auto& v : e.at("values")) event.values.emplace_back(v[0].get<std::string>(), v[1].get<float>());
+      }
+      events.push_back(event);
+    }
+  }
+  return out;
 }
 
 }  // namespace distil::test
