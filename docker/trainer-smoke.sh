@@ -3,8 +3,8 @@
 # model pretrained for a few steps, two SFT steps on reference solutions (no env server needed);
 # then checks metrics.jsonl, the checkpoint and the TensorBoard event files (read on the host by
 # tests/trainer/tfevents_peer.py, the real crc32c + protobuf libraries, when they are installed).
-# Not part of CTest's default run (minutes: it compiles the trainer inside the image); CTest's
-# trainer_container_smoke (label slow) runs it.
+# Not part of CTest's default run (~15 min on 2 cores: it compiles the trainer inside the image);
+# CTest's trainer_container_smoke (label slow: scripts/test.sh --all) runs it.
 #   docker/trainer-smoke.sh                      build + run
 #   SMOKE_SKIP_BUILD=1 docker/trainer-smoke.sh   reuse the image built last time
 #   BUILD_JOBS=2 docker/trainer-smoke.sh         fewer compile jobs inside the build
@@ -17,6 +17,10 @@ image="localhost/distil-train:smoke"
 log() { printf 'trainer-smoke: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 
+if ! command -v podman >/dev/null || [[ $(id -u) -ne 0 ]]; then
+  log "SKIPPED: needs root and podman (scripts/setup.sh --container)"
+  exit 77  # CTest's SKIP_RETURN_CODE
+fi
 docker/make-base-image.sh
 
 work="$(mktemp -d /var/tmp/distil-trainer-smoke.XXXXXX)"
