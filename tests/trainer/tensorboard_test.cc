@@ -19,7 +19,8 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(DISTIL_BINARY_DIR) / "tests" / "trainer" / ("tensorboard-" + name + "-" + std::to_string(getpid()));
+  const fs::path dir = fs::path(DISTIL_BINARY_DIR) / "tests" / "trainer" /
+                       ("tensorboard-" + name + "-" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
@@ -59,15 +60,21 @@ TEST(TensorBoardScalars, FlattensARecordIntoTags) {
   const auto step = tensorboard_scalars(nlohmann::json::parse(
       R"({"step": 3, "loss": 0.5, "objective": "distil", "update_applied": true, "accuracy": null,
           "time": {"total": 2.0, "teacher": 0.25}, "teacher_contexts": {"sibling": 4}})"));
-  const Scalars expected_step = {{"train/loss", 0.5f}, {"train/teacher_contexts/sibling", 4.0f},
-                                 {"train/time/teacher", 0.25f}, {"train/time/total", 2.0f}};
+  const Scalars expected_step = {{"train/loss", 0.5f},
+                                 {"train/teacher_contexts/sibling", 4.0f},
+                                 {"train/time/teacher", 0.25f},
+                                 {"train/time/total", 2.0f}};
   EXPECT_EQ(step, expected_step);
-  const auto eval = tensorboard_scalars(nlohmann::json::parse(R"({"step": 4, "eval": {"avg@n": 0.25, "pass@4": 1}})"));
+  const auto eval = tensorboard_scalars(
+      nlohmann::json::parse(R"({"step": 4, "eval": {"avg@n": 0.25, "pass@4": 1}})"));
   const Scalars expected_eval = {{"eval/avg@n", 0.25f}, {"eval/pass@4", 1.0f}};
   EXPECT_EQ(eval, expected_eval);
   // A step that did not count is made again under its number; a failed evaluation has no numbers.
-  EXPECT_TRUE(tensorboard_scalars(nlohmann::json::parse(R"({"step": 2, "failed": true, "rollouts": 0})")).empty());
-  EXPECT_TRUE(tensorboard_scalars(nlohmann::json::parse(R"({"step": 2, "eval_failed": "6 of 6"})")).empty());
+  EXPECT_TRUE(
+      tensorboard_scalars(nlohmann::json::parse(R"({"step": 2, "failed": true, "rollouts": 0})"))
+          .empty());
+  EXPECT_TRUE(tensorboard_scalars(nlohmann::json::parse(R"({"step": 2, "eval_failed": "6 of 6"})"))
+                  .empty());
 }
 
 // protoc --encode (Google's own serializer) gives the same bytes for the same Event.
@@ -79,19 +86,24 @@ TEST(TensorBoardEvent, BytesMatchProtocEncoding) {
   auto protoc_encode = [&](const std::string& text_format) {
     std::ofstream(dir / "event.txt") << text_format;
     int status = 0;
-    std::string bytes = test::run_command("protoc -I'" + proto_dir.string() + "' --encode=tensorboard.Event '" +
-                                              (proto_dir / "tensorboard_event.proto").string() + "' < '" +
-                                              (dir / "event.txt").string() + "'",
-                                          &status);
+    std::string bytes =
+        test::run_command("protoc -I'" + proto_dir.string() + "' --encode=tensorboard.Event '" +
+                              (proto_dir / "tensorboard_event.proto").string() + "' < '" +
+                              (dir / "event.txt").string() + "'",
+                          &status);
     EXPECT_EQ(status, 0) << text_format;
     return bytes;
   };
-  EXPECT_EQ(encode_scalars_event(1700000000.25, 300, {{"train/loss", 0.5f}, {"eval/avg@n", -1.75e-3f}}),
-            protoc_encode("wall_time: 1700000000.25 step: 300 summary { value { tag: 'train/loss' simple_value: 0.5 } "
-                          "value { tag: 'eval/avg@n' simple_value: -1.75e-3 } }"));
+  EXPECT_EQ(
+      encode_scalars_event(1700000000.25, 300, {{"train/loss", 0.5f}, {"eval/avg@n", -1.75e-3f}}),
+      protoc_encode("wall_time: 1700000000.25 step: 300 summary { value { tag: 'train/loss' "
+                    "simple_value: 0.5 } "
+                    "value { tag: 'eval/avg@n' simple_value: -1.75e-3 } }"));
   // proto3 leaves out a field at its default (step 0); a parser reads the explicit 0 the same.
-  EXPECT_EQ(encode_file_version_event(1.5, 7), protoc_encode("wall_time: 1.5 step: 7 file_version: 'brain.Event:2'"));
-  EXPECT_EQ(encode_session_start_event(2.5, 9), protoc_encode("wall_time: 2.5 step: 9 session_log { status: START }"));
+  EXPECT_EQ(encode_file_version_event(1.5, 7),
+            protoc_encode("wall_time: 1.5 step: 7 file_version: 'brain.Event:2'"));
+  EXPECT_EQ(encode_session_start_event(2.5, 9),
+            protoc_encode("wall_time: 2.5 step: 9 session_log { status: START }"));
   fs::remove_all(dir);
 }
 
@@ -120,7 +132,8 @@ TEST(EventFileWriter, WritesAFileBothReadersAccept) {
   EXPECT_EQ(events[1].values, (Scalars{{"train/loss", 1.25f}, {"train/lr", 1e-4f}}));
   EXPECT_EQ(events[2].step, 2);
   EXPECT_EQ(events[3].values, (Scalars{{"eval/avg@n", 0.5f}}));
-  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   for (const auto& e : events) {
     EXPECT_GT(e.wall_time, 1.6e9);
     EXPECT_LE(e.wall_time, now);
@@ -139,7 +152,8 @@ TEST(EventFileWriter, WritesAFileBothReadersAccept) {
     ASSERT_EQ(peer_events[i]["values"].size(), events[i].values.size());
     for (std::size_t v = 0; v < events[i].values.size(); ++v) {
       EXPECT_EQ(peer_events[i]["values"][v][0], events[i].values[v].first);
-      EXPECT_EQ(peer_events[i]["values"][v][1].get<double>(), static_cast<double>(events[i].values[v].second));
+      EXPECT_EQ(peer_events[i]["values"][v][1].get<double>(),
+                static_cast<double>(events[i].values[v].second));
     }
   }
   fs::remove_all(dir);
@@ -159,7 +173,8 @@ TEST(EventFileWriter, AResumeGetsANewFileThatPurgesTheStepsMadeAgain) {
     b.add_scalars(2, {{"train/loss", 0.5f}});
   }
   ASSERT_NE(first, second);
-  EXPECT_EQ(test::event_files_in(dir), (std::vector<fs::path>{first, second})) << "TensorBoard reads files in name order";
+  EXPECT_EQ(test::event_files_in(dir), (std::vector<fs::path>{first, second}))
+      << "TensorBoard reads files in name order";
   const auto events = test::read_event_file(second);
   ASSERT_EQ(events.size(), 3u);
   EXPECT_EQ(events[0].file_version, "brain.Event:2");

@@ -15,8 +15,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <map>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -95,11 +95,20 @@ class WireReader {
   std::string length_delimited() { return take(varint()); }
   void skip(uint32_t wire_type) {
     switch (wire_type) {
-      case 0: varint(); break;
-      case 1: take(8); break;
-      case 2: length_delimited(); break;
-      case 5: take(4); break;
-      default: throw std::runtime_error("unknown wire type " + std::to_string(wire_type));
+      case 0:
+        varint();
+        break;
+      case 1:
+        take(8);
+        break;
+      case 2:
+        length_delimited();
+        break;
+      case 5:
+        take(4);
+        break;
+      default:
+        throw std::runtime_error("unknown wire type " + std::to_string(wire_type));
     }
   }
 
@@ -134,9 +143,12 @@ inline ReadEvent decode_event(const std::string& data) {
         std::pair<std::string, float> tag_value{"", 0.0f};
         while (!v.done()) {
           const auto [vf, vt] = v.key();
-          if (vf == 1 && vt == 2) tag_value.first = v.length_delimited();
-          else if (vf == 2 && vt == 5) tag_value.second = v.fixed32_float();
-          else v.skip(vt);
+          if (vf == 1 && vt == 2)
+            tag_value.first = v.length_delimited();
+          else if (vf == 2 && vt == 5)
+            tag_value.second = v.fixed32_float();
+          else
+            v.skip(vt);
         }
         event.values.push_back(tag_value);
       }
@@ -146,8 +158,10 @@ inline ReadEvent decode_event(const std::string& data) {
       event.session_status = 0;
       while (!s.done()) {
         const auto [sf, st] = s.key();
-        if (sf == 1 && st == 0) event.session_status = static_cast<int64_t>(s.varint());
-        else s.skip(st);
+        if (sf == 1 && st == 0)
+          event.session_status = static_cast<int64_t>(s.varint());
+        else
+          s.skip(st);
       }
     } else {
       r.skip(type);
@@ -173,11 +187,14 @@ inline std::vector<ReadEvent> read_event_file(const std::filesystem::path& path)
     if (pos + 12 > bytes.size()) throw std::runtime_error(where + ": truncated record header");
     const std::string length_bytes = bytes.substr(pos, 8);
     uint64_t length = 0;
-    for (int i = 7; i >= 0; --i) length = (length << 8) | static_cast<unsigned char>(length_bytes[i]);
-    if (bitwise_masked_crc32c(length_bytes) != u32(pos + 8)) throw std::runtime_error(where + ": length CRC mismatch");
+    for (int i = 7; i >= 0; --i)
+      length = (length << 8) | static_cast<unsigned char>(length_bytes[i]);
+    if (bitwise_masked_crc32c(length_bytes) != u32(pos + 8))
+      throw std::runtime_error(where + ": length CRC mismatch");
     if (pos + 16 + length > bytes.size()) throw std::runtime_error(where + ": truncated record");
     const std::string data = bytes.substr(pos + 12, length);
-    if (bitwise_masked_crc32c(data) != u32(pos + 12 + length)) throw std::runtime_error(where + ": data CRC mismatch");
+    if (bitwise_masked_crc32c(data) != u32(pos + 12 + length))
+      throw std::runtime_error(where + ": data CRC mismatch");
     events.push_back(decode_event(data));
     pos += 16 + length;
   }
@@ -188,7 +205,8 @@ inline std::vector<ReadEvent> read_event_file(const std::filesystem::path& path)
 inline std::vector<std::filesystem::path> event_files_in(const std::filesystem::path& dir) {
   std::vector<std::filesystem::path> files;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.path().filename().string().find("tfevents") != std::string::npos) files.push_back(entry.path());
+    if (entry.path().filename().string().find("tfevents") != std::string::npos)
+      files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
   return files;
@@ -221,8 +239,10 @@ inline Series expected_from_metrics(const std::filesystem::path& jsonl) {
       [&](const nlohmann::json& j, const std::string& prefix, int64_t step) {
         for (auto it = j.begin(); it != j.end(); ++it) {
           const std::string tag = prefix + "/" + it.key();
-          if (it->is_object()) add(*it, tag, step);
-          else if (it->is_number()) series[tag].emplace_back(step, static_cast<float>(it->get<double>()));
+          if (it->is_object())
+            add(*it, tag, step);
+          else if (it->is_number())
+            series[tag].emplace_back(step, static_cast<float>(it->get<double>()));
         }
       };
   std::ifstream in(jsonl);
@@ -231,8 +251,10 @@ inline Series expected_from_metrics(const std::filesystem::path& jsonl) {
     if (record.value("failed", false)) continue;
     const int64_t step = record.at("step").get<int64_t>();
     record.erase("step");
-    if (record.contains("eval")) add(record["eval"], "eval", step);
-    else add(record, "train", step);
+    if (record.contains("eval"))
+      add(record["eval"], "eval", step);
+    else
+      add(record, "train", step);
   }
   return series;
 }
@@ -248,21 +270,25 @@ inline PeerResult run_peer_reader(const std::vector<std::filesystem::path>& file
   PeerResult result;
   const std::string python = "/usr/bin/python3";
   if (system("command -v protoc >/dev/null 2>&1") != 0) {
-    result.skip_reason = "protoc not installed (Debian protobuf-compiler; scripts/setup.sh installs it)";
+    result.skip_reason =
+        "protoc not installed (Debian protobuf-compiler; scripts/setup.sh installs it)";
     return result;
   }
   if (access(python.c_str(), X_OK) != 0) {
     result.skip_reason = python + " not found";
     return result;
   }
-  const std::filesystem::path source = std::filesystem::path(DISTIL_SOURCE_DIR) / "tests" / "trainer";
+  const std::filesystem::path source =
+      std::filesystem::path(DISTIL_SOURCE_DIR) / "tests" / "trainer";
   const std::filesystem::path generated =
       std::filesystem::temp_directory_path() / ("distil-tfevents-peer-" + std::to_string(getpid()));
   std::filesystem::create_directories(generated);
-  const std::string protoc = "protoc -I'" + (source / "data").string() + "' --python_out='" + generated.string() +
-                             "' '" + (source / "data" / "tensorboard_event.proto").string() + "' 2>&1";
+  const std::string protoc = "protoc -I'" + (source / "data").string() + "' --python_out='" +
+                             generated.string() + "' '" +
+                             (source / "data" / "tensorboard_event.proto").string() + "' 2>&1";
   if (system(protoc.c_str()) != 0) throw std::runtime_error("protoc failed: " + protoc);
-  std::string command = python + " '" + (source / "tfevents_peer.py").string() + "' '" + generated.string() + "'";
+  std::string command =
+      python + " '" + (source / "tfevents_peer.py").string() + "' '" + generated.string() + "'";
   for (const auto& f : files) command += " '" + f.string() + "'";
   const std::filesystem::path err = generated / "stderr.txt";
   command += " 2>'" + err.string() + "'";
@@ -274,14 +300,17 @@ inline PeerResult run_peer_reader(const std::vector<std::filesystem::path>& file
   while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
   const int status = pclose(pipe);
   std::ifstream err_in(err);
-  const std::string err_text((std::istreambuf_iterator<char>(err_in)), std::istreambuf_iterator<char>());
+  const std::string err_text((std::istreambuf_iterator<char>(err_in)),
+                             std::istreambuf_iterator<char>());
   std::filesystem::remove_all(generated);
   if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
-    result.skip_reason = "tfevents_peer.py: " + err_text +
-                         " (Debian python3-protobuf and python3-crc32c; scripts/setup.sh installs them)";
+    result.skip_reason =
+        "tfevents_peer.py: " + err_text +
+        " (Debian python3-protobuf and python3-crc32c; scripts/setup.sh installs them)";
     return result;
   }
-  if (status != 0) throw std::runtime_error("tfevents_peer.py rejected the event files: " + err_text);
+  if (status != 0)
+    throw std::runtime_error("tfevents_peer.py rejected the event files: " + err_text);
   result.files = nlohmann::json::parse(out);
   return result;
 }
@@ -299,7 +328,8 @@ inline std::vector<std::vector<ReadEvent>> peer_events(const nlohmann::json& fil
       if (e["what"] == "session_log") event.session_status = e.at("status") == "START" ? 1 : 0;
       if (e["what"] == "summary") {
         event.has_summary = true;
-        for (const auto& v : e.at("values")) event.values.emplace_back(v[0].get<std::string>(), v[1].get<float>());
+        for (const auto& v : e.at("values"))
+          event.values.emplace_back(v[0].get<std::string>(), v[1].get<float>());
       }
       events.push_back(event);
     }

@@ -34,7 +34,9 @@ void put_varint(std::string& out, uint64_t value) {
   out += static_cast<char>(value);
 }
 
-void put_key(std::string& out, uint32_t field, WireType type) { put_varint(out, (uint64_t{field} << 3) | type); }
+void put_key(std::string& out, uint32_t field, WireType type) {
+  put_varint(out, (uint64_t{field} << 3) | type);
+}
 
 void put_little_endian(std::string& out, uint64_t value, int bytes) {
   for (int i = 0; i < bytes; ++i) out += static_cast<char>((value >> (8 * i)) & 0xFF);
@@ -163,7 +165,8 @@ Scalars tensorboard_scalars(const nlohmann::json& record) {
   return out;
 }
 
-EventFileWriter::EventFileWriter(const std::filesystem::path& dir, std::optional<int64_t> purge_from_step) {
+EventFileWriter::EventFileWriter(const std::filesystem::path& dir,
+                                 std::optional<int64_t> purge_from_step) {
   const auto seconds = static_cast<long long>(now_seconds());
   const std::string base = "events.out.tfevents." + std::to_string(seconds) + "." + host_name();
   // O_EXCL: never append to (or clobber) another writer's file, e.g. a resume in the same second.
@@ -172,7 +175,8 @@ EventFileWriter::EventFileWriter(const std::filesystem::path& dir, std::optional
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
     if (fd_ < 0 && (errno != EEXIST || suffix >= 1000)) {
       throw TensorBoardError("cannot create TensorBoard event file " + path_.string() + ": " +
-                             std::strerror(errno) + " (train.tensorboard=false turns TensorBoard output off)");
+                             std::strerror(errno) +
+                             " (train.tensorboard=false turns TensorBoard output off)");
     }
   }
   const double wall_time = now_seconds();

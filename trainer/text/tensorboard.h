@@ -59,9 +59,10 @@ class EventFileWriter {
   // Creates the file (a fresh one, never an existing one: a clash of names gets a ".<n>" suffix)
   // and writes its file_version event. With `purge_from_step` (a resumed run's first step), also a
   // SessionLog START at that step, TensorBoard's sign of a restart: its event loader then drops the
-  // points at or after that step that earlier files hold (the steps made again from the checkpoint),
-  // which is what PyTorch's SummaryWriter(purge_step=...) writes too.
-  explicit EventFileWriter(const std::filesystem::path& dir, std::optional<int64_t> purge_from_step = std::nullopt);
+  // points at or after that step that earlier files hold (the steps made again from the
+  // checkpoint), which is what PyTorch's SummaryWriter(purge_step=...) writes too.
+  explicit EventFileWriter(const std::filesystem::path& dir,
+                           std::optional<int64_t> purge_from_step = std::nullopt);
   ~EventFileWriter();
   EventFileWriter(const EventFileWriter&) = delete;
   EventFileWriter& operator=(const EventFileWriter&) = delete;
