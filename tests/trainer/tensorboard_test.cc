@@ -201,7 +201,7 @@ TEST(EventFileWriter, ErrorsNameTheFile) {
     EXPECT_NE(std::string(e.what()).find("No such file"), std::string::npos) << e.what();
   }
 
-  // A full disk, for real: a file size limit makes write(2) fail with EFBIG.
+  // A write that really fails (as on a full disk): a file size limit makes write(2) fail with EFBIG.
   const fs::path dir = missing.parent_path();
   EventFileWriter writer(dir);
   rlimit old_limit{};
