@@ -24,8 +24,10 @@ packages=(
   libpcre2-dev libginac-dev libcln-dev libyaml-cpp-dev zlib1g-dev
   libtorch-dev libopenblas0-pthread
   python3 clang libclang-rt-14-dev
+  protobuf-compiler python3-protobuf python3-crc32c
 )
-# Node.js runs the reference tokenizer in the tokenizer conformance test; a machine may already
+# protoc, python3-protobuf and python3-crc32c read the trainer's TensorBoard event files in its tests
+# (tests/trainer/tfevents_peer.py). Node.js runs the reference tokenizer in the tokenizer conformance test; a machine may already
 # have it from another source (nodesource), whose nodejs conflicts with Debian's npm.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 ((want_container)) && packages+=(podman buildah runc debootstrap fuse-overlayfs slirp4netns uidmap)

@@ -96,6 +96,7 @@ train:
   output_dir: runs/distil     # metrics.jsonl, config.yaml, checkpoints, eval results
   log_every: 1
   progress: true              # progress bar on a terminal (plain lines otherwise)
+  tensorboard: true           # TensorBoard event files (scalars of metrics.jsonl) in output_dir: tensorboard --logdir <runs>
   max_failed_steps: 5         # a step whose every rollout lost its feedback is retried (not counted, no update); stop after this many in a row
 eval:
   every: 0                    # evaluate every N steps (and at the end); 0 = never during training
@@ -429,6 +430,7 @@ TrainConfig convert(const YAML::Node& root) {
   tr.max_failed_steps = integer(root, "train.max_failed_steps");
   require(tr.max_failed_steps >= 1, "train.max_failed_steps", "must be >= 1");
   tr.progress = boolean(root, "train.progress");
+  tr.tensorboard = boolean(root, "train.tensorboard");
 
   auto& ev = c.eval;
   ev.every = integer(root, "eval.every");

@@ -110,6 +110,7 @@ struct TrainSection {
   std::string output_dir = "runs/distil";
   int log_every = 1;
   bool progress = true;
+  bool tensorboard = true;  // event files beside metrics.jsonl
   int max_failed_steps = 5;
 };
 

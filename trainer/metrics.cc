@@ -134,15 +134,30 @@ nlohmann::json summarize_eval(const std::vector<PromptSamples>& prompts, const s
   return out;
 }
 
-MetricsWriter::MetricsWriter(const std::filesystem::path& path, bool append)
-    : out_(path, append ? std::ios::app : std::ios::trunc) {
+MetricsWriter::MetricsWriter(const std::filesystem::path& path, bool append, TensorBoardOutput tensorboard)
+    : out_(path, append ? std::ios::app : std::ios::trunc), on_tensorboard_error_(std::move(tensorboard.on_error)) {
   if (!out_) throw std::runtime_error("cannot open metrics file " + path.string());
+  if (tensorboard.enabled) {
+    // A new file per run and per resume: TensorBoard reads them all, in name (= time) order.
+    events_ = std::make_unique<text::EventFileWriter>(path.parent_path().empty() ? "." : path.parent_path(),
+                                                      tensorboard.purge_from_step);
+  }
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {
   if (!out_.is_open()) return;
   out_ << record.dump() << '\n';
   out_.flush();
+  if (!events_ || !record.contains("step") || !record["step"].is_number_integer()) return;
+  try {
+    events_->add_scalars(record["step"].get<int64_t>(), text::tensorboard_scalars(record));
+  } catch (const text::TensorBoardError& e) {
+    // A half-written record may end the file; readers stop there, so nothing may follow it.
+    events_.reset();
+    if (on_tensorboard_error_) {
+      on_tensorboard_error_(std::string(e.what()) + "; TensorBoard output stops, metrics.jsonl goes on");
+    }
+  }
 }
 
 namespace {

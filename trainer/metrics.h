@@ -4,11 +4,16 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "trainer/text/tensorboard.h"
 
 namespace distil::trainer {
 
@@ -41,16 +46,33 @@ double test_fraction_from_result(const nlohmann::json& result);
 // avg@n, pass@k / best@k / maj@k for each k, and for code domains accuracy and score.
 nlohmann::json summarize_eval(const std::vector<PromptSamples>& prompts, const std::vector<int>& ks);
 
-// Appends one JSON object per line and flushes, so a crashed run keeps its metrics.
+// TensorBoard event files beside metrics.jsonl (train.tensorboard).
+struct TensorBoardOutput {
+  bool enabled = false;
+  // A resumed run's first step: TensorBoard hides the points of earlier files from it on
+  // (the steps made again), as metrics.jsonl drops their lines.
+  std::optional<int64_t> purge_from_step;
+  // Told once when an event cannot be written; TensorBoard output then stops for the run
+  // (metrics.jsonl, the record the plots are made from, goes on).
+  std::function<void(const std::string&)> on_error;
+};
+
+// Appends one JSON object per line and flushes, so a crashed run keeps its metrics; with
+// TensorBoard output, also each record's scalars (text::tensorboard_scalars) as one event.
 class MetricsWriter {
  public:
   MetricsWriter() = default;
-  explicit MetricsWriter(const std::filesystem::path& path, bool append);
+  // Throws when metrics.jsonl or the event file cannot be created.
+  MetricsWriter(const std::filesystem::path& path, bool append, TensorBoardOutput tensorboard = {});
   void write(const nlohmann::json& record);
   bool is_open() const { return out_.is_open(); }
+  // The event file being written; empty without TensorBoard output.
+  std::filesystem::path tensorboard_file() const { return events_ ? events_->path() : std::filesystem::path(); }
 
  private:
   std::ofstream out_;
+  std::unique_ptr<text::EventFileWriter> events_;
+  std::function<void(const std::string&)> on_tensorboard_error_;
 };
 
 // Reads a metrics JSONL file (bad lines are reported in `errors` and skipped) and writes one SVG

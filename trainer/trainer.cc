@@ -268,7 +268,12 @@ struct Trainer::Impl {
         }
       std::ofstream(output_dir / "config.yaml") << config.yaml;
       if (!checkpoint.empty()) truncate_metrics(output_dir / "metrics.jsonl", step);
-      metrics = MetricsWriter(output_dir / "metrics.jsonl", !checkpoint.empty());
+      TensorBoardOutput tensorboard;
+      tensorboard.enabled = config.train.tensorboard;
+      // The steps after the checkpoint are made again; TensorBoard hides their old points.
+      if (!checkpoint.empty()) tensorboard.purge_from_step = step + 1;
+      tensorboard.on_error = [](const std::string& message) { log_event("error", message); };
+      metrics = MetricsWriter(output_dir / "metrics.jsonl", !checkpoint.empty(), std::move(tensorboard));
     }
   }
 

@@ -1,11 +1,14 @@
 // Configuration loading/validation and the evaluation metrics.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "tests/trainer/tfevents_reader.h"
 #include "trainer/config.h"
 #include "trainer/metrics.h"
 
@@ -149,6 +152,77 @@ TEST(Plot, WritesOneSvgPerNumericMetricAndReportsBadLines) {
   text << svg.rdbuf();
   EXPECT_NE(text.str().find("<polyline"), std::string::npos);
   EXPECT_NE(text.str().find("</svg>"), std::string::npos);
+}
+
+TEST(MetricsWriter, WritesTheScalarsOfEachRecordToTensorBoardToo) {
+  const auto dir = std::filesystem::path(DISTIL_BINARY_DIR) / "tests" / "trainer" / ("metrics-tb-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    TensorBoardOutput tensorboard;
+    tensorboard.enabled = true;
+    MetricsWriter writer(dir / "metrics.jsonl", false, tensorboard);
+    EXPECT_EQ(writer.tensorboard_file().parent_path(), dir);
+    writer.write(nlohmann::json::parse(R"({"step": 1, "loss": 0.5, "objective": "distil", "time": {"total": 1.5}})"));
+    writer.write(nlohmann::json::parse(R"({"step": 2, "failed": true, "rollouts": 0, "loss": null})"));
+    writer.write(nlohmann::json::parse(R"({"step": 2, "loss": 0.25, "lr": 1e-4, "update_applied": true})"));
+    writer.write(nlohmann::json::parse(R"({"step": 2, "eval": {"avg@n": 0.75, "pass@4": 1.0}})"));
+  }
+  const auto files = test::event_files_in(dir);
+  ASSERT_EQ(files.size(), 1u);
+  const auto shown = test::shown_by_tensorboard({test::read_event_file(files[0])});
+  EXPECT_EQ(shown, test::expected_from_metrics(dir / "metrics.jsonl"));
+  const test::Series expected = {{"eval/avg@n", {{2, 0.75f}}},
+                                 {"eval/pass@4", {{2, 1.0f}}},
+                                 {"train/loss", {{1, 0.5f}, {2, 0.25f}}},
+                                 {"train/lr", {{2, 1e-4f}}},
+                                 {"train/time/total", {{1, 1.5f}}}};
+  EXPECT_EQ(shown, expected);
+
+  // Off: no event file.
+  std::filesystem::remove(files[0]);
+  { MetricsWriter(dir / "metrics.jsonl", true).write(nlohmann::json::parse(R"({"step": 3, "loss": 0.1})")); }
+  EXPECT_TRUE(test::event_files_in(dir).empty());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(MetricsWriter, AnEventThatCannotBeWrittenIsReportedAndTensorBoardStops) {
+  const auto dir = std::filesystem::path(DISTIL_BINARY_DIR) / "tests" / "trainer" / ("metrics-tb-err-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::vector<std::string> errors;
+  TensorBoardOutput tensorboard;
+  tensorboard.enabled = true;
+  tensorboard.on_error = [&](const std::string& m) { errors.push_back(m); };
+  MetricsWriter writer(dir / "metrics.jsonl", false, tensorboard);
+  const auto events_file = writer.tensorboard_file();
+  // Twenty short keys: a short JSON line but a longer event (each value carries its "train/" tag),
+  // so a file size limit between the two fails the event's write(2) with EFBIG, for real.
+  nlohmann::json record = {{"step", 1}};
+  for (int i = 0; i < 20; ++i) record["k" + std::to_string(i)] = 1;
+  const auto line_size = record.dump().size() + 1;
+  rlimit old_limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old_limit;
+  small.rlim_cur = std::max<rlim_t>(line_size, std::filesystem::file_size(events_file)) + 20;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  writer.write(record);
+  setrlimit(RLIMIT_FSIZE, &old_limit);
+  signal(SIGXFSZ, old_handler);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find(events_file.string()), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("metrics.jsonl goes on"), std::string::npos) << errors[0];
+  EXPECT_TRUE(writer.tensorboard_file().empty());
+  writer.write({{"step", 2}, {"loss", 0.5}});  // no second report, and the JSONL record lands
+  EXPECT_EQ(errors.size(), 1u);
+  std::ifstream in(dir / "metrics.jsonl");
+  std::string first, second;
+  std::getline(in, first);
+  std::getline(in, second);
+  EXPECT_EQ(nlohmann::json::parse(first)["step"], 1);
+  EXPECT_EQ(nlohmann::json::parse(second)["step"], 2);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <regex>
 #include <string>
 
+#include "tests/trainer/tfevents_reader.h"
 #include "trainer/config.h"
 #include "trainer/model/model.h"
 #include "trainer/text/tokenizer.h"
@@ -267,6 +268,23 @@ std::vector<int64_t> steps_in(const fs::path& metrics) {
   return steps;
 }
 
+// A run's TensorBoard event files show what its metrics.jsonl holds, read by the independent
+// reader and, where installed, by the real crc32c + protobuf libraries (tfevents_peer.py).
+// Returns why the real reader could not run ("" when it did).
+std::string expect_tensorboard_shows_metrics(const fs::path& dir) {
+  const auto files = test::event_files_in(dir);
+  EXPECT_FALSE(files.empty()) << "no TensorBoard event file in " << dir;
+  std::vector<std::vector<test::ReadEvent>> events;
+  for (const auto& f : files) events.push_back(test::read_event_file(f));
+  const auto expected = test::expected_from_metrics(dir / "metrics.jsonl");
+  EXPECT_FALSE(expected.empty());
+  EXPECT_EQ(test::shown_by_tensorboard(events), expected);
+  const auto peer = test::run_peer_reader(files);
+  if (!peer.skip_reason.empty()) return peer.skip_reason;
+  EXPECT_EQ(test::shown_by_tensorboard(test::peer_events(peer.files)), expected) << "read by tfevents_peer.py";
+  return "";
+}
+
 TEST_F(TrainEndToEnd, RefusesToStartWithoutAFeedbackServer) {
   // Nothing listens there: the run must stop at start, naming the endpoint, not train on nothing.
   auto config = config_for("distil", "dead-env", {"env.endpoints=[http://127.0.0.1:9]"});
@@ -315,6 +333,12 @@ TEST_F(TrainEndToEnd, AStepThatLostAllItsFeedbackDoesNotCountAndIsMadeAgain) {
   for (std::size_t i = 0; i < a.size(); ++i)
     EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " differs from the unfaulted run";
   EXPECT_EQ(steps_in(root / "faulted" / "metrics.jsonl"), (std::vector<int64_t>{1, 2}));
+  // The step that did not count is not in TensorBoard either.
+  const std::string no_peer = expect_tensorboard_shows_metrics(root / "faulted");
+  EXPECT_EQ(test::shown_by_tensorboard({test::read_event_file(test::event_files_in(root / "faulted").at(0))})
+                .at("train/loss")
+                .size(),
+            2u);
 
   stop_server(back);
   EXPECT_TRUE(faulted.step().value("failed", false));
@@ -327,6 +351,7 @@ TEST_F(TrainEndToEnd, AStepThatLostAllItsFeedbackDoesNotCountAndIsMadeAgain) {
     EXPECT_NE(std::string(e.what()).find("train.max_failed_steps"), std::string::npos) << e.what();
   }
   EXPECT_EQ(faulted.steps_done(), 2);
+  if (!no_peer.empty()) GTEST_SKIP() << "TensorBoard files checked by the independent reader only: " << no_peer;
 }
 
 TEST_F(TrainEndToEnd, EvaluationWhoseFeedbackFailedIsAnErrorNotAZero) {
@@ -356,6 +381,7 @@ TEST_F(TrainEndToEnd, ResumeKeepsEachStepOnceAndRemovesHalfWrittenCheckpoints) {
     first.run();
   }
   ASSERT_EQ(steps_in(dir / "metrics.jsonl"), (std::vector<int64_t>{1, 2, 3}));
+  ASSERT_EQ(test::event_files_in(dir).size(), 1u);
   fs::create_directories(dir / "checkpoint-000004.tmp");
   std::ofstream(dir / "checkpoint-000004.tmp" / "model.safetensors") << "half";
   Trainer resumed(config_for("distil", "resume-truncate", {"train.steps=3"}), (dir / "checkpoint-000002").string());
@@ -364,6 +390,16 @@ TEST_F(TrainEndToEnd, ResumeKeepsEachStepOnceAndRemovesHalfWrittenCheckpoints) {
   resumed.run();
   EXPECT_EQ(steps_in(dir / "metrics.jsonl"), (std::vector<int64_t>{1, 2, 3}));
   EXPECT_EQ(latest_checkpoint(dir), dir / "checkpoint-000003");
+  // TensorBoard: a second event file, which starts by purging the steps made again (3), so what
+  // TensorBoard shows is metrics.jsonl, each step once.
+  const auto files = test::event_files_in(dir);
+  ASSERT_EQ(files.size(), 2u);
+  const auto second = test::read_event_file(files[1]);
+  ASSERT_GE(second.size(), 2u);
+  EXPECT_EQ(second[1].session_status, 1);
+  EXPECT_EQ(second[1].step, 3);
+  const std::string no_peer = expect_tensorboard_shows_metrics(dir);
+  if (!no_peer.empty()) GTEST_SKIP() << "TensorBoard files checked by the independent reader only: " << no_peer;
 }
 
 TEST_F(TrainEndToEnd, EvaluationReportsPassAtK) {
@@ -381,6 +417,12 @@ TEST_F(TrainEndToEnd, EvaluationReportsPassAtK) {
   }
   EXPECT_GE(overall["pass@4"].get<double>(), overall["pass@1"].get<double>());
   EXPECT_TRUE(result["metrics"]["per_domain"].contains("math"));
+  // The evaluation's numbers are TensorBoard's eval/ scalars at its step.
+  const auto shown = test::shown_by_tensorboard({test::read_event_file(test::event_files_in(root / "eval").at(0))});
+  ASSERT_TRUE(shown.count("eval/pass@4")) << "tags: " << nlohmann::json(shown).dump();
+  EXPECT_EQ(shown.at("eval/pass@4").at(0), (std::pair<int64_t, float>{0, overall["pass@4"].get<float>()}));
+  const std::string no_peer = expect_tensorboard_shows_metrics(root / "eval");
+  if (!no_peer.empty()) GTEST_SKIP() << "TensorBoard files checked by the independent reader only: " << no_peer;
 }
 
 }  // namespace
