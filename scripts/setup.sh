@@ -22,7 +22,7 @@ packages=(
   libboost-dev libseccomp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libcli11-dev
   libpcre2-dev libginac-dev libcln-dev libyaml-cpp-dev zlib1g-dev
-  libtorch-dev libopenblas0-pthread
+  libtorch-dev libopenblas0-pthread libgloo-dev
   python3 clang libclang-rt-14-dev
   protobuf-compiler python3-protobuf python3-crc32c
 )

@@ -7,6 +7,7 @@ namespace distil::trainer {
 void add_tokenize_command(CLI::App& app, int& exit_code);  // trainer/text (tokenizer)
 void add_chat_template_command(CLI::App& app, int& exit_code);  // trainer/text (chat templates)
 void add_train_command(CLI::App& app, int& exit_code);     // trainer/ (training loop)
+void add_memory_plan_command(CLI::App& app, int& exit_code);  // trainer/ (per-rank memory plan)
 void add_plot_command(CLI::App& app, int& exit_code);      // trainer/ (metrics JSONL -> SVG)
 void configure_eval_app(CLI::App& app, int& exit_code);    // distil-eval's own options
 }  // namespace distil::trainer

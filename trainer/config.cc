@@ -36,7 +36,7 @@ env:
   inline_tasks: true          # send the whole task record (false: by task_id; the server must know it)
   options: {}                 # grader options sent with every request (e.g. {reveal_answer: false})
 rollout:
-  prompts_per_step: 8         # prompts per batch (per process)
+  prompts_per_step: 8         # prompts per step over all processes (split across ranks)
   group_size: 4               # G responses per prompt
   max_new_tokens: 256
   temperature: 1.0
@@ -112,6 +112,10 @@ checkpoint:
   every: 50                   # save every N steps (and at the end); 0 = only at the end
   keep_last: 3                # older checkpoint-* directories are deleted
   save_dtype: float32
+distributed:                  # data parallel over the processes torchrun / Slurm start (RANK, WORLD_SIZE, LOCAL_RANK, ...)
+  zero_stage: 0               # 0 = every rank holds full AdamW state; 1 = fp32 master weights and AdamW moments sharded over ranks; 2 = also full gradients dropped once reduced
+  memory_per_rank_gb: 0       # memory one rank may use, for the start-up memory plan; 0 = the device's (GPU memory, or RAM / LOCAL_WORLD_SIZE)
+  memory_check: refuse        # refuse | warn | off: what the start-up memory plan does when the run does not fit
 )YAML";
 
 namespace {
@@ -459,6 +463,13 @@ TrainConfig convert(const YAML::Node& root) {
   c.checkpoint.keep_last = integer(root, "checkpoint.keep_last");
   require(c.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1");
   c.checkpoint.save_dtype = choice(root, "checkpoint.save_dtype", {"float32", "bfloat16", "float16"});
+
+  c.distributed.zero_stage = integer(root, "distributed.zero_stage");
+  require(c.distributed.zero_stage >= 0 && c.distributed.zero_stage <= 2, "distributed.zero_stage",
+          "must be 0, 1 or 2 (parameter sharding, stage 3, is not built)");
+  c.distributed.memory_per_rank_gb = number(root, "distributed.memory_per_rank_gb");
+  require(c.distributed.memory_per_rank_gb >= 0, "distributed.memory_per_rank_gb", "must be >= 0 (0 = the device's)");
+  c.distributed.memory_check = choice(root, "distributed.memory_check", {"refuse", "warn", "off"});
 
   // Cross-field checks.
   const std::string weights = c.resolved_teacher_weights();

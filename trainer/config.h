@@ -132,6 +132,12 @@ struct CheckpointSection {
   std::string save_dtype = "float32";
 };
 
+struct DistributedSection {
+  int zero_stage = 0;                  // 0 | 1 | 2
+  double memory_per_rank_gb = 0.0;     // 0 = the device's
+  std::string memory_check = "refuse";  // refuse | warn | off
+};
+
 struct TrainConfig {
   ModelSection model;
   DataSection data;
@@ -143,6 +149,7 @@ struct TrainConfig {
   TrainSection train;
   EvalSection eval;
   CheckpointSection checkpoint;
+  DistributedSection distributed;
   std::string yaml;  // the full merged configuration, as printed and saved
 
   // The teacher weights after resolving "auto" for the objective (sdpo: ema, opsd: initial,

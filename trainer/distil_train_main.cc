@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   distil::trainer::add_train_command(app, exit_code);
   distil::trainer::add_tokenize_command(app, exit_code);
   distil::trainer::add_chat_template_command(app, exit_code);
+  distil::trainer::add_memory_plan_command(app, exit_code);
   distil::trainer::add_plot_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

@@ -6,11 +6,23 @@
 
 namespace distil::trainer {
 
-torch::Device resolve_device(const std::string& name) {
-  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
+torch::Device resolve_device(const std::string& name, int local_rank) {
   if (name == "cpu") return torch::kCPU;
+  if (name == "auto" && !torch::cuda::is_available()) return torch::kCPU;
   if (!torch::cuda::is_available()) {
     throw ConfigError("model.device", "'" + name + "' requested but CUDA is not available in this build");
+  }
+  // "auto" and a bare "cuda" mean this process's own GPU: torchrun and Slurm start one process per
+  // GPU and number them by LOCAL_RANK (CUDA_VISIBLE_DEVICES has already narrowed what is visible).
+  if (name == "auto" || name == "cuda") {
+    const int visible = static_cast<int>(torch::cuda::device_count());
+    if (local_rank >= visible) {
+      const char* mask = std::getenv("CUDA_VISIBLE_DEVICES");
+      throw ConfigError("model.device", "LOCAL_RANK " + std::to_string(local_rank) + " has no GPU: " +
+                                            std::to_string(visible) + " visible (CUDA_VISIBLE_DEVICES=" +
+                                            (mask ? mask : "unset") + "); start at most one process per GPU");
+    }
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
   }
   try {
     return torch::Device(name);

@@ -18,9 +18,10 @@
 
 namespace distil::trainer {
 
-// "auto" -> cuda when available, else cpu; "cuda:N" -> that device (throws ConfigError if CUDA is
-// absent).
-torch::Device resolve_device(const std::string& name);
+// "auto" -> this process's GPU (cuda:LOCAL_RANK) when CUDA is available, else cpu; "cuda" ->
+// cuda:LOCAL_RANK; "cuda:N" -> that device. Throws ConfigError if CUDA is absent or LOCAL_RANK
+// has no visible GPU.
+torch::Device resolve_device(const std::string& name, int local_rank = 0);
 
 // Loads and concatenates task files; keeps only `domains` when non-empty. Throws with the file,
 // line and field of the first bad record, or when nothing is left.

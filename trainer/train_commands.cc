@@ -11,6 +11,7 @@
 #include "trainer/command_errors.h"
 #include "trainer/config.h"
 #include "trainer/evaluate.h"
+#include "trainer/memory_plan.h"
 #include "trainer/metrics.h"
 #include "trainer/rollout.h"
 #include "trainer/trainer.h"
@@ -46,6 +47,55 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--resume", args->resume, "Checkpoint directory, or 'latest' in train.output_dir");
   cmd->add_flag("--print-config", args->print_only, "Print the merged configuration and exit");
   cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
+}
+
+void add_memory_plan_command(CLI::App& app, int& exit_code) {
+  struct PlanArgs {
+    std::vector<std::string> configs, overrides;
+    std::string model_config;
+    int world_size = 1;
+    double memory_gb = 0;
+    int64_t prompt_tokens = 1024;
+    std::string device = "cuda";
+  };
+  auto args = std::make_shared<PlanArgs>();
+  auto* cmd = app.add_subcommand("memory-plan",
+                                 "Print the per-rank memory plan of a training config, without loading weights");
+  cmd->add_option("--config,-c", args->configs, "YAML config file(s), merged in order over the defaults");
+  cmd->add_option("--set", args->overrides, "Override one key: section.key=value (repeatable)");
+  cmd->add_option("--model-config", args->model_config,
+                  "config.json (or model directory) to plan for; default: model.path's");
+  cmd->add_option("--world-size", args->world_size, "Processes (GPUs) the global batch is split over")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--memory-gb", args->memory_gb, "Memory per rank in GB (e.g. 141 for an H200, 80 for an H100)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prompt-tokens", args->prompt_tokens, "Longest prompt, in tokens")->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--device", args->device, "cuda (LibTorch 2.x fused attention) or cpu")
+      ->check(CLI::IsMember({"cuda", "cpu"}));
+  cmd->callback([args, &exit_code] {
+    exit_code = exit_code_of("distil-train memory-plan", [&] {
+      TrainConfig config = load_config(args->configs, args->overrides);
+      const std::string source = !args->model_config.empty() ? args->model_config : config.model.path;
+      if (source.empty()) throw ConfigError("model.path", "required (or --model-config)");
+      const ModelShape shape = read_model_shape(source);
+      const bool fused = args->device == "cuda";
+      const auto inputs = memory_plan_inputs(config, shape, args->world_size, args->prompt_tokens, fused);
+      const double budget = args->memory_gb * 1e9;
+      std::cout << format_memory_plan(plan_memory(inputs), inputs, budget);
+      if (budget <= 0) return 0;
+      std::string key;
+      const std::string shortfall = memory_shortfall(inputs, budget, key);
+      if (!shortfall.empty()) std::cout << "does not fit: " << key << ": " << shortfall << "\n";
+      const int needed = smallest_fitting_world_size(config, shape, args->prompt_tokens, fused, budget);
+      if (needed > 0) {
+        std::cout << "smallest world size (a power of two) that fits " << args->memory_gb << " GB per rank: " << needed
+                  << "\n";
+      } else {
+        std::cout << "no world size up to 1024 fits " << args->memory_gb << " GB per rank\n";
+      }
+      return shortfall.empty() ? 0 : 1;
+    });
+  });
 }
 
 void add_plot_command(CLI::App& app, int& exit_code) {

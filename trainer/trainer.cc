@@ -17,10 +17,16 @@
 #include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
+#if defined(DISTIL_WITH_CUDA) && __has_include(<ATen/cuda/CUDAContext.h>)
+#define DISTIL_CUDA_PROPERTIES 1
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 #include "env_server/client/feedback_client.h"
 #include "trainer/distributed.h"
 #include "trainer/evaluate.h"
+#include "trainer/memory_plan.h"
 #include "trainer/metrics.h"
 #include "trainer/model/generate.h"
 #include "trainer/rollout.h"
@@ -53,8 +59,9 @@ void log_event(const char* level, const std::string& message) {
   std::fprintf(stderr, "[%s.%03lld] [%s] %s\n", stamp, static_cast<long long>(millis), level, message.c_str());
 }
 
-// A deterministic seed from a few counters (splitmix64 mixing), so every step's sampling depends
-// only on (seed, step, batch, rank) and a resumed run draws the same samples.
+// A deterministic seed from a few counters (splitmix64 mixing). Rollouts are seeded per sample
+// from (seed, step, accumulation batch, global prompt position, sample), never by rank: N
+// processes draw what one process would, and a resumed run draws the same samples.
 uint64_t mix_seed(std::initializer_list<uint64_t> parts) {
   uint64_t h = 0x9e3779b97f4a7c15ULL;
   for (uint64_t p : parts) {
@@ -133,6 +140,8 @@ void truncate_metrics(const fs::path& path, int64_t step) {
 struct Batch {
   std::vector<Rollout> rollouts;  // graded rollouts only, ordered by group
   std::vector<std::size_t> task_of_group;
+  std::vector<int64_t> position_of_group;  // global prompt position (the data cursor) of each group
+  int64_t first_group = 0;                 // this rank's first group within the global batch
   int64_t generated = 0, failed_feedback = 0, empty_responses = 0;
   std::string first_feedback_error;
   double time_generation = 0, time_feedback = 0;
@@ -152,7 +161,8 @@ struct Trainer::Impl {
   model::CausalLM teacher_model{nullptr};  // ema / initial / model; null for current and remote
   std::unique_ptr<TeacherScorer> teacher;
   std::unique_ptr<Objective> objective;
-  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<torch::optim::AdamW> optimizer;  // distributed.zero_stage 0
+  std::unique_ptr<ShardedAdamW> sharded;           // distributed.zero_stage 1 / 2
   std::vector<torch::Tensor> parameters;
   std::unique_ptr<env::FeedbackClient> client;
   std::vector<tasks::Task> train_tasks, eval_tasks;
@@ -174,9 +184,22 @@ struct Trainer::Impl {
 
   void load(const std::string& resume) {
     dist = distributed_env_from_environment();
-    device = resolve_device(config.model.device);
+    device = resolve_device(config.model.device, dist.local_rank);
     if (device.is_cuda()) device = torch::Device(torch::kCUDA, device.index() < 0 ? 0 : device.index());
+    if (config.rollout.prompts_per_step < dist.world_size) {
+      throw ConfigError("rollout.prompts_per_step", "the global batch (" + std::to_string(config.rollout.prompts_per_step) +
+                                                        " prompts) must give every one of the " +
+                                                        std::to_string(dist.world_size) + " ranks at least one");
+    }
     comm = make_communicator(dist, device);
+    {
+      const char* mask = std::getenv("CUDA_VISIBLE_DEVICES");
+      log_event("info", "rank " + std::to_string(dist.rank) + " of " + std::to_string(dist.world_size) + ", local rank " +
+                            std::to_string(dist.local_rank) + " of " + std::to_string(dist.local_world_size) +
+                            ", device " + device.str() + (device.is_cuda() && mask ? " (CUDA_VISIBLE_DEVICES=" + std::string(mask) + ")" : "") +
+                            ", backend " + comm->backend() + ", zero_stage " +
+                            std::to_string(config.distributed.zero_stage));
+    }
     output_dir = config.train.output_dir;
     fs::create_directories(output_dir);
     objective = make_objective(config.algo.objective);
@@ -203,6 +226,13 @@ struct Trainer::Impl {
         tokenizer->eos_token_ids().empty() ? 0 : tokenizer->eos_token_ids().front());
     if (!tokenizer->eos_token_ids().empty()) end_of_response_id = tokenizer->eos_token_ids().front();
 
+    train_tasks = load_task_files(config.data.train_tasks, config.data.domains, "data.train_tasks");
+    if (!config.data.eval_tasks.empty()) {
+      eval_tasks = load_task_files(config.data.eval_tasks, config.data.domains, "data.eval_tasks");
+    }
+    prompt_cache.resize(train_tasks.size());
+    check_memory_plan(weights_dir);
+
     const auto dtype = model::dtype_from_name(config.model.dtype);
     model = model::load_pretrained(weights_dir, device, dtype);
     if (!config.model.compute_dtype.empty()) {
@@ -216,7 +246,11 @@ struct Trainer::Impl {
     options.betas({config.optim.beta1, config.optim.beta2})
         .eps(config.optim.eps)
         .weight_decay(config.optim.weight_decay);
-    optimizer = std::make_unique<torch::optim::AdamW>(parameters, options);
+    if (config.distributed.zero_stage > 0) {
+      sharded = std::make_unique<ShardedAdamW>(parameters, options, *comm, config.distributed.zero_stage);
+    } else {
+      optimizer = std::make_unique<torch::optim::AdamW>(parameters, options);
+    }
 
     ScoringLimits limits{pad_id, config.optim.chunk_tokens, config.optim.micro_batch_tokens};
     if (objective->needs_teacher()) {
@@ -238,11 +272,6 @@ struct Trainer::Impl {
       }
     }
 
-    train_tasks = load_task_files(config.data.train_tasks, config.data.domains, "data.train_tasks");
-    if (!config.data.eval_tasks.empty()) {
-      eval_tasks = load_task_files(config.data.eval_tasks, config.data.domains, "data.eval_tasks");
-    }
-    prompt_cache.resize(train_tasks.size());
     const bool needs_env = !(config.algo.objective.name == "sft" && config.algo.sft_source == "reference");
     if (config.env.endpoints.empty() && (needs_env || !eval_tasks.empty())) {
       throw ConfigError("env.endpoints", "at least one distil-env endpoint is required");
@@ -277,6 +306,34 @@ struct Trainer::Impl {
     }
   }
 
+  // --- memory plan ------------------------------------------------------------------------------
+  double memory_budget() const {
+    if (config.distributed.memory_per_rank_gb > 0) return config.distributed.memory_per_rank_gb * 1e9;
+#ifdef DISTIL_CUDA_PROPERTIES
+    if (device.is_cuda()) return static_cast<double>(at::cuda::getDeviceProperties(device.index())->totalGlobalMem);
+#endif
+    if (device.is_cuda()) return 0;  // unknown in this build: no check
+    const double ram = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+    return ram / std::max(1, dist.local_world_size);  // the node's processes share its RAM
+  }
+
+  // Printed by rank 0 before any weight is loaded; a run that cannot fit stops here, naming the key.
+  void check_memory_plan(const fs::path& weights_dir) {
+    if (config.distributed.memory_check == "off") return;
+    int64_t longest_prompt = 0;
+    for (std::size_t i = 0; i < std::min<std::size_t>(train_tasks.size(), 256); ++i)
+      longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(prompt_tokens(i).size()));
+    const bool fused = TORCH_VERSION_MAJOR >= 2 && device.is_cuda();
+    const auto inputs = memory_plan_inputs(config, read_model_shape(weights_dir), dist.world_size, longest_prompt, fused);
+    const double budget = memory_budget();
+    if (is_main()) std::fprintf(stderr, "%s", format_memory_plan(plan_memory(inputs), inputs, budget).c_str());
+    std::string key;
+    const std::string shortfall = memory_shortfall(inputs, budget, key);
+    if (shortfall.empty()) return;
+    if (config.distributed.memory_check == "refuse") throw ConfigError(key, shortfall);
+    if (is_main()) log_event("warning", shortfall);
+  }
+
   // --- data -------------------------------------------------------------------------------------
   std::size_t task_at(int64_t global_position) {
     const int64_t n = static_cast<int64_t>(train_tasks.size());
@@ -300,12 +357,18 @@ struct Trainer::Impl {
   // --- rollouts ---------------------------------------------------------------------------------
   Batch collect(int64_t accumulation_index) {
     Batch batch;
-    const int prompts = config.rollout.prompts_per_step;
+    // rollout.prompts_per_step is the global batch; rank r takes its r-th contiguous share.
+    const int global_prompts = config.rollout.prompts_per_step;
+    const int64_t begin = static_cast<int64_t>(global_prompts) * dist.rank / dist.world_size;
+    const int64_t end = static_cast<int64_t>(global_prompts) * (dist.rank + 1) / dist.world_size;
+    const int prompts = static_cast<int>(end - begin);
     const int g = config.rollout.group_size;
-    for (int i = 0; i < prompts; ++i) {
-      batch.task_of_group.push_back(task_at(cursor + static_cast<int64_t>(dist.rank) * prompts + i));
+    batch.first_group = begin;
+    for (int64_t i = begin; i < end; ++i) {
+      batch.task_of_group.push_back(task_at(cursor + i));
+      batch.position_of_group.push_back(cursor + i);
     }
-    cursor += static_cast<int64_t>(prompts) * dist.world_size;
+    cursor += global_prompts;
 
     std::vector<Rollout> rollouts;
     if (config.algo.objective.name == "sft" && config.algo.sft_source == "reference") {
@@ -332,10 +395,14 @@ struct Trainer::Impl {
         for (int s = 0; s < g; ++s) prompt_rows.push_back(prompt_tokens(batch.task_of_group[i]));
       }
       auto params = sampling_params(config.rollout.temperature, config.rollout.top_p, config.rollout.top_k,
-                                    config.rollout.max_new_tokens, config.rollout.stop_strings,
-                                    mix_seed({config.train.seed, static_cast<uint64_t>(step),
-                                              static_cast<uint64_t>(accumulation_index),
-                                              static_cast<uint64_t>(dist.rank)}));
+                                    config.rollout.max_new_tokens, config.rollout.stop_strings, config.train.seed);
+      for (int i = 0; i < prompts; ++i) {
+        for (int s = 0; s < g; ++s) {
+          params.row_seeds.push_back(mix_seed({config.train.seed, static_cast<uint64_t>(step),
+                                               static_cast<uint64_t>(accumulation_index),
+                                               static_cast<uint64_t>(batch.position_of_group[i]), static_cast<uint64_t>(s)}));
+        }
+      }
       std::vector<model::GeneratedSequence> generated;
       {
         torch::NoGradGuard no_grad;
@@ -538,6 +605,49 @@ struct Trainer::Impl {
     }
   };
 
+  // Every rank's parts summed, so metrics.jsonl (written by rank 0) describes the global batch.
+  // Ranks may hold different part names (one with no rollout has none): the names are gathered
+  // first and reduced in one agreed order.
+  PartsAccumulator global_parts(const PartsAccumulator& local) {
+    if (comm->world_size() <= 1) return local;
+    std::set<std::string> names;
+    for (const auto& [key, value] : local.sums) names.insert(key);
+    for (const auto& [key, value] : local.weighted) names.insert(key);
+    std::string joined;
+    for (const auto& name : names) joined += name + '\n';
+    constexpr int64_t kWidth = 4096;
+    if (static_cast<int64_t>(joined.size()) > kWidth) throw std::runtime_error("loss part names exceed 4 kB");
+    auto mine = torch::zeros({kWidth}, torch::kByte);
+    std::memcpy(mine.data_ptr(), joined.data(), joined.size());
+    auto all = torch::empty({kWidth * comm->world_size()}, torch::kByte);
+    comm->all_gather(mine, all);
+    const auto* bytes = static_cast<const char*>(all.data_ptr());
+    for (int r = 0; r < comm->world_size(); ++r) {
+      const std::string text(bytes + r * kWidth, strnlen(bytes + r * kWidth, kWidth));
+      for (std::size_t at = 0, next; at < text.size(); at = next + 1) {
+        next = text.find('\n', at);
+        if (next == std::string::npos) break;
+        names.insert(text.substr(at, next - at));
+      }
+    }
+    std::vector<double> values{local.loss, local.weight};
+    for (const auto& name : names) {
+      values.push_back(local.sums.count(name) ? local.sums.at(name) : 0.0);
+      values.push_back(local.weighted.count(name) ? local.weighted.at(name) : 0.0);
+    }
+    values = comm->all_reduce_sum(values);
+    PartsAccumulator total;
+    total.loss = values[0];
+    total.weight = values[1];
+    std::size_t i = 2;
+    for (const auto& name : names) {
+      if (is_additive_part(name)) total.sums[name] = values[i];
+      else total.weighted[name] = values[i + 1];
+      i += 2;
+    }
+    return total;
+  }
+
   // Backward over rollouts [begin, end) (whole prompt groups, contiguous), micro-batched by
   // whole groups within the token budget.
   void backward_range(const Batch& batch, const Prepared& prep, std::size_t begin, std::size_t end,
@@ -621,11 +731,19 @@ struct Trainer::Impl {
     return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
   }
 
-  // All-reduce, clip, guard against non-finite gradients, AdamW, EMA. Returns (grad norm, applied).
+  void zero_grad() {
+    if (sharded) sharded->zero_grad();
+    else optimizer->zero_grad();
+  }
+
+  // All-reduce (or reduce-scatter onto the shards), clip, guard against non-finite gradients,
+  // AdamW, EMA. Returns (grad norm, applied); the norm is the global one, equal on every rank.
   std::pair<double, bool> apply_update(nlohmann::json& record) {
-    all_reduce_gradients(*comm, parameters);
     double norm = 0.0;
-    {
+    if (sharded) {
+      norm = sharded->reduce_gradients();
+    } else {
+      all_reduce_gradients(*comm, parameters);
       torch::NoGradGuard no_grad;
       std::vector<torch::Tensor> norms;
       for (const auto& p : parameters) {
@@ -637,23 +755,31 @@ struct Trainer::Impl {
       ++skipped;
       log_event("warning", "step " + std::to_string(step + 1) + ": non-finite gradient norm (" + std::to_string(norm) +
                                "); update skipped");
-      optimizer->zero_grad();
+      zero_grad();
       record["skipped_nonfinite"] = skipped;
       return {norm, false};
     }
     if (config.optim.grad_clip > 0 && norm > config.optim.grad_clip) {
       torch::NoGradGuard no_grad;
       const double scale = config.optim.grad_clip / (norm + 1e-6);
-      for (auto& p : parameters) {
-        if (p.grad().defined()) p.mutable_grad().mul_(scale);
+      if (sharded) {
+        sharded->scale_gradients(scale);
+      } else {
+        for (auto& p : parameters) {
+          if (p.grad().defined()) p.mutable_grad().mul_(scale);
+        }
       }
     }
     const double lr = learning_rate(step);
-    for (auto& group : optimizer->param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    if (sharded) {
+      sharded->step(lr);
+    } else {
+      for (auto& group : optimizer->param_groups()) {
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      }
+      optimizer->step();
     }
-    optimizer->step();
-    optimizer->zero_grad();
+    zero_grad();
     ++updates;
     if (teacher_weights == "ema" && teacher_model) ema_update(teacher_model, model, config.teacher.ema_rate);
     record["lr"] = lr;
@@ -701,7 +827,7 @@ struct Trainer::Impl {
     double reward_sum = 0;
     double grad_norm = 0;
     bool applied = true;
-    optimizer->zero_grad();
+    zero_grad();
     const int64_t cursor_before = cursor;
     const int accumulation = config.optim.grad_accumulation;
     for (int a = 0; a < accumulation; ++a) {
@@ -715,7 +841,7 @@ struct Trainer::Impl {
           comm->all_reduce_sum(static_cast<double>(batch.generated - batch.failed_feedback));
       if (generated_all > 0 && graded_all == 0) {
         cursor = cursor_before;  // the retry draws the same prompts (and, seeded by step, the same samples)
-        optimizer->zero_grad();
+        zero_grad();
         return failed_step(record, failed + batch.failed_feedback, batch.first_feedback_error, step_start);
       }
       failed += batch.failed_feedback;
@@ -743,17 +869,19 @@ struct Trainer::Impl {
       if (minibatches <= 1) {
         backward_range(batch, prep, 0, batch.rollouts.size(), normalizer, parts);
       } else {
-        // Off-policy GRPO: several updates on slices of whole groups, ratios against the rollout policy.
-        std::vector<std::size_t> group_starts;
-        for (std::size_t i = 0; i < batch.rollouts.size(); ++i) {
-          if (i == 0 || batch.rollouts[i].group != batch.rollouts[i - 1].group) group_starts.push_back(i);
-        }
-        group_starts.push_back(batch.rollouts.size());
-        const std::size_t groups = group_starts.size() - 1;
+        // Off-policy GRPO: several updates on slices of whole groups, ratios against the rollout
+        // policy. Minibatch m is the m-th slice of the global batch's groups (whatever rank holds
+        // them), so every rank takes part in every update and N processes update as one would.
+        const int64_t groups = config.rollout.prompts_per_step;
+        auto first_rollout_of = [&](int64_t global_group) {
+          std::size_t i = 0;
+          while (i < batch.rollouts.size() && batch.rollouts[i].group + batch.first_group < global_group) ++i;
+          return i;
+        };
         for (int m = 0; m < minibatches; ++m) {
-          const std::size_t g0 = groups * m / minibatches, g1 = groups * (m + 1) / minibatches;
-          if (g0 == g1) continue;
-          backward_range(batch, prep, group_starts[g0], group_starts[g1], normalizer / minibatches, parts);
+          const int64_t g0 = groups * m / minibatches, g1 = groups * (m + 1) / minibatches;
+          const std::size_t r0 = first_rollout_of(g0), r1 = first_rollout_of(g1);
+          if (r0 < r1) backward_range(batch, prep, r0, r1, normalizer / minibatches, parts);
           if (m + 1 < minibatches) {
             auto [norm, ok] = apply_update(record);
             grad_norm = norm;
@@ -771,6 +899,24 @@ struct Trainer::Impl {
     ++step;
     consecutive_failed_steps = 0;
 
+    if (comm->world_size() > 1) {
+      std::vector<double> counts{static_cast<double>(rollouts), static_cast<double>(failed), static_cast<double>(empty),
+                                 static_cast<double>(masked), static_cast<double>(passed), reward_sum,
+                                 static_cast<double>(response_tokens)};
+      const std::vector<ContextKind> kinds{ContextKind::sibling, ContextKind::feedback, ContextKind::reference,
+                                           ContextKind::own_response, ContextKind::masked};
+      for (auto kind : kinds) counts.push_back(static_cast<double>(contexts[to_string(kind)]));
+      counts = comm->all_reduce_sum(counts);
+      rollouts = static_cast<int64_t>(counts[0]);
+      failed = static_cast<int64_t>(counts[1]);
+      empty = static_cast<int64_t>(counts[2]);
+      masked = static_cast<int64_t>(counts[3]);
+      passed = static_cast<int64_t>(counts[4]);
+      reward_sum = counts[5];
+      response_tokens = static_cast<int64_t>(counts[6]);
+      for (std::size_t i = 0; i < kinds.size(); ++i) contexts[to_string(kinds[i])] = static_cast<int64_t>(counts[7 + i]);
+      parts = global_parts(parts);
+    }
     parts.into(record);
     record["objective"] = objective->name();
     record["grad_norm"] = grad_norm;
@@ -805,17 +951,26 @@ struct Trainer::Impl {
     char name[32];
     std::snprintf(name, sizeof name, "checkpoint-%06lld", static_cast<long long>(step));
     const fs::path final_dir = output_dir / name;
-    if (!is_main()) return final_dir;
     const fs::path tmp = output_dir / (std::string(name) + ".tmp");
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
+    if (is_main()) {
+      fs::remove_all(tmp);
+      fs::create_directories(tmp);
+    }
+    if (sharded) {
+      // Every rank writes its optimizer shard into the directory rank 0 made, before rank 0
+      // publishes it (train.output_dir must be shared storage when ranks span nodes).
+      comm->barrier();
+      sharded->save((tmp / shard_file_name(dist.rank, dist.world_size)).string());
+      comm->barrier();
+    }
+    if (!is_main()) return final_dir;
     const auto save_dtype = model::dtype_from_name(config.checkpoint.save_dtype);
     const fs::path tokenizer_dir = fs::exists(fs::path(config.model.path) / "tokenizer.json")
                                        ? fs::path(config.model.path)
                                        : fs::path();
     model::save_pretrained(model, tmp, save_dtype,
                            tokenizer_dir.empty() ? std::nullopt : std::optional<fs::path>(tokenizer_dir));
-    torch::save(*optimizer, (tmp / "optimizer.pt").string());
+    if (optimizer) torch::save(*optimizer, (tmp / "optimizer.pt").string());
     if (teacher_weights == "ema" && teacher_model) {
       model::save_pretrained(teacher_model, tmp / "teacher_ema", save_dtype,
                              tokenizer_dir.empty() ? std::nullopt : std::optional<fs::path>(tokenizer_dir));
@@ -824,7 +979,8 @@ struct Trainer::Impl {
     auto rng_state = generator.get_state();
     torch::save(rng_state, (tmp / "rng.pt").string());
     nlohmann::json state = {{"step", step}, {"cursor", cursor}, {"updates", updates}, {"skipped", skipped},
-                            {"world_size", dist.world_size}, {"objective", objective->name()}};
+                            {"world_size", dist.world_size}, {"objective", objective->name()},
+                            {"zero_stage", config.distributed.zero_stage}};
     std::ofstream(tmp / "trainer_state.json") << state.dump(2) << "\n";
     std::ofstream(tmp / "config.yaml") << config.yaml;
     fsync_tree(tmp);
@@ -833,6 +989,10 @@ struct Trainer::Impl {
     fsync_path(output_dir, O_RDONLY | O_DIRECTORY);  // the rename itself
     prune();
     return final_dir;
+  }
+
+  static std::string shard_file_name(int rank, int world_size) {
+    return "optimizer-rank" + std::to_string(rank) + "-of-" + std::to_string(world_size) + ".pt";
   }
 
   void prune() {
@@ -861,12 +1021,23 @@ struct Trainer::Impl {
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error((checkpoint / "trainer_state.json").string() + ": " + e.what());
     }
-    if (state.value("world_size", 1) != dist.world_size) {
-      throw std::runtime_error("--resume: checkpoint was written with world_size " +
-                               std::to_string(state.value("world_size", 1)) + ", now " +
-                               std::to_string(dist.world_size) + " (the data order would differ)");
+    // The batch is global and sampling seeded per prompt, so an unsharded run may resume on
+    // another number of processes; a sharded optimizer state is cut for one world size.
+    const int saved_stage = state.value("zero_stage", 0);
+    const int saved_world = state.value("world_size", 1);
+    if (saved_stage != config.distributed.zero_stage && (saved_stage == 0 || config.distributed.zero_stage == 0)) {
+      throw ConfigError("distributed.zero_stage", "the checkpoint " + checkpoint.string() + " was written with zero_stage " +
+                                                      std::to_string(saved_stage) + "; resume with the same sharding");
     }
-    torch::load(*optimizer, (checkpoint / "optimizer.pt").string());
+    if (sharded) {
+      if (saved_world != dist.world_size) {
+        throw std::runtime_error("--resume: the sharded optimizer state in " + checkpoint.string() + " is cut for " +
+                                 std::to_string(saved_world) + " ranks, this run has " + std::to_string(dist.world_size));
+      }
+      sharded->load((checkpoint / shard_file_name(dist.rank, dist.world_size)).string());
+    } else {
+      torch::load(*optimizer, (checkpoint / "optimizer.pt").string());
+    }
     torch::Tensor rng_state;
     torch::load(rng_state, (checkpoint / "rng.pt").string());
     auto generator = at::detail::getDefaultCPUGenerator();

@@ -3,7 +3,9 @@
 // every objective against a real `distil-env serve` started here on loopback.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -423,6 +425,223 @@ TEST_F(TrainEndToEnd, EvaluationReportsPassAtK) {
   EXPECT_EQ(shown.at("eval/pass@4").at(0), (std::pair<int64_t, float>{0, overall["pass@4"].get<float>()}));
   const std::string no_peer = expect_tensorboard_shows_metrics(root / "eval");
   if (!no_peer.empty()) GTEST_SKIP() << "TensorBoard files checked by the independent reader only: " << no_peer;
+}
+
+// --- data parallel: distil-train itself, started as torchrun starts it -----------------------------
+
+struct Launch {
+  std::vector<std::string> overrides;
+  int world_size = 1;
+  std::string resume;  // --resume
+};
+
+int free_tcp_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Runs `distil-train train` as `world_size` processes with torchrun's environment variables
+// (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and returns "" when
+// every process exited 0, else the failures with the end of each one's log.
+std::string run_distil_train(const Launch& launch, const fs::path& logs) {
+  const fs::path binary = fs::path(DISTIL_BINARY_DIR) / "trainer" / "distil-train";
+  if (!fs::exists(binary)) return "distil-train not built at " + binary.string();
+  fs::create_directories(logs);
+  const std::string master_port = std::to_string(free_tcp_port());
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < launch.world_size; ++rank) {
+    const fs::path log = logs / ("rank" + std::to_string(rank) + ".log");
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (launch.world_size > 1) {
+        setenv("RANK", std::to_string(rank).c_str(), 1);
+        setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+        setenv("WORLD_SIZE", std::to_string(launch.world_size).c_str(), 1);
+        setenv("LOCAL_WORLD_SIZE", std::to_string(launch.world_size).c_str(), 1);
+        setenv("MASTER_ADDR", "127.0.0.1", 1);
+        setenv("MASTER_PORT", master_port.c_str(), 1);
+      }
+      // Two ranks on two cores: one thread each, as torchrun's OMP_NUM_THREADS=1 default.
+      setenv("OMP_NUM_THREADS", "1", 1);
+      FILE* out = std::fopen(log.c_str(), "w");
+      if (out) {
+        dup2(fileno(out), STDERR_FILENO);
+        dup2(fileno(out), STDOUT_FILENO);
+      }
+      std::vector<std::string> args{binary.string(), "train"};
+      if (!launch.resume.empty()) {
+        args.push_back("--resume");
+        args.push_back(launch.resume);
+      }
+      for (const auto& o : launch.overrides) {
+        args.push_back("--set");
+        args.push_back(o);
+      }
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    children.push_back(pid);
+  }
+  std::string failures;
+  for (int rank = 0; rank < launch.world_size; ++rank) {
+    int status = 0;
+    waitpid(children[rank], &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+    std::ifstream in(logs / ("rank" + std::to_string(rank) + ".log"));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    failures += "rank " + std::to_string(rank) + " exited with status " + std::to_string(status) + ":\n" +
+                text.substr(text.size() > 3000 ? text.size() - 3000 : 0) + "\n";
+  }
+  return failures;
+}
+
+std::vector<nlohmann::json> training_records(const fs::path& metrics) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    auto record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_object() && record.contains("loss") && !record.value("failed", false)) out.push_back(record);
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> checkpoint_weights(const fs::path& run) {
+  std::vector<torch::Tensor> out;
+  const auto checkpoint = latest_checkpoint(run);
+  if (checkpoint.empty()) return out;
+  auto model = model::load_pretrained(checkpoint);
+  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+double max_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size() || a.empty()) return INFINITY;
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>());
+  return worst;
+}
+
+class DataParallelEndToEnd : public TrainEndToEnd {
+ protected:
+  std::vector<std::string> overrides_for(const std::string& objective, const std::string& run,
+                                         std::vector<std::string> extra = {}) {
+    std::vector<std::string> overrides = {
+        "model.path=" + base_model.string(), "data.train_tasks=[" + tasks_file.string() + "]",
+        "env.endpoints=[" + server.url + "]", "algo.objective=" + objective, "rollout.prompts_per_step=4",
+        "rollout.group_size=3", "rollout.max_new_tokens=24", "algo.top_k=5", "optim.lr=0.003",
+        "train.steps=3", "train.progress=false", "checkpoint.every=0", "train.output_dir=" + (root / run).string()};
+    overrides.insert(overrides.end(), extra.begin(), extra.end());
+    return overrides;
+  }
+
+  // The per-step records of two runs: the same rollouts (counts, rewards, lengths: sampling is
+  // seeded per prompt, not per rank) and the same loss and update up to reduction-order rounding.
+  static void expect_same_steps(const fs::path& a, const fs::path& b) {
+    const auto ra = training_records(a / "metrics.jsonl"), rb = training_records(b / "metrics.jsonl");
+    ASSERT_EQ(ra.size(), rb.size());
+    ASSERT_FALSE(ra.empty());
+    for (std::size_t i = 0; i < ra.size(); ++i) {
+      SCOPED_TRACE("step " + std::to_string(i + 1));
+      for (const char* exact : {"rollouts", "reward_mean", "accuracy", "response_length", "masked_rollouts"}) {
+        EXPECT_EQ(ra[i][exact], rb[i][exact]) << exact;
+      }
+      if (ra[i].contains("teacher_contexts")) EXPECT_EQ(ra[i]["teacher_contexts"], rb[i]["teacher_contexts"]);
+      for (const char* close : {"loss", "grad_norm"}) {
+        const double x = ra[i][close].get<double>(), y = rb[i][close].get<double>();
+        EXPECT_NEAR(x, y, 1e-5 + 1e-4 * std::abs(x)) << close;
+      }
+    }
+  }
+};
+
+class DataParallelObjective : public DataParallelEndToEnd, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(DataParallelObjective, TwoProcessesTrainAsOneWithTheSameGlobalBatch) {
+  std::string objective = GetParam();
+  std::vector<std::string> extra;
+  if (objective == "grpo_off") {
+    objective = "grpo";
+    extra.push_back("algo.off_policy_minibatches=2");
+  }
+  const std::string name = "dp-" + GetParam();
+  auto one = overrides_for(objective, name + "-1", extra);
+  auto two = overrides_for(objective, name + "-2", extra);
+  ASSERT_EQ(run_distil_train({one, 1}, root / (name + "-1-logs")), "");
+  ASSERT_EQ(run_distil_train({two, 2}, root / (name + "-2-logs")), "");
+  expect_same_steps(root / (name + "-1"), root / (name + "-2"));
+  EXPECT_LT(max_difference(checkpoint_weights(root / (name + "-1")), checkpoint_weights(root / (name + "-2"))), 1e-5);
+  // Rank 0 said what it runs on.
+  std::ifstream log(root / (name + "-2-logs") / "rank1.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("rank 1 of 2, local rank 1 of 2, device cpu, backend gloo"), std::string::npos) << text;
+}
+
+INSTANTIATE_TEST_SUITE_P(Objectives, DataParallelObjective, ::testing::Values("distil", "grpo", "grpo_off"),
+                         [](const auto& info) { return info.param; });
+
+TEST_F(DataParallelEndToEnd, ShardedOptimizerStateTrainsAsUnsharded) {
+  ASSERT_EQ(run_distil_train({overrides_for("distil", "zero0"), 2}, root / "zero0-logs"), "");
+  const auto unsharded = checkpoint_weights(root / "zero0");
+  for (const char* stage : {"1", "2"}) {
+    SCOPED_TRACE(std::string("zero_stage ") + stage);
+    const std::string run = std::string("zero") + stage;
+    ASSERT_EQ(run_distil_train({overrides_for("distil", run, {std::string("distributed.zero_stage=") + stage}), 2},
+                               root / (run + "-logs")),
+              "");
+    expect_same_steps(root / "zero0", root / run);
+    EXPECT_LT(max_difference(unsharded, checkpoint_weights(root / run)), 1e-5);
+    // One optimizer shard per rank, no full optimizer state.
+    const auto checkpoint = latest_checkpoint(root / run);
+    EXPECT_TRUE(fs::exists(checkpoint / "optimizer-rank0-of-2.pt"));
+    EXPECT_TRUE(fs::exists(checkpoint / "optimizer-rank1-of-2.pt"));
+    EXPECT_FALSE(fs::exists(checkpoint / "optimizer.pt"));
+  }
+}
+
+TEST_F(DataParallelEndToEnd, TwoProcessesResumeAsIfNeverStopped) {
+  for (const char* stage : {"0", "2"}) {
+    SCOPED_TRACE(std::string("zero_stage ") + stage);
+    const std::string zero = std::string("distributed.zero_stage=") + stage;
+    const std::string straight = std::string("resume2-straight-") + stage, part = std::string("resume2-part-") + stage;
+    ASSERT_EQ(run_distil_train({overrides_for("distil", straight, {zero, "train.steps=3"}), 2}, root / (straight + "-logs")), "");
+    ASSERT_EQ(run_distil_train({overrides_for("distil", part, {zero, "train.steps=2"}), 2}, root / (part + "-logs")), "");
+    ASSERT_EQ(run_distil_train({overrides_for("distil", part, {zero, "train.steps=3"}), 2, "latest"},
+                               root / (part + "-resume-logs")),
+              "");
+    const auto a = checkpoint_weights(root / straight), b = checkpoint_weights(root / part);
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+    expect_same_steps(root / straight, root / part);
+  }
+}
+
+TEST_F(DataParallelEndToEnd, TheMemoryPlanRefusesARunThatCannotFit) {
+  auto config = config_for("distil", "too-big", {"distributed.memory_per_rank_gb=0.0001"});
+  try {
+    Trainer trainer(config);
+    FAIL() << "a run needing more than 100 kB per rank started";
+  } catch (const ConfigError& e) {
+    EXPECT_FALSE(e.key().empty());
+    EXPECT_NE(std::string(e.what()).find("per rank"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("distributed.memory_check: warn"), std::string::npos) << e.what();
+  }
+  // warn runs anyway.
+  auto warned = config_for("distil", "too-big-warned",
+                           {"distributed.memory_per_rank_gb=0.0001", "distributed.memory_check=warn", "train.steps=1"});
+  Trainer trainer(warned);
+  trainer.run();
+  EXPECT_EQ(trainer.steps_done(), 1);
 }
 
 }  // namespace

@@ -20,10 +20,24 @@ void check_token_ids(const std::vector<int32_t>& ids, int64_t vocab, const char*
                                   " outside [0, " + std::to_string(vocab) + ")");
 }
 
+// A row's own stream of uniforms (splitmix64): with per-row seeds a row draws the same numbers
+// whatever batch it is generated in, so N processes sample what one process would.
+struct RowStream {
+  uint64_t state;
+  float next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // 24 bits: exact in float, < 1
+  }
+};
+
 // Draws one token per row from softmax(logits / temperature) restricted by top-k / top-p, by
-// inverse-CDF sampling with uniforms from `generator` (on the CPU, so results do not depend on
-// the device's generator). Returns (tokens [b], log-probs [b] under the restricted distribution).
-std::pair<Tensor, Tensor> sample_rows(const Tensor& logits_in, const SamplingParams& p, at::Generator& generator) {
+// inverse-CDF sampling with the given uniforms ([b, 1], drawn on the CPU, so results do not
+// depend on the device's generator). Returns (tokens [b], log-probs [b] under the restricted
+// distribution).
+std::pair<Tensor, Tensor> sample_rows(const Tensor& logits_in, const SamplingParams& p, const Tensor& uniforms_cpu) {
   const Tensor logits = logits_in.to(torch::kFloat32);
   const int64_t b = logits.size(0), V = logits.size(1);
   if (p.temperature <= 0) {
@@ -43,7 +57,7 @@ std::pair<Tensor, Tensor> sample_rows(const Tensor& logits_in, const SamplingPar
     probs = probs.masked_fill(before >= p.top_p, 0.0);
     probs = probs / probs.sum(-1, true);
   }
-  const Tensor uniforms = torch::rand({b, 1}, generator, torch::TensorOptions().dtype(torch::kFloat32)).to(probs.device());
+  const Tensor uniforms = uniforms_cpu.to(probs.device());
   const Tensor cdf = probs.cumsum(-1);
   Tensor choice = torch::searchsorted(cdf, uniforms * cdf.narrow(-1, cdf.size(-1) - 1, 1)).clamp_max(cdf.size(-1) - 1);
   // Never land on a zero-probability entry (possible only through rounding at the boundary).
@@ -128,7 +142,12 @@ std::vector<GeneratedSequence> generate(CausalLM& model, const text::Tokenizer& 
   }
   ids = ids.to(device);
   mask = mask.to(device);
+  if (!params.row_seeds.empty() && params.row_seeds.size() != prompts.size())
+    throw std::invalid_argument("row_seeds: " + std::to_string(params.row_seeds.size()) + " seeds for " +
+                                std::to_string(prompts.size()) + " prompts");
   auto generator = at::detail::createCPUGenerator(params.seed);
+  std::vector<RowStream> streams;
+  for (uint64_t seed : params.row_seeds) streams.push_back({seed});
 
   std::optional<KVCache> cache;
   if (params.use_kv_cache)
@@ -143,7 +162,18 @@ std::vector<GeneratedSequence> generate(CausalLM& model, const text::Tokenizer& 
   for (int64_t i = 0; i < B; ++i) rows[i] = i;
   std::vector<std::string> response_bytes(B);
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
-    auto [tokens, logprobs] = sample_rows(next_logits, params, generator);
+    Tensor uniforms;
+    if (params.temperature > 0) {
+      if (streams.empty()) {
+        uniforms = torch::rand({static_cast<int64_t>(rows.size()), 1}, generator,
+                               torch::TensorOptions().dtype(torch::kFloat32));
+      } else {
+        uniforms = torch::empty({static_cast<int64_t>(rows.size()), 1}, torch::kFloat32);
+        float* u = uniforms.data_ptr<float>();
+        for (size_t r = 0; r < rows.size(); ++r) u[r] = streams[rows[r]].next();
+      }
+    }
+    auto [tokens, logprobs] = sample_rows(next_logits, params, uniforms);
     const Tensor tokens_cpu = tokens.to(torch::kCPU, torch::kLong).contiguous();
     const Tensor logprobs_cpu = logprobs.to(torch::kCPU, torch::kFloat32).contiguous();
     const int64_t* tok = tokens_cpu.data_ptr<int64_t>();

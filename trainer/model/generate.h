@@ -20,6 +20,10 @@ struct SamplingParams {
   std::vector<int32_t> eos_ids;         // empty = the tokenizer's eos_token_ids()
   std::vector<std::string> stop_strings;  // checked on the decoded text of the response
   uint64_t seed = 0;
+  // One seed per prompt: each row then draws from its own stream, so its sample does not depend
+  // on which other prompts share the batch (data parallel ranks, batch splits). Empty: `seed`
+  // seeds one stream for the whole batch.
+  std::vector<uint64_t> row_seeds;
   bool use_kv_cache = true;  // false recomputes the whole prefix each step (reference/benchmark)
 };
 
