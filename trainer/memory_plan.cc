@@ -90,14 +90,14 @@ MemoryPlanInputs memory_plan_inputs(const TrainConfig& config, const ModelShape&
                     (weights == "ema" || weights == "initial" || weights == "model");
   const int64_t prompts_here = (config.rollout.prompts_per_step + in.world_size - 1) / in.world_size;
   in.rollout_rows = prompts_here * config.rollout.group_size;
+  in.train_rows = in.rollout_rows;
+  in.group_rows = config.rollout.group_size;
   in.prompt_tokens = prompt_tokens;
   in.new_tokens = config.rollout.max_new_tokens;
-  // Evaluation generates its own batches; the larger of the two is what the KV cache must hold.
-  const int64_t eval_rows = static_cast<int64_t>(config.eval.batch_prompts) * config.eval.samples;
-  if (!config.data.eval_tasks.empty() &&
-      eval_rows * (prompt_tokens + config.eval.max_new_tokens) > in.rollout_rows * (prompt_tokens + in.new_tokens)) {
-    in.rollout_rows = eval_rows;
-    in.new_tokens = config.eval.max_new_tokens;
+  // Evaluation generates its own batches (every rank the whole eval batch).
+  if (!config.data.eval_tasks.empty()) {
+    in.eval_rows = static_cast<int64_t>(config.eval.batch_prompts) * config.eval.samples;
+    in.eval_new_tokens = config.eval.max_new_tokens;
   }
   in.micro_batch_tokens = config.optim.micro_batch_tokens;
   in.chunk_tokens = config.optim.chunk_tokens;
@@ -134,18 +134,27 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     std::snprintf(d, sizeof d, "AdamW moments, fp32, 1/%d of them", in.world_size);
     add("optimizer state", 2 * shard * 4, d);
     add("master weights", 2 * shard * 4, "fp32 slice + its gradient");
-    add("collective buffers", 2 * kBucketElements * 4 * std::max(2.0, N), "bucketed reduce / gather");
+    add("collective buffers", 2 * std::min(kBucketElements, shard) * 4 * std::max(2.0, N), "bucketed reduce / gather");
   }
   add("teacher copy", in.teacher_copy ? P * pb : 0, in.teacher_copy ? "ema / initial / model teacher weights" : "none (teacher is the student or remote)");
   const double seq = static_cast<double>(in.prompt_tokens + in.new_tokens);
-  const double kv = static_cast<double>(in.rollout_rows) * seq * s.layers * 2 * s.kv_heads * s.head_dim * cb;
-  std::snprintf(d, sizeof d, "%lld rows x %.0f tokens x %lld layers", static_cast<long long>(in.rollout_rows), seq,
-                static_cast<long long>(s.layers));
+  // The cache holds the larger of a rollout batch and an evaluation batch.
+  double kv_rows = static_cast<double>(in.rollout_rows), kv_seq = seq;
+  const double eval_seq = static_cast<double>(in.prompt_tokens + in.eval_new_tokens);
+  const bool eval_larger = static_cast<double>(in.eval_rows) * eval_seq > kv_rows * kv_seq;
+  if (eval_larger) kv_rows = static_cast<double>(in.eval_rows), kv_seq = eval_seq;
+  const double kv = kv_rows * kv_seq * s.layers * 2 * s.kv_heads * s.head_dim * cb;
+  std::snprintf(d, sizeof d, "%.0f rows x %.0f tokens x %lld layers%s", kv_rows, kv_seq, static_cast<long long>(s.layers),
+                eval_larger ? " (an evaluation batch)" : "");
   add("kv cache", kv, d);
-  add("sampling buffers", static_cast<double>(in.rollout_rows) * s.vocab * 4 * 4, "next-token logits, softmax, cdf");
+  add("sampling buffers", kv_rows * s.vocab * 4 * 4, "next-token logits, softmax, cdf");
   // Saved activations per token and layer (elements): norms' inputs and outputs, q/k/v before and
   // after RoPE, the attention output, the MLP's gate, up, activation and product.
-  const double T = static_cast<double>(in.micro_batch_tokens);
+  // A micro-batch is whole prompt groups up to micro_batch_tokens (at least one group), and never
+  // more than the rank's batch.
+  const double group_tokens = static_cast<double>(in.group_rows) * seq;
+  const double T = std::min(static_cast<double>(in.train_rows) * seq,
+                            std::max(static_cast<double>(in.micro_batch_tokens), group_tokens));
   const double per_token_layer = 6.0 * s.hidden + 3.0 * s.heads * s.head_dim + 3.0 * s.kv_heads * s.head_dim + 4.0 * s.intermediate;
   // Unfused attention keeps scores and probabilities: heads x (tokens in the micro-batch) x (sequence).
   const double scores = in.fused_attention ? 0.0 : 2.0 * s.heads * T * std::min(seq, T) * cb;
@@ -218,12 +227,18 @@ std::string memory_shortfall(const MemoryPlanInputs& in, double budget, std::str
   if (in.micro_batch_tokens >= 2048)
     candidate("optim.micro_batch_tokens", std::to_string(in.micro_batch_tokens / 2),
               [](MemoryPlanInputs& c) { c.micro_batch_tokens /= 2; });
-  if (in.rollout_rows >= 2)
-    candidate("rollout.prompts_per_step", "half of it", [](MemoryPlanInputs& c) { c.rollout_rows /= 2; });
+  if (in.rollout_rows >= 2 * in.group_rows)
+    candidate("rollout.prompts_per_step", "half of it", [](MemoryPlanInputs& c) {
+      c.rollout_rows /= 2;
+      c.train_rows /= 2;
+    });
+  if (in.eval_rows >= 2)
+    candidate("eval.batch_prompts", "half of it", [](MemoryPlanInputs& c) { c.eval_rows /= 2; });
   candidate("WORLD_SIZE", std::to_string(in.world_size * 2) + " with zero_stage 2", [](MemoryPlanInputs& c) {
     c.world_size *= 2;
     c.zero_stage = 2;
-    c.rollout_rows = std::max<int64_t>(1, c.rollout_rows / 2);
+    c.rollout_rows = std::max<int64_t>(c.group_rows, c.rollout_rows / 2);
+    c.train_rows = c.rollout_rows;
   });
   std::ostringstream out;
   char text[256];
