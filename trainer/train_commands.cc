@@ -91,7 +91,15 @@ void add_memory_plan_command(CLI::App& app, int& exit_code) {
         std::cout << "smallest world size (a power of two) that fits " << args->memory_gb << " GB per rank: " << needed
                   << "\n";
       } else {
-        std::cout << "no world size up to 1024 fits " << args->memory_gb << " GB per rank\n";
+        // What no number of ranks divides: with zero_stage <= 2 every rank holds the weights, their
+        // gradients, the teacher copy and its own activations whole.
+        const auto at_scale = plan_memory(memory_plan_inputs(config, shape, 1024, args->prompt_tokens, fused));
+        const double floor = at_scale.bytes("weights") + at_scale.bytes("gradients") + at_scale.bytes("teacher copy") +
+                             at_scale.bytes("activations");
+        std::cout << "no world size up to 1024 fits " << args->memory_gb << " GB per rank: weights, gradients, the "
+                  << "teacher copy and one micro-batch's activations are " << floor / 1e9
+                  << " GB on every rank however many there are (parameter sharding, zero_stage 3, is not built); "
+                  << "lower rollout.group_size or optim.micro_batch_tokens, or use teacher.weights=current\n";
       }
       return shortfall.empty() ? 0 : 1;
     });
