@@ -190,7 +190,10 @@ DistributedEnv distributed_env_from_environment() {
 }
 
 std::unique_ptr<Communicator> make_communicator(const DistributedEnv& env, torch::Device device) {
-  if (env.world_size <= 1) return std::make_unique<SingleProcess>();
+  // DISTIL_PROCESS_GROUP=1 runs even one process through the real engine (a one-GPU machine can
+  // then exercise the NCCL path, which refuses two ranks on one GPU).
+  const char* force = std::getenv("DISTIL_PROCESS_GROUP");
+  if (env.world_size <= 1 && !(force && std::string(force) == "1")) return std::make_unique<SingleProcess>();
   if (device.is_cuda()) {
 #ifdef DISTIL_WITH_NCCL
     return make_nccl(env);
@@ -274,8 +277,9 @@ double ShardedAdamW::reduce_gradients() {
   auto slice = torch::zeros({shard_numel_}, options);
   const int64_t world = comm_.world_size();
   // Window w of every rank's shard: rank r's part is [r * shard + w0, r * shard + w1).
-  for (int64_t w0 = 0; w0 < shard_numel_; w0 += kBucketElements) {
-    const int64_t w1 = std::min(shard_numel_, w0 + kBucketElements), width = w1 - w0;
+  const int64_t step = std::max<int64_t>(1, kBucketElements / world);  // a window holds kBucketElements in all
+  for (int64_t w0 = 0; w0 < shard_numel_; w0 += step) {
+    const int64_t w1 = std::min(shard_numel_, w0 + step), width = w1 - w0;
     auto window = torch::zeros({width * world}, options);
     for (int64_t r = 0; r < world; ++r) {
       const int64_t base = r * shard_numel_;
@@ -312,8 +316,9 @@ void ShardedAdamW::publish_master() {
   torch::NoGradGuard no_grad;
   const int64_t world = comm_.world_size();
   const auto master = master_.detach();
-  for (int64_t w0 = 0; w0 < shard_numel_; w0 += kBucketElements) {
-    const int64_t w1 = std::min(shard_numel_, w0 + kBucketElements), width = w1 - w0;
+  const int64_t step = std::max<int64_t>(1, kBucketElements / world);
+  for (int64_t w0 = 0; w0 < shard_numel_; w0 += step) {
+    const int64_t w1 = std::min(shard_numel_, w0 + step), width = w1 - w0;
     auto window = torch::empty({width * world}, master.options());
     comm_.all_gather(master.narrow(0, w0, width), window);
     for (int64_t r = 0; r < world; ++r) {

@@ -50,7 +50,7 @@ class Communicator {
   void barrier();
 };
 
-// world_size 1 -> a no-op communicator. Otherwise a c10d process group for `device`: NCCL for
+// world_size 1 -> a no-op communicator (unless DISTIL_PROCESS_GROUP=1). Otherwise a c10d process group for `device`: NCCL for
 // cuda (in a build with NCCL; otherwise an error), Gloo for cpu. Gloo binds to the interface
 // named by GLOO_SOCKET_IFNAME when set, else to the address that reaches MASTER_ADDR's host.
 std::unique_ptr<Communicator> make_communicator(const DistributedEnv& env, torch::Device device);

@@ -134,7 +134,8 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     std::snprintf(d, sizeof d, "AdamW moments, fp32, 1/%d of them", in.world_size);
     add("optimizer state", 2 * shard * 4, d);
     add("master weights", 2 * shard * 4, "fp32 slice + its gradient");
-    add("collective buffers", 2 * std::min(kBucketElements, shard) * 4 * std::max(2.0, N), "bucketed reduce / gather");
+    // A window and its reduced copy, kBucketElements in all (distributed.cc).
+    add("collective buffers", 2 * std::min(kBucketElements, shard * N) * 4, "windowed reduce / gather");
   }
   add("teacher copy", in.teacher_copy ? P * pb : 0, in.teacher_copy ? "ema / initial / model teacher weights" : "none (teacher is the student or remote)");
   const double seq = static_cast<double>(in.prompt_tokens + in.new_tokens);

@@ -96,8 +96,10 @@ void add_memory_plan_command(CLI::App& app, int& exit_code) {
         const auto at_scale = plan_memory(memory_plan_inputs(config, shape, 1024, args->prompt_tokens, fused));
         const double floor = at_scale.bytes("weights") + at_scale.bytes("gradients") + at_scale.bytes("teacher copy") +
                              at_scale.bytes("activations");
+        char gb[32];
+        std::snprintf(gb, sizeof gb, "%.1f", floor / 1e9);
         std::cout << "no world size up to 1024 fits " << args->memory_gb << " GB per rank: weights, gradients, the "
-                  << "teacher copy and one micro-batch's activations are " << floor / 1e9
+                  << "teacher copy and one micro-batch's activations are " << gb
                   << " GB on every rank however many there are (parameter sharding, zero_stage 3, is not built); "
                   << "lower rollout.group_size or optim.micro_batch_tokens, or use teacher.weights=current\n";
       }

@@ -539,6 +539,7 @@ class DataParallelEndToEnd : public TrainEndToEnd {
     std::vector<std::string> overrides = {
         "model.path=" + base_model.string(), "data.train_tasks=[" + tasks_file.string() + "]",
         "env.endpoints=[" + server.url + "]", "algo.objective=" + objective, "rollout.prompts_per_step=4",
+        "model.device=cpu",  // Gloo on CPU; on a one-GPU machine two ranks would need two GPUs
         "rollout.group_size=3", "rollout.max_new_tokens=24", "algo.top_k=5", "optim.lr=0.003",
         "train.steps=3", "train.progress=false", "checkpoint.every=0", "train.output_dir=" + (root / run).string()};
     overrides.insert(overrides.end(), extra.begin(), extra.end());
