@@ -8,7 +8,7 @@
 #include <random>
 #include <sstream>
 
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/text/chat.h"
 #include "trainer/text/chat_templates.h"
 #include "trainer/text/jinja.h"

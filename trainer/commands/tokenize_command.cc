@@ -3,7 +3,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/text/chat.h"
 #include "trainer/text/tokenizer.h"
 
