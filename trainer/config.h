@@ -1,6 +1,7 @@
 // The training configuration: one YAML document with every setting (defaults in
-// configs/default.yaml, which is this file's kDefaultConfigYaml), overridden by a user file and by
-// `--set key.sub=value`. Unknown keys and bad values are errors naming the key.
+// configs/default.yaml, embedded at build time as kDefaultConfigYaml), overridden by a user file
+// and by `--set key.sub=value`. Unknown keys and bad values are errors naming the key. Every key
+// is one row of the table in config.cc (name, type, default, doc, check).
 #pragma once
 
 #include <stdexcept>
@@ -67,7 +68,6 @@ struct AlgoSection {
   int top_k = 20;
   int sdpo_top_k = 100;
   int off_policy_minibatches = 1;
-  std::string sft_source = "successful";  // successful | reference
 };
 
 struct TeacherSection {
@@ -158,8 +158,22 @@ struct TrainConfig {
   std::string resolved_teacher_context() const;
 };
 
-// The documented defaults (identical to configs/default.yaml).
+// configs/default.yaml, embedded at build time: the defaults every configuration starts from.
 extern const char* const kDefaultConfigYaml;
+
+// One row of the key table, for documentation and for the test that the table and
+// configs/default.yaml agree.
+struct ConfigKey {
+  std::string name;          // "section.key"
+  std::string type;          // what a value may be, in words ("integer", "one of a | b", ...)
+  std::string default_yaml;  // the default as configs/default.yaml writes it
+  std::string doc;           // the comment beside it there ("" = none)
+};
+// Every key, in the order of configs/default.yaml.
+std::vector<ConfigKey> config_keys();
+// configs/default.yaml as the table writes it: the header, each section, each key with its
+// default and its doc as a comment.
+std::string documented_default_config();
 
 // Merges the defaults, then each YAML file, then each "key.sub=value" override (value parsed as
 // YAML, so lists are "[a, b]"), validates, and converts. Throws ConfigError naming the key.

@@ -79,7 +79,8 @@ class GrpoObjective : public Objective {
  public:
   using Objective::Objective;
   std::string name() const override { return "grpo"; }
-  bool needs_old_logq() const override { return true; }
+  // On-policy (one update per batch) the ratio is exactly 1 and needs no old pass.
+  bool needs_old_logq(int updates_per_batch) const override { return updates_per_batch > 1; }
 
   LossOutput sequence_loss(const torch::Tensor& logq_sampled, const torch::Tensor&,
                            const SequenceBatch& batch) const override {
@@ -125,7 +126,11 @@ class JsdObjective : public Objective {
   std::string name() const override { return on_student_topk_ ? "sdpo" : "opsd"; }
   bool needs_teacher() const override { return true; }
   bool teacher_scores_student_topk() const override { return on_student_topk_; }
-  bool needs_old_logq() const override { return on_student_topk_; }
+  // sdpo weights each position by the (clipped) importance ratio against the rollout policy.
+  bool needs_old_logq(int) const override { return on_student_topk_; }
+  // sdpo: an EMA of the student; opsd: the initial weights, shown a reference solution.
+  std::string default_teacher_weights() const override { return on_student_topk_ ? "ema" : "initial"; }
+  std::string default_teacher_context() const override { return on_student_topk_ ? "feedback" : "reference"; }
 
   PositionTerms position_terms(const torch::Tensor& student_logp,
                                const PositionTargets& targets) const override {
@@ -176,6 +181,11 @@ class SftObjective : public Objective {
  public:
   using Objective::Objective;
   std::string name() const override { return "sft"; }
+  ResponseSource response_source() const override {
+    return options_.sft_source == SftSource::reference ? ResponseSource::reference_solutions
+                                                       : ResponseSource::policy_samples;
+  }
+  bool trains_on_passed_only() const override { return true; }
 
   LossOutput sequence_loss(const torch::Tensor& logq_sampled, const torch::Tensor&,
                            const SequenceBatch& batch) const override {
@@ -213,21 +223,50 @@ double Objective::normalizer(const SequenceBatch& batch) const {
   return std::max(1.0, batch.mask.sum().item<double>());
 }
 
-std::vector<std::string> objective_names() { return {"distil", "ce", "grpo", "sdpo", "opsd", "sft"}; }
+namespace {
+
+// One row per objective: its name and how to make it.
+struct Registration {
+  const char* name;
+  std::unique_ptr<Objective> (*make)(const ObjectiveOptions&);
+};
+
+const std::vector<Registration>& registry() {
+  static const std::vector<Registration> rows = {
+      {"distil", [](const ObjectiveOptions& o) -> std::unique_ptr<Objective> { return std::make_unique<DistilObjective>(o); }},
+      {"ce",  // DistIL without the future-credit term
+       [](const ObjectiveOptions& o) -> std::unique_ptr<Objective> {
+         auto ce = o;
+         ce.lambda = 0.0;
+         return std::make_unique<DistilObjective>(ce);
+       }},
+      {"grpo", [](const ObjectiveOptions& o) -> std::unique_ptr<Objective> { return std::make_unique<GrpoObjective>(o); }},
+      {"sdpo", [](const ObjectiveOptions& o) -> std::unique_ptr<Objective> { return std::make_unique<JsdObjective>(o, true); }},
+      {"opsd", [](const ObjectiveOptions& o) -> std::unique_ptr<Objective> { return std::make_unique<JsdObjective>(o, false); }},
+      {"sft", [](const ObjectiveOptions& o) -> std::unique_ptr<Objective> { return std::make_unique<SftObjective>(o); }},
+  };
+  return rows;
+}
+
+}  // namespace
+
+std::vector<std::string> objective_names() {
+  std::vector<std::string> names;
+  for (const auto& row : registry()) names.emplace_back(row.name);
+  return names;
+}
 
 std::unique_ptr<Objective> make_objective(const ObjectiveOptions& options) {
-  if (options.name == "distil") return std::make_unique<DistilObjective>(options);
-  if (options.name == "ce") {
-    auto ce = options;
-    ce.lambda = 0.0;
-    return std::make_unique<DistilObjective>(ce);
+  for (const auto& row : registry()) {
+    if (options.name == row.name) return row.make(options);
   }
-  if (options.name == "grpo") return std::make_unique<GrpoObjective>(options);
-  if (options.name == "sdpo") return std::make_unique<JsdObjective>(options, true);
-  if (options.name == "opsd") return std::make_unique<JsdObjective>(options, false);
-  if (options.name == "sft") return std::make_unique<SftObjective>(options);
-  throw std::invalid_argument("algo.objective: unknown objective '" + options.name +
-                              "' (expected distil, ce, grpo, sdpo, opsd or sft)");
+  // "distil, ce, grpo, sdpo, opsd or sft"
+  const auto names = objective_names();
+  std::string expected;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    expected += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  }
+  throw std::invalid_argument("algo.objective: unknown objective '" + options.name + "' (expected " + expected + ")");
 }
 
 torch::Tensor teacher_cross_entropy(const torch::Tensor& student_logp, const torch::Tensor& ids,

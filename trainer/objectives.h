@@ -8,6 +8,10 @@
 //  2. sequence_loss(): from those scalars laid out as [B,T] plus per-sequence data (groups,
 //     rewards, masks), the scalar surrogate whose gradient is the objective's gradient.
 // The training loop runs (1) chunk by chunk and (2) once; tests can run both on any tensor.
+//
+// What the loop has to prepare (a teacher, the student's own top-k, old log-probs, which rollouts
+// count) it asks the objective through the capability methods below; it never compares names. A
+// new objective is one class in objectives.cc and one row in its registry.
 #pragma once
 
 #include <map>
@@ -24,6 +28,11 @@ enum class BaselineMode { none, group_mean };
 // active_tokens: response tokens of the rollouts that take part in the loss (those with a
 // teacher context; SDPO's convention), so the loss scale does not move with the masked fraction.
 enum class Normalizer { active_tokens, tokens, sequences };
+// sft: the responses it imitates. successful: the rollouts that passed; reference: the tasks'
+// reference solutions, with no sampling and no env feedback.
+enum class SftSource { successful, reference };
+// Where the responses of a batch come from.
+enum class ResponseSource { policy_samples, reference_solutions };
 
 struct ObjectiveOptions {
   std::string name = "distil";  // distil | ce | grpo | sdpo | opsd | sft
@@ -41,6 +50,8 @@ struct ObjectiveOptions {
   // sdpo (alpha) / opsd (beta): generalised JSD mixing, 0 forward KL, 1 reverse KL
   double jsd_mix = 0.5;
   double is_clip = 2.0;  // sdpo: importance weight clipped at this value
+  // sft
+  SftSource sft_source = SftSource::successful;
 };
 
 // Per-position inputs, one row per response position, aligned with the student log-prob rows.
@@ -78,10 +89,24 @@ class Objective {
   virtual ~Objective() = default;
   const ObjectiveOptions& options() const { return options_; }
   virtual std::string name() const = 0;
-  // What the loop must supply.
+
+  // --- what the training loop must supply ------------------------------------------------------
+  // Where the batch's responses come from: sampled from the policy and graded by distil-env, or the
+  // tasks' reference solutions (sft with sft_source reference: nothing sampled, no env needed).
+  virtual ResponseSource response_source() const { return ResponseSource::policy_samples; }
+  // A teacher (teacher.weights) and, per response position, its log-probs in targets.
   virtual bool needs_teacher() const { return false; }
+  // The teacher scores the student's own top-k (algo.sdpo_top_k, from a no-grad student pass)
+  // instead of returning its own top-k (algo.top_k). A remote top-k teacher cannot do this.
   virtual bool teacher_scores_student_topk() const { return false; }  // sdpo
-  virtual bool needs_old_logq() const { return false; }               // grpo off-policy, sdpo
+  // log q_old(y_t) of the rollout policy from a no-grad pass before the first update.
+  // updates_per_batch is algo.off_policy_minibatches (1: every update uses the rollout policy).
+  virtual bool needs_old_logq(int /*updates_per_batch*/) const { return false; }  // grpo off-policy, sdpo
+  // Without a teacher: whether only the rollouts that passed take part in the loss (sft) or all.
+  virtual bool trains_on_passed_only() const { return false; }
+  // teacher.weights and teacher.context when the config says "auto".
+  virtual std::string default_teacher_weights() const { return "current"; }
+  virtual std::string default_teacher_context() const { return "feedback"; }
 
   // student_logp: [N,V] log-softmax rows (with grad).
   virtual PositionTerms position_terms(const torch::Tensor& student_logp,
@@ -96,6 +121,7 @@ class Objective {
 
 // Throws std::invalid_argument naming the objective when unknown.
 std::unique_ptr<Objective> make_objective(const ObjectiveOptions& options);
+// The registered names, in registration order.
 std::vector<std::string> objective_names();
 
 // --- building blocks, exposed for tests ----------------------------------------------------------

@@ -272,7 +272,7 @@ struct Trainer::Impl {
       }
     }
 
-    const bool needs_env = !(config.algo.objective.name == "sft" && config.algo.sft_source == "reference");
+    const bool needs_env = objective->response_source() == ResponseSource::policy_samples;
     if (config.env.endpoints.empty() && (needs_env || !eval_tasks.empty())) {
       throw ConfigError("env.endpoints", "at least one distil-env endpoint is required");
     }
@@ -371,7 +371,7 @@ struct Trainer::Impl {
     cursor += global_prompts;
 
     std::vector<Rollout> rollouts;
-    if (config.algo.objective.name == "sft" && config.algo.sft_source == "reference") {
+    if (objective->response_source() == ResponseSource::reference_solutions) {
       for (int i = 0; i < prompts; ++i) {
         const auto& task = train_tasks[batch.task_of_group[i]];
         auto reference = reference_solution(task);
@@ -462,6 +462,8 @@ struct Trainer::Impl {
     double time_teacher = 0, time_old = 0;
   };
 
+  // What the objective needs for a batch (objectives.h), prepared in this order: the student's own
+  // no-grad pass, which rollouts take part in the loss, and the teacher's targets.
   Prepared prepare(const Batch& batch) {
     Prepared p;
     const auto& rs = batch.rollouts;
@@ -475,52 +477,61 @@ struct Trainer::Impl {
     p.targets.sampled = torch::tensor(sampled, torch::kLong);
     p.active = torch::ones({static_cast<int64_t>(rs.size())}, torch::kFloat);
 
-    TokenRows prompts, responses;
-    for (const auto& r : rs) {
-      prompts.push_back(r.prompt_tokens);
-      responses.push_back(r.response_tokens);
-    }
-    // The student's own pass without grad: old log-probs (importance ratios) and, for sdpo, its top-k.
-    const bool want_old = (config.algo.objective.name == "grpo" && config.algo.off_policy_minibatches > 1) ||
-                          config.algo.objective.name == "sdpo";
-    torch::Tensor student_topk;
-    if (want_old && !rs.empty()) {
-      auto start = Clock::now();
-      std::vector<torch::Tensor> old, top;
-      const bool sdpo = objective->teacher_scores_student_topk();
-      for_each_response_logprobs(model, prompts, responses, pad_id, config.optim.chunk_tokens,
-                                 config.optim.micro_batch_tokens, [&](const torch::Tensor& lp, int64_t first) {
-                                   auto rows = p.targets.sampled.slice(0, first, first + lp.size(0)).to(lp.device());
-                                   old.push_back(lp.gather(1, rows.unsqueeze(1)).squeeze(1).cpu());
-                                   if (sdpo) {
-                                     auto k = std::min<int64_t>(config.algo.sdpo_top_k, lp.size(1));
-                                     top.push_back(std::get<1>(lp.topk(k, 1)).cpu());
-                                   }
-                                 });
-      p.old_logq = torch::cat(old);
-      if (sdpo) student_topk = torch::cat(top);
-      p.time_old = seconds_since(start);
-    }
-
-    auto count_active_positions = [&] {
-      p.active_positions = 0;
-      for (std::size_t i = 0; i < rs.size(); ++i) {
-        if (p.active[i].item<float>() > 0.5f) p.active_positions += static_cast<int64_t>(rs[i].response_tokens.size());
-      }
-    };
-    if (config.algo.objective.name == "sft") {
+    const torch::Tensor student_topk = student_pass_without_grad(rs, p);
+    if (objective->trains_on_passed_only()) {
       for (std::size_t i = 0; i < rs.size(); ++i) p.active[i] = rs[i].passed ? 1.0f : 0.0f;
       p.masked = static_cast<int64_t>(rs.size()) - static_cast<int64_t>(p.active.sum().item<double>());
-      count_active_positions();
+      count_active_positions(rs, p);
       return p;
     }
     if (!objective->needs_teacher()) {
       p.active_positions = p.positions;
       return p;
     }
-
     auto start = Clock::now();
-    // Teacher messages per rollout, from its group's siblings.
+    teacher_targets(rs, teacher_messages(rs, p), student_topk, p);
+    count_active_positions(rs, p);
+    p.time_teacher = seconds_since(start);
+    return p;
+  }
+
+  // The student's own pass without grad, when the objective needs it: old log-probs (importance
+  // ratios) into p.old_logq and, when the teacher scores the student's top-k, that top-k
+  // (returned; undefined otherwise).
+  torch::Tensor student_pass_without_grad(const std::vector<Rollout>& rs, Prepared& p) {
+    const bool on_student_topk = objective->teacher_scores_student_topk();
+    const bool wanted = objective->needs_old_logq(config.algo.off_policy_minibatches) || on_student_topk;
+    if (!wanted || rs.empty()) return {};
+    auto start = Clock::now();
+    TokenRows prompts, responses;
+    for (const auto& r : rs) {
+      prompts.push_back(r.prompt_tokens);
+      responses.push_back(r.response_tokens);
+    }
+    std::vector<torch::Tensor> old, top;
+    for_each_response_logprobs(model, prompts, responses, pad_id, config.optim.chunk_tokens,
+                               config.optim.micro_batch_tokens, [&](const torch::Tensor& lp, int64_t first) {
+                                 auto rows = p.targets.sampled.slice(0, first, first + lp.size(0)).to(lp.device());
+                                 old.push_back(lp.gather(1, rows.unsqueeze(1)).squeeze(1).cpu());
+                                 if (on_student_topk) {
+                                   auto k = std::min<int64_t>(config.algo.sdpo_top_k, lp.size(1));
+                                   top.push_back(std::get<1>(lp.topk(k, 1)).cpu());
+                                 }
+                               });
+    p.old_logq = torch::cat(old);
+    p.time_old = seconds_since(start);
+    return on_student_topk ? torch::cat(top) : torch::Tensor();
+  }
+
+  static void count_active_positions(const std::vector<Rollout>& rs, Prepared& p) {
+    p.active_positions = 0;
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      if (p.active[i].item<float>() > 0.5f) p.active_positions += static_cast<int64_t>(rs[i].response_tokens.size());
+    }
+  }
+
+  // The teacher's message per rollout, from its group's siblings (nullopt: no context, masked).
+  std::vector<std::optional<std::string>> teacher_messages(const std::vector<Rollout>& rs, Prepared& p) {
     std::vector<std::optional<std::string>> messages(rs.size());
     for (std::size_t begin = 0; begin < rs.size();) {
       std::size_t end = begin;
@@ -538,13 +549,20 @@ struct Trainer::Impl {
       }
       begin = end;
     }
-    const int64_t k = objective->teacher_scores_student_topk() ? student_topk.size(1) : config.algo.top_k;
+    return messages;
+  }
+
+  // Teacher ids and log-probs at every position of the rollouts with a message: the teacher's own
+  // top-k, or its log-probs at the student's top-k. Rollouts without one are made inactive.
+  void teacher_targets(const std::vector<Rollout>& rs, const std::vector<std::optional<std::string>>& messages,
+                       const torch::Tensor& student_topk, Prepared& p) {
+    const bool on_student_topk = objective->teacher_scores_student_topk();
+    const int64_t k = on_student_topk ? student_topk.size(1) : config.algo.top_k;
     const int64_t vocab = model->config().vocab_size;
     const int64_t k_eff = std::min<int64_t>(k, vocab);
     // Inactive rows get a harmless placeholder (uniform over the first k ids); they carry no weight.
-    p.targets.teacher_ids = objective->teacher_scores_student_topk()
-                                ? student_topk.clone()
-                                : torch::arange(k_eff, torch::kLong).unsqueeze(0).repeat({p.positions, 1});
+    p.targets.teacher_ids = on_student_topk ? student_topk.clone()
+                                            : torch::arange(k_eff, torch::kLong).unsqueeze(0).repeat({p.positions, 1});
     p.targets.teacher_logp = torch::full({p.positions, k_eff}, -std::log(static_cast<double>(k_eff)), torch::kFloat);
     TokenRows teacher_prompts, teacher_responses;
     std::vector<std::size_t> scored;
@@ -558,29 +576,25 @@ struct Trainer::Impl {
       teacher_responses.push_back(rs[i].response_tokens);
       scored.push_back(i);
     }
-    if (!scored.empty()) {
-      torch::Tensor ids, logp;
-      if (objective->teacher_scores_student_topk()) {
-        std::vector<torch::Tensor> rows;
-        for (auto i : scored) rows.push_back(student_topk.slice(0, p.offsets[i], p.offsets[i] + rs[i].response_tokens.size()));
-        ids = torch::cat(rows);
-        logp = teacher->logprobs_at(teacher_prompts, teacher_responses, ids);
-      } else {
-        auto top = teacher->topk(teacher_prompts, teacher_responses, k_eff);
-        ids = top.ids;
-        logp = top.logp;
-      }
-      int64_t row = 0;
-      for (auto i : scored) {
-        const int64_t len = static_cast<int64_t>(rs[i].response_tokens.size());
-        p.targets.teacher_ids.slice(0, p.offsets[i], p.offsets[i] + len).copy_(ids.slice(0, row, row + len));
-        p.targets.teacher_logp.slice(0, p.offsets[i], p.offsets[i] + len).copy_(logp.slice(0, row, row + len));
-        row += len;
-      }
+    if (scored.empty()) return;
+    torch::Tensor ids, logp;
+    if (on_student_topk) {
+      std::vector<torch::Tensor> rows;
+      for (auto i : scored) rows.push_back(student_topk.slice(0, p.offsets[i], p.offsets[i] + rs[i].response_tokens.size()));
+      ids = torch::cat(rows);
+      logp = teacher->logprobs_at(teacher_prompts, teacher_responses, ids);
+    } else {
+      auto top = teacher->topk(teacher_prompts, teacher_responses, k_eff);
+      ids = top.ids;
+      logp = top.logp;
     }
-    count_active_positions();
-    p.time_teacher = seconds_since(start);
-    return p;
+    int64_t row = 0;
+    for (auto i : scored) {
+      const int64_t len = static_cast<int64_t>(rs[i].response_tokens.size());
+      p.targets.teacher_ids.slice(0, p.offsets[i], p.offsets[i] + len).copy_(ids.slice(0, row, row + len));
+      p.targets.teacher_logp.slice(0, p.offsets[i], p.offsets[i] + len).copy_(logp.slice(0, row, row + len));
+      row += len;
+    }
   }
 
   // --- student ----------------------------------------------------------------------------------

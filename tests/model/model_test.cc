@@ -53,10 +53,10 @@ ModelConfig tiny_config(const std::string& variant) {
     c.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 16};
     c.rms_norm_eps = 1e-5;
   } else if (variant == "olmo2") {
-    c.family = Family::olmo2;
+    c.family = Family::olmo;
     c.rms_norm_eps = 1e-6;
   } else if (variant == "olmo3") {
-    c.family = Family::olmo2;
+    c.family = Family::olmo;
     c.sliding_window = 4;
     c.sliding_layers = {true, false};
   } else {

@@ -8,7 +8,7 @@
 #include <random>
 #include <sstream>
 
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/text/chat.h"
 #include "trainer/text/chat_templates.h"
 #include "trainer/text/jinja.h"
@@ -398,6 +398,11 @@ TEST(TextChat, Llama3AndOlmoAndPlain) {
             "<|endoftext|><|user|>\nHi\n<|assistant|>\nYo<|endoftext|>\n<|user|>\nQ\n<|assistant|>\n");
   EXPECT_EQ(olmo.render({{"user", "Hi"}, {"assistant", "Yo"}}, false), "<|endoftext|><|user|>\nHi\n<|assistant|>\nYo<|endoftext|>");
   EXPECT_EQ(olmo.end_of_turn(), "<|endoftext|>");
+  // "olmo2" is the format's name; "olmo", its older spelling, still selects it.
+  const auto olmo2 = ChatFormat::from_name("olmo2");
+  EXPECT_EQ(olmo2.name(), "olmo2");
+  EXPECT_EQ(olmo.name(), "olmo2");
+  EXPECT_EQ(olmo2.render({{"user", "Hi"}, {"assistant", "Yo"}}, false), olmo.render({{"user", "Hi"}, {"assistant", "Yo"}}, false));
   const auto plain = ChatFormat::from_name("plain");
   EXPECT_EQ(plain.render({{"system", "S"}, {"user", "Q"}}, true), "S\n\nQ\n\n");
   EXPECT_EQ(plain.render({{"user", "Q"}}, false), "Q");

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "tests/trainer/tfevents_reader.h"
@@ -35,6 +37,87 @@ TEST(Config, ShippedDefaultFileIsTheBuiltInDefaults) {
   EXPECT_EQ(c.algo.top_k, 20);
   EXPECT_EQ(c.rollout.group_size, 4);
   EXPECT_EQ(c.teacher.reprompt_template, "{prompt}{solution}{feedback}\n\nCorrectly solve the original question.");
+}
+
+struct FileKey {
+  std::string name, default_yaml, doc;
+};
+
+// "section:" headers and "  key: value  # doc" lines of configs/default.yaml.
+std::vector<FileKey> keys_of_default_file(const std::string& text) {
+  std::vector<FileKey> keys;
+  std::istringstream lines(text);
+  std::string line, section;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] != ' ') {
+      section = line.substr(0, line.find(':'));
+      continue;
+    }
+    const auto colon = line.find(": ");
+    if (colon == std::string::npos) {
+      ADD_FAILURE() << "not a key line: " << line;
+      continue;
+    }
+    FileKey key{section + "." + line.substr(2, colon - 2), line.substr(colon + 2), ""};
+    bool quoted = false;  // a '#' inside a quoted default is not a comment
+    for (std::size_t i = 0; i < key.default_yaml.size(); ++i) {
+      const char ch = key.default_yaml[i];
+      if (ch == '"' && (i == 0 || key.default_yaml[i - 1] != '\\')) quoted = !quoted;
+      if (ch == '#' && !quoted && i > 0 && key.default_yaml[i - 1] == ' ') {
+        key.doc = key.default_yaml.substr(i + 2);
+        key.default_yaml = key.default_yaml.substr(0, key.default_yaml.find_last_not_of(' ', i - 1) + 1);
+        break;
+      }
+    }
+    keys.push_back(key);
+  }
+  return keys;
+}
+
+// The key table of config.cc drives parsing, validation and the printed configuration;
+// configs/default.yaml (embedded as the defaults) documents it. They must say the same.
+TEST(Config, KeyTableAndDefaultFileAgree) {
+  std::ifstream in(std::string(DISTIL_SOURCE_DIR) + "/configs/default.yaml");
+  ASSERT_TRUE(in) << "configs/default.yaml missing";
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto file = keys_of_default_file(text.str());
+  const auto table = config_keys();
+  ASSERT_FALSE(table.empty());
+  std::map<std::string, FileKey> in_file;
+  for (const auto& k : file) EXPECT_TRUE(in_file.emplace(k.name, k).second) << k.name << " twice in the file";
+  std::set<std::string> in_table;
+  for (const auto& k : table) {
+    EXPECT_TRUE(in_table.insert(k.name).second) << k.name << " twice in the table";
+    const auto it = in_file.find(k.name);
+    if (it == in_file.end()) {
+      ADD_FAILURE() << k.name << " is in the table but not in configs/default.yaml";
+      continue;
+    }
+    EXPECT_EQ(it->second.default_yaml, k.default_yaml) << k.name << ": default";
+    EXPECT_EQ(it->second.doc, k.doc) << k.name << ": doc";
+    // The default as written loads as the key's value.
+    EXPECT_NO_THROW(load_config_text("", {k.name + "=" + k.default_yaml})) << k.name;
+  }
+  for (const auto& k : file) EXPECT_TRUE(in_table.count(k.name)) << k.name << " is in configs/default.yaml but not in the table";
+  // Same order and layout: the table writes the file.
+  EXPECT_EQ(documented_default_config(), text.str());
+  // The printed configuration lists the table's keys, in its order.
+  const auto printed = load_config_text("").yaml;
+  std::size_t at = 0;
+  for (const auto& k : table) {
+    const auto leaf = "\n  " + k.name.substr(k.name.find('.') + 1) + ":";
+    const auto found = printed.find(leaf, at);
+    EXPECT_NE(found, std::string::npos) << k.name << " not printed (in order)";
+    if (found != std::string::npos) at = found;
+  }
+}
+
+TEST(Config, OlmoChatFormatKeepsItsOlderName) {
+  EXPECT_EQ(load_config_text("", {"model.chat_format=olmo2"}).model.chat_format, "olmo2");
+  EXPECT_EQ(load_config_text("", {"model.chat_format=olmo"}).model.chat_format, "olmo");
+  EXPECT_EQ(error_key("", {"model.chat_format=olmo3"}), "model.chat_format");
 }
 
 TEST(Config, FileThenOverridesApplyInOrder) {

@@ -19,7 +19,7 @@ const fs::path kSource = DISTIL_SOURCE_DIR;
 // each family's layout (q/k norms or not, tied embeddings or not).
 TEST(MemoryPlan, ParameterCountEqualsTheModelsOwn) {
   const fs::path dir = fs::path(DISTIL_BINARY_DIR) / "tests" / "trainer" / ("plan-" + std::to_string(getpid()));
-  for (auto family : {model::Family::qwen3, model::Family::llama}) {
+  for (auto family : {model::Family::qwen3, model::Family::llama, model::Family::olmo}) {
     for (bool tied : {true, false}) {
       model::ModelConfig config;
       config.family = family;

@@ -199,5 +199,44 @@ TEST(MakeObjective, UnknownNameIsAnErrorNamingTheKey) {
   }
 }
 
+// The training loop prepares a batch from these answers alone (issue 19 item 1); they are what
+// the names used to decide.
+TEST(MakeObjective, EachObjectiveSaysWhatTheLoopMustSupply) {
+  auto make = [](const std::string& name) {
+    ObjectiveOptions o;
+    o.name = name;
+    return make_objective(o);
+  };
+  for (const std::string name : {"distil", "ce", "sdpo", "opsd"}) {
+    EXPECT_TRUE(make(name)->needs_teacher()) << name;
+    EXPECT_FALSE(make(name)->trains_on_passed_only()) << name;
+  }
+  for (const std::string name : {"grpo", "sft"}) EXPECT_FALSE(make(name)->needs_teacher()) << name;
+  EXPECT_TRUE(make("sdpo")->teacher_scores_student_topk());
+  for (const std::string name : {"distil", "ce", "opsd", "grpo", "sft"}) {
+    EXPECT_FALSE(make(name)->teacher_scores_student_topk()) << name;
+  }
+  EXPECT_FALSE(make("grpo")->needs_old_logq(1));
+  EXPECT_TRUE(make("grpo")->needs_old_logq(2));
+  EXPECT_TRUE(make("sdpo")->needs_old_logq(1));
+  for (const std::string name : {"distil", "ce", "opsd", "sft"}) EXPECT_FALSE(make(name)->needs_old_logq(2)) << name;
+  EXPECT_TRUE(make("sft")->trains_on_passed_only());
+  EXPECT_FALSE(make("grpo")->trains_on_passed_only());
+  for (const auto& name : objective_names()) {
+    EXPECT_EQ(make(name)->response_source(), ResponseSource::policy_samples) << name;
+  }
+  ObjectiveOptions reference;
+  reference.name = "sft";
+  reference.sft_source = SftSource::reference;
+  EXPECT_EQ(make_objective(reference)->response_source(), ResponseSource::reference_solutions);
+  EXPECT_EQ(make("sdpo")->default_teacher_weights(), "ema");
+  EXPECT_EQ(make("opsd")->default_teacher_weights(), "initial");
+  EXPECT_EQ(make("opsd")->default_teacher_context(), "reference");
+  for (const std::string name : {"distil", "ce", "sdpo"}) {
+    EXPECT_EQ(make(name)->default_teacher_context(), "feedback") << name;
+  }
+  EXPECT_EQ(make("distil")->default_teacher_weights(), "current");
+}
+
 }  // namespace
 }  // namespace distil::trainer

@@ -9,7 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "trainer/demo/demo_commands.h"
-#include "trainer/command_errors.h"
+#include "trainer/commands/command_errors.h"
 #include "trainer/config.h"
 #include "trainer/demo/demo_pretrain.h"
 #include "trainer/demo/demo_tasks.h"

@@ -190,7 +190,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   } else if (type == "llama") {
     c.family = Family::llama;
   } else if (type == "olmo2" || type == "olmo3") {
-    c.family = Family::olmo2;
+    c.family = Family::olmo;
   } else {
     throw std::invalid_argument("config.json: model_type \"" + type + "\" is not supported (qwen3, llama, olmo2, olmo3)");
   }
@@ -202,7 +202,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   c.num_key_value_heads = int_or(j, "num_key_value_heads", c.num_attention_heads);
   c.head_dim = int_or(j, "head_dim", 0);
   if (c.head_dim == 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
-  c.rms_norm_eps = number_or(j, "rms_norm_eps", c.family == Family::olmo2 ? 1e-5 : 1e-6);
+  c.rms_norm_eps = number_or(j, "rms_norm_eps", c.family == Family::olmo ? 1e-5 : 1e-6);
   c.tie_word_embeddings = bool_or(j, "tie_word_embeddings", false);
   c.max_position_embeddings = int_or(j, "max_position_embeddings", 4096);
   c.attention_bias = bool_or(j, "attention_bias", false);
@@ -304,7 +304,7 @@ std::string ModelConfig::model_type() const {
   switch (family) {
     case Family::qwen3: return "qwen3";
     case Family::llama: return "llama";
-    case Family::olmo2: return sliding_layers.empty() ? "olmo2" : "olmo3";
+    case Family::olmo: return sliding_layers.empty() ? "olmo2" : "olmo3";
   }
   return "qwen3";
 }
@@ -402,30 +402,42 @@ void KVCache::select_rows(const torch::Tensor& rows) {
 
 struct CausalLMImpl::Layer {
   Tensor qkv_weight, qkv_bias, o_weight;
-  Tensor q_norm, k_norm;  // Qwen3: [head_dim]; OLMo 2: [heads * head_dim], [kv_heads * head_dim]
+  Tensor q_norm, k_norm;  // Qwen3: [head_dim]; OLMo 2/3: [heads * head_dim], [kv_heads * head_dim]
   Tensor gate_up_weight, down_weight;
   Tensor input_norm;      // Qwen3/Llama only: before attention
-  Tensor post_attn_norm;  // Qwen3/Llama: before the MLP; OLMo 2: on the attention output
-  Tensor post_mlp_norm;   // OLMo 2 only: on the MLP output
+  Tensor post_attn_norm;  // Qwen3/Llama: before the MLP; OLMo 2/3: on the attention output
+  Tensor post_mlp_norm;   // OLMo 2/3 only: on the MLP output
   bool sliding = false;
 };
 
+namespace {
+
+// RoPE tables and attention masks of one forward: T queries at positions [start, start + T) of
+// the sequence, over the keys [0, S = start + T). `rows` is B, or 1 when every row of the batch
+// has the same positions and mask.
+struct PositionTables {
+  Tensor cos, sin;          // [rows, T, 1, D] in the compute dtype; sin is [-sin, sin] (see RopeFunction)
+  Tensor allowed;           // [rows, 1, 1, T, S] bool: which keys each query attends to
+  Tensor allowed_sliding;   // same, restricted to the sliding window (OLMo 3), or undefined
+  // LibTorch 1.x only (no scaled_dot_product_attention): the same masks as additive 0/-inf biases
+  // shaped for grouped-query scores [B*KV or 1, rep*T, S]; undefined with LibTorch 2.
+  Tensor additive, additive_sliding;
+};
+
+}  // namespace
+
+// The tables of the last unpadded, uncached forward, reused while (T, device, dtype) stay the same.
 struct CausalLMImpl::StaticInputs {
   std::mutex mutex;
   int64_t length = 0;
-  torch::Tensor cos, sin, allowed, allowed_sliding, additive, additive_sliding;
+  PositionTables tables;
 };
 
 namespace {
 
 // Everything one layer needs besides its weights.
 struct LayerInputs {
-  Tensor cos, sin;          // [B or 1, T, 1, D] in the compute dtype; sin is [-sin, sin] (see RopeFunction)
-  Tensor allowed;           // [B, 1, 1, T, S] bool: which keys each query attends to
-  Tensor allowed_sliding;   // same, restricted to the sliding window (OLMo 3), or undefined
-  // The same masks as additive 0/-inf biases shaped for grouped-query scores [B*KV or 1, rep*T, S]
-  // (built once per forward, used by the LibTorch 1.x attention path).
-  Tensor additive, additive_sliding;
+  PositionTables tables;
   bool causal_dense = false;  // no padding, no cache: plain causal attention (fast SDPA path)
   KVCache* cache = nullptr;
   int64_t layer_index = 0;
@@ -507,7 +519,7 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
   const auto dtype = x.scalar_type();
   const auto w = [&](const Tensor& t) { return t.scalar_type() == dtype ? t : t.to(dtype); };
   const int64_t B = x.size(0), T = x.size(1), H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
-  const bool olmo = c.family == Family::olmo2;
+  const bool olmo = c.family == Family::olmo;
   const double eps = c.rms_norm_eps;
 
   const Tensor attn_in = olmo ? x : rms_norm(x, L.input_norm, eps, false);
@@ -526,7 +538,7 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
     const Tensor weight = torch::cat({L.q_norm.expand({H, D}), L.k_norm.expand({KV, D})}, 0);
     qk = rms_norm(qk, weight, eps, false);
   }
-  qk = apply_rope(qk, in.cos, in.sin);
+  qk = apply_rope(qk, in.tables.cos, in.tables.sin);
   const auto q_k = qk.split_with_sizes({H, KV}, 2);
   const Tensor q = q_k[0].transpose(1, 2);
   Tensor k = q_k[1].transpose(1, 2);
@@ -540,10 +552,11 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
     k = keys.narrow(2, 0, in.start + T);
     v = values.narrow(2, 0, in.start + T);
   }
-  const bool sliding = L.sliding && in.allowed_sliding.defined();
+  const PositionTables& t = in.tables;
+  const bool sliding = L.sliding && t.allowed_sliding.defined();
   if (sliding) causal_dense = false;
-  const Tensor attn = attention_core(q, k, v, sliding ? in.allowed_sliding : in.allowed,
-                                     sliding ? in.additive_sliding : in.additive, causal_dense)
+  const Tensor attn = attention_core(q, k, v, sliding ? t.allowed_sliding : t.allowed,
+                                     sliding ? t.additive_sliding : t.additive, causal_dense)
                           .transpose(1, 2)
                           .reshape({B, T, H * D});
   Tensor attn_out = project(attn, w(L.o_weight));
@@ -563,45 +576,146 @@ Tensor layer_forward(const CausalLMImpl::Layer& L, const ModelConfig& c, const T
 
 // Gradient checkpointing: forward without storing activations; backward recomputes the layer with
 // grad enabled and backpropagates through it (parameter gradients accumulate into .grad).
+//
+// What the recomputation needs besides the layer's input travels in the autograd context as one
+// ref-counted object (an IValue capsule): the node shares ownership of the layer's weights and
+// keeps its own copies of the config and tables, so nothing it points to can go away before
+// backward runs.
+struct CheckpointState : torch::CustomClassHolder {
+  std::shared_ptr<const CausalLMImpl::Layer> layer;
+  ModelConfig config;
+  LayerInputs inputs;  // never a cache: layers are checkpointed only without one
+};
+
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
-  static Tensor forward(torch::autograd::AutogradContext* ctx, Tensor x, const CausalLMImpl::Layer* layer,
-                        const ModelConfig* config, const LayerInputs* inputs) {
-    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
-    ctx->saved_data["config"] = reinterpret_cast<int64_t>(config);
-    ctx->saved_data["cos"] = inputs->cos;
-    ctx->saved_data["sin"] = inputs->sin;
-    ctx->saved_data["allowed"] = inputs->allowed;
-    ctx->saved_data["allowed_sliding"] = inputs->allowed_sliding;
-    ctx->saved_data["additive"] = inputs->additive;
-    ctx->saved_data["additive_sliding"] = inputs->additive_sliding;
-    ctx->saved_data["causal_dense"] = inputs->causal_dense;
+  static Tensor forward(torch::autograd::AutogradContext* ctx, Tensor x, c10::intrusive_ptr<CheckpointState> state) {
     ctx->save_for_backward({x});
-    return layer_forward(*layer, *config, x, *inputs);
+    Tensor out = layer_forward(*state->layer, state->config, x, state->inputs);
+    ctx->saved_data["state"] = c10::IValue::make_capsule(std::move(state));
+    return out;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const auto* layer = reinterpret_cast<const CausalLMImpl::Layer*>(ctx->saved_data["layer"].toInt());
-    const auto* config = reinterpret_cast<const ModelConfig*>(ctx->saved_data["config"].toInt());
-    LayerInputs inputs;
-    inputs.cos = ctx->saved_data["cos"].toTensor();
-    inputs.sin = ctx->saved_data["sin"].toTensor();
-    inputs.allowed = ctx->saved_data["allowed"].toTensor();
-    const auto sliding = ctx->saved_data["allowed_sliding"];
-    if (sliding.isTensor()) inputs.allowed_sliding = sliding.toTensor();
-    inputs.additive = ctx->saved_data["additive"].toTensor();
-    const auto additive_sliding = ctx->saved_data["additive_sliding"];
-    if (additive_sliding.isTensor()) inputs.additive_sliding = additive_sliding.toTensor();
-    inputs.causal_dense = ctx->saved_data["causal_dense"].toBool();
+    const auto state = c10::dynamic_intrusive_pointer_cast<CheckpointState>(ctx->saved_data["state"].toCapsule());
+    TORCH_CHECK(state, "checkpointed layer: its saved state is missing");
     Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     Tensor out;
     {
       torch::AutoGradMode enable(true);
-      out = layer_forward(*layer, *config, x, inputs);
+      out = layer_forward(*state->layer, state->config, x, state->inputs);
     }
     torch::autograd::backward({out}, {grads[0]});
-    return {x.grad(), Tensor(), Tensor(), Tensor()};
+    return {x.grad(), Tensor()};
   }
 };
+
+Tensor checkpointed_layer_forward(const std::shared_ptr<CausalLMImpl::Layer>& layer, const ModelConfig& config,
+                                  const Tensor& x, const LayerInputs& inputs) {
+  TORCH_CHECK(inputs.cache == nullptr, "gradient checkpointing runs without a KV cache");
+  auto state = c10::make_intrusive<CheckpointState>();
+  state->layer = layer;
+  state->config = config;
+  state->inputs = inputs;
+  return CheckpointedLayer::apply(x, std::move(state));
+}
+
+// --- the pieces of hidden_states
+
+// Shapes, cache fit, and the batch size the cache was allocated for; throws std::invalid_argument.
+void check_forward_arguments(const Tensor& input_ids, const Tensor& attention_mask, const KVCache* cache,
+                             std::size_t layers) {
+  if (input_ids.dim() != 2) throw std::invalid_argument("input_ids must be [batch, time]");
+  if (!attention_mask.defined() || attention_mask.sizes() != input_ids.sizes())
+    throw std::invalid_argument("attention_mask must have the shape of input_ids");
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  if (B == 0 || T == 0) throw std::invalid_argument("input_ids must not be empty");
+  if (!cache) return;
+  if (cache->keys.size() != layers || cache->attention_mask.size(0) != B)
+    throw std::invalid_argument("KV cache was allocated for another model or batch size");
+  if (cache->length + T > cache->capacity)
+    throw std::invalid_argument("KV cache full: " + std::to_string(cache->length) + " + " + std::to_string(T) +
+                                " > capacity " + std::to_string(cache->capacity));
+}
+
+// Checks every id is in [0, vocab_size) and returns whether no position (new or cached) is
+// padding, with one device-to-host transfer for both.
+bool ids_in_range_and_unpadded(const Tensor& ids, const Tensor& mask, const KVCache* cache, int64_t vocab_size) {
+  const int64_t start = cache ? cache->length : 0;
+  std::vector<Tensor> checks = {ids.min(), ids.max(), mask.min()};
+  if (start > 0) checks.push_back(cache->attention_mask.narrow(1, 0, start).min());
+  const auto values = torch::stack(checks).cpu();
+  const auto* v = values.data_ptr<int64_t>();  // a CPU copy
+  if (v[0] < 0 || v[1] >= vocab_size)
+    throw std::invalid_argument("input_ids hold a token id outside [0, vocab_size=" + std::to_string(vocab_size) + ")");
+  return v[2] == 1 && (start == 0 || v[3] == 1);
+}
+
+// LibTorch 1.x: additive 0/-inf form of `allowed` [B,1,1,T,S] for grouped scores; one shared row
+// block when every row of the batch has the same mask (no padding). LibTorch 2: nothing to add.
+void add_additive_masks(PositionTables& t, const ModelConfig& c, bool rows_identical, torch::Dtype dtype) {
+#if TORCH_VERSION_MAJOR < 2
+  const int64_t kv = c.num_key_value_heads, rep = c.num_attention_heads / kv;
+  t.additive = additive_mask(t.allowed, kv, rep, rows_identical, dtype);
+  if (t.allowed_sliding.defined()) t.additive_sliding = additive_mask(t.allowed_sliding, kv, rep, rows_identical, dtype);
+#else
+  (void)t, (void)c, (void)rows_identical, (void)dtype;
+#endif
+}
+
+// positions [rows, T]: the RoPE position of each query; key_mask [rows, S]: 1 for a real key.
+PositionTables position_tables(const ModelConfig& c, const Tensor& inv_freq, const Tensor& positions,
+                               const Tensor& key_mask, int64_t start, bool rows_identical, torch::Dtype dtype) {
+  const int64_t rows = positions.size(0), T = positions.size(1), S = start + T;
+  PositionTables t;
+  const Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [rows, T, D/2]
+  t.cos = torch::cat({freqs, freqs}, -1).cos().unsqueeze(2).to(dtype);         // [rows, T, 1, D]
+  const Tensor sin = freqs.sin();
+  t.sin = torch::cat({-sin, sin}, -1).unsqueeze(2).to(dtype);
+  const auto long_options = torch::TensorOptions().device(positions.device()).dtype(torch::kLong);
+  const Tensor query_index = torch::arange(start, S, long_options).view({T, 1});
+  const Tensor key_index = torch::arange(0, S, long_options).view({1, S});
+  const Tensor causal = key_index <= query_index;  // [T, S]
+  const Tensor diagonal = key_index == query_index;
+  // Padding queries attend to themselves so no row is empty (their outputs are never used).
+  t.allowed = causal.logical_and(key_mask.to(torch::kBool).view({rows, 1, S})).logical_or(diagonal).view({rows, 1, 1, T, S});
+  if (c.sliding_window > 0 && !c.sliding_layers.empty())
+    t.allowed_sliding = t.allowed.logical_and((key_index > query_index - c.sliding_window).view({1, 1, 1, T, S}));
+  add_additive_masks(t, c, rows_identical, dtype);
+  return t;
+}
+
+// Unpadded and uncached (training, scoring): positions 0..T-1 in every row, so the tables depend
+// on (T, device, dtype) only and are reused from the previous such call.
+PositionTables unpadded_tables(CausalLMImpl::StaticInputs& reuse, const ModelConfig& c, const Tensor& inv_freq,
+                               int64_t T, torch::Dtype dtype) {
+  std::lock_guard<std::mutex> lock(reuse.mutex);
+  const auto device = inv_freq.device();
+  const Tensor& cos = reuse.tables.cos;
+  if (cos.defined() && reuse.length == T && cos.device() == device && cos.scalar_type() == dtype) return reuse.tables;
+  // Normal tensors even when this call runs under InferenceMode, so that a later training forward
+  // may save them for backward.
+  c10::InferenceMode normal_tensors(false);
+  const auto long_options = torch::TensorOptions().device(device).dtype(torch::kLong);
+  reuse.tables = position_tables(c, inv_freq, torch::arange(0, T, long_options).view({1, T}),
+                                 torch::ones({1, T}, long_options), /*start=*/0, /*rows_identical=*/true, dtype);
+  reuse.length = T;
+  return reuse.tables;
+}
+
+// Padded or cached: each row's RoPE positions count its real tokens (after the ones already in
+// the cache) and its keys are its real positions. Appends the new mask and positions to the cache.
+PositionTables per_row_tables(const ModelConfig& c, const Tensor& inv_freq, const Tensor& mask, KVCache* cache,
+                              bool no_padding, torch::Dtype dtype) {
+  const int64_t start = cache ? cache->length : 0, T = mask.size(1);
+  Tensor key_mask = mask, positions = mask.cumsum(1) - 1;
+  if (cache) {
+    cache->attention_mask.narrow(1, start, T).copy_(mask);
+    key_mask = cache->attention_mask.narrow(1, 0, start + T);
+    positions = positions + cache->next_position.unsqueeze(1);
+    cache->next_position += mask.sum(1);
+  }
+  return position_tables(c, inv_freq, positions.clamp_min(0), key_mask, start, no_padding, dtype);
+}
 
 }  // namespace
 
@@ -624,15 +738,15 @@ CausalLMImpl::CausalLMImpl(ModelConfig config, torch::TensorOptions options) : c
     if (c.family == Family::qwen3) {
       L->q_norm = register_parameter(p + "q_norm", empty({D}));
       L->k_norm = register_parameter(p + "k_norm", empty({D}));
-    } else if (c.family == Family::olmo2) {
+    } else if (c.family == Family::olmo) {
       L->q_norm = register_parameter(p + "q_norm", empty({QH * D}));
       L->k_norm = register_parameter(p + "k_norm", empty({KV * D}));
     }
     L->gate_up_weight = register_parameter(p + "gate_up_proj", empty({2 * c.intermediate_size, H}));
     L->down_weight = register_parameter(p + "down_proj", empty({H, c.intermediate_size}));
-    if (c.family != Family::olmo2) L->input_norm = register_parameter(p + "input_norm", empty({H}));
+    if (c.family != Family::olmo) L->input_norm = register_parameter(p + "input_norm", empty({H}));
     L->post_attn_norm = register_parameter(p + "post_attention_norm", empty({H}));
-    if (c.family == Family::olmo2) L->post_mlp_norm = register_parameter(p + "post_feedforward_norm", empty({H}));
+    if (c.family == Family::olmo) L->post_mlp_norm = register_parameter(p + "post_feedforward_norm", empty({H}));
     L->sliding = !c.sliding_layers.empty() && c.sliding_layers[i] && c.sliding_window > 0;
     layers_.push_back(std::move(L));
   }
@@ -651,105 +765,29 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& input_ids, const torch:
 
 torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                           KVCache* cache) {
-  if (input_ids.dim() != 2) throw std::invalid_argument("input_ids must be [batch, time]");
-  if (!attention_mask.defined() || attention_mask.sizes() != input_ids.sizes())
-    throw std::invalid_argument("attention_mask must have the shape of input_ids");
-  const int64_t B = input_ids.size(0), T = input_ids.size(1);
-  if (B == 0 || T == 0) throw std::invalid_argument("input_ids must not be empty");
+  check_forward_arguments(input_ids, attention_mask, cache, layers_.size());
   const auto device = embed_tokens_.device();
   const Tensor ids = input_ids.to(device, torch::kLong);
   const Tensor mask = attention_mask.to(device, torch::kLong);
-  int64_t start = 0;
-  if (cache) {
-    start = cache->length;
-    if (cache->keys.size() != layers_.size() || cache->attention_mask.size(0) != B)
-      throw std::invalid_argument("KV cache was allocated for another model or batch size");
-    if (start + T > cache->capacity)
-      throw std::invalid_argument("KV cache full: " + std::to_string(start) + " + " + std::to_string(T) + " > capacity " +
-                                  std::to_string(cache->capacity));
-  }
-  bool no_padding;
-  {  // one device-to-host transfer for the id range check and the padding test
-    std::vector<Tensor> checks = {ids.min(), ids.max(), mask.min()};
-    if (start > 0) checks.push_back(cache->attention_mask.narrow(1, 0, start).min());
-    const auto values = torch::stack(checks).cpu();
-    const auto* v = values.data_ptr<int64_t>();  // a CPU copy
-    if (v[0] < 0 || v[1] >= config_.vocab_size)
-      throw std::invalid_argument("input_ids hold a token id outside [0, vocab_size=" +
-                                  std::to_string(config_.vocab_size) + ")");
-    no_padding = v[2] == 1 && (start == 0 || v[3] == 1);
-  }
-  const int64_t S = start + T;
+  const bool no_padding = ids_in_range_and_unpadded(ids, mask, cache, config_.vocab_size);
   const auto dtype = compute_dtype_.value_or(embed_tokens_.scalar_type());
+
   LayerInputs in;
   in.cache = cache;
-  in.start = start;
+  in.start = cache ? cache->length : 0;
   in.causal_dense = cache == nullptr && no_padding;
-  // RoPE tables and masks; `rows` is B, or 1 when every row has the same positions and mask.
-  const auto build = [&](const Tensor& positions, const Tensor& key_mask, int64_t rows, bool rows_identical) {
-    const Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * rope_inv_freq_;  // [rows, T, D/2]
-    in.cos = torch::cat({freqs, freqs}, -1).cos().unsqueeze(2).to(dtype);              // [rows, T, 1, D]
-    const Tensor sin = freqs.sin();
-    in.sin = torch::cat({-sin, sin}, -1).unsqueeze(2).to(dtype);
-    const auto long_options = torch::TensorOptions().device(device).dtype(torch::kLong);
-    const Tensor query_index = torch::arange(start, S, long_options).view({T, 1});
-    const Tensor key_index = torch::arange(0, S, long_options).view({1, S});
-    const Tensor causal = key_index <= query_index;  // [T, S]
-    const Tensor diagonal = key_index == query_index;
-    // Padding queries attend to themselves so no row is empty (their outputs are never used).
-    in.allowed = causal.logical_and(key_mask.to(torch::kBool).view({rows, 1, S}))
-                     .logical_or(diagonal)
-                     .view({rows, 1, 1, T, S});
-    in.allowed_sliding = Tensor();
-    if (config_.sliding_window > 0 && !config_.sliding_layers.empty())
-      in.allowed_sliding = in.allowed.logical_and((key_index > query_index - config_.sliding_window).view({1, 1, 1, T, S}));
-#if TORCH_VERSION_MAJOR < 2
-    const int64_t kv = config_.num_key_value_heads, rep = config_.num_attention_heads / kv;
-    in.additive = additive_mask(in.allowed, kv, rep, rows_identical, dtype);
-    if (in.allowed_sliding.defined()) in.additive_sliding = additive_mask(in.allowed_sliding, kv, rep, rows_identical, dtype);
-#else
-    (void)rows_identical;
-#endif
-  };
-  if (in.causal_dense) {
-    // Unpadded and uncached (training, scoring): positions 0..T-1 in every row, so the tables and
-    // masks depend on (T, device, dtype) only and are reused from the previous call.
-    std::lock_guard<std::mutex> lock(static_inputs_->mutex);
-    auto& st = *static_inputs_;
-    if (!st.cos.defined() || st.length != T || st.cos.device() != device || st.cos.scalar_type() != dtype) {
-      // Normal tensors even when this call runs under InferenceMode, so that a later training
-      // forward may save them for backward.
-      c10::InferenceMode normal_tensors(false);
-      const auto long_options = torch::TensorOptions().device(device).dtype(torch::kLong);
-      build(torch::arange(0, T, long_options).view({1, T}), torch::ones({1, T}, long_options), 1, true);
-      st.length = T;
-      st.cos = in.cos, st.sin = in.sin, st.allowed = in.allowed, st.allowed_sliding = in.allowed_sliding;
-      st.additive = in.additive, st.additive_sliding = in.additive_sliding;
-    } else {
-      in.cos = st.cos, in.sin = st.sin, in.allowed = st.allowed, in.allowed_sliding = st.allowed_sliding;
-      in.additive = st.additive, in.additive_sliding = st.additive_sliding;
-    }
-  } else {
-    Tensor key_mask, positions = mask.cumsum(1) - 1;
-    if (cache) {
-      cache->attention_mask.narrow(1, start, T).copy_(mask);
-      key_mask = cache->attention_mask.narrow(1, 0, S);
-      positions = positions + cache->next_position.unsqueeze(1);
-      cache->next_position += mask.sum(1);
-    } else {
-      key_mask = mask;
-    }
-    build(positions.clamp_min(0), key_mask, B, no_padding);
-  }
+  in.tables = in.causal_dense ? unpadded_tables(*static_inputs_, config_, rope_inv_freq_, ids.size(1), dtype)
+                              : per_row_tables(config_, rope_inv_freq_, mask, cache, no_padding, dtype);
+
   Tensor x = F::embedding(ids, embed_tokens_);
   if (x.scalar_type() != dtype) x = x.to(dtype);
   const bool checkpoint = gradient_checkpointing_ && cache == nullptr && torch::GradMode::is_enabled();
   for (size_t i = 0; i < layers_.size(); ++i) {
     in.layer_index = static_cast<int64_t>(i);
-    x = checkpoint ? CheckpointedLayer::apply(x, layers_[i].get(), &config_, &in) : layer_forward(*layers_[i], config_, x, in);
+    x = checkpoint ? checkpointed_layer_forward(layers_[i], config_, x, in) : layer_forward(*layers_[i], config_, x, in);
   }
-  if (cache) cache->length = S;
-  return rms_norm(x, final_norm_, config_.rms_norm_eps, config_.family == Family::olmo2);
+  if (cache) cache->length = in.start + ids.size(1);
+  return rms_norm(x, final_norm_, config_.rms_norm_eps, config_.family == Family::olmo);
 }
 
 // ---------------------------------------------------------------- HF names

@@ -13,7 +13,9 @@
 
 namespace distil::model {
 
-enum class Family { qwen3, llama, olmo2 };
+// olmo: OLMo 2 and OLMo 3, one architecture (model_type "olmo2" / "olmo3"); OLMo 3 adds the
+// sliding-window layers of ModelConfig::sliding_layers.
+enum class Family { qwen3, llama, olmo };
 
 struct RopeScaling {  // Llama 3 ("rope_type": "llama3"); type "" = none
   std::string type;
@@ -50,7 +52,7 @@ struct ModelConfig {
   static ModelConfig from_file(const std::filesystem::path& config_json);
   nlohmann::json to_json() const;  // HF config.json, loadable by transformers
   void validate() const;           // throws std::invalid_argument naming the field
-  std::string model_type() const;  // "qwen3" | "llama" | "olmo2"
+  std::string model_type() const;  // "qwen3" | "llama" | "olmo2" | "olmo3" (olmo with sliding layers)
 };
 
 // Per-layer keys/values preallocated for `capacity` positions, plus the attention mask and the

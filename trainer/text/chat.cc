@@ -30,12 +30,14 @@ ChatFormat ChatFormat::from_name(std::string_view name) {
     return from_template(kLlama31ChatTemplate,
                          {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|eot_id|>"}},
                          "llama3");
-  if (name == "olmo" || name == "olmo2")
+  // OLMo 2 Instruct's format; "olmo" is its older name. OLMo 3 Instruct models ship a ChatML-style
+  // template of their own: use auto (or chatml) for them.
+  if (name == "olmo2" || name == "olmo")
     return from_template(kOlmo2ChatTemplate,
-                         {{"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"}}, "olmo");
+                         {{"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"}}, "olmo2");
   if (name == "plain" || name == "none") return from_template(kPlainChatTemplate, {}, "plain");
   throw std::invalid_argument("unknown chat format \"" + std::string(name) +
-                              "\" (expected auto, chatml, llama3, olmo or plain)");
+                              "\" (expected auto, chatml, llama3, olmo2 or plain)");
 }
 
 ChatFormat ChatFormat::for_model(const Tokenizer& tokenizer, std::string_view choice) {
@@ -44,7 +46,7 @@ ChatFormat ChatFormat::for_model(const Tokenizer& tokenizer, std::string_view ch
     throw std::invalid_argument(
         "chat_format \"auto\": the model has no chat template (no chat_template in "
         "tokenizer_config.json and no "
-        "chat_template.jinja); choose one of chatml, llama3, olmo or plain explicitly");
+        "chat_template.jinja); choose one of chatml, llama3, olmo2 or plain explicitly");
   try {
     return from_template(tokenizer.chat_template(), tokenizer.special_token_texts(), "model");
   } catch (const jinja::Error& e) {

@@ -32,7 +32,8 @@ class ChatFormat {
                                   std::string name = "model");
   // A built-in format: "chatml" (also "qwen", "qwen3"): Qwen3's template, eos <|im_end|>;
   // "llama3" ("llama"): Llama 3.1 Instruct's, bos <|begin_of_text|>, eos <|eot_id|>;
-  // "olmo" ("olmo2"): OLMo 2 Instruct's, bos and eos <|endoftext|>; "plain" ("none"): contents
+  // "olmo2" ("olmo"): OLMo 2 Instruct's, bos and eos <|endoftext|> (OLMo 3 Instruct models ship
+  // their own ChatML-style template: auto); "plain" ("none"): contents
   // joined by blank lines. Throws std::invalid_argument naming an unknown format.
   static ChatFormat from_name(std::string_view name);
   // `choice` "auto": the model's own template with its special tokens (throws

@@ -81,7 +81,7 @@ struct ByteLevelTokenizerSpec {
   std::string eos_token = "<|im_end|>";
   std::string pad_token = "<|endoftext|>";
   std::string bos_token;            // "" = none
-  std::string chat_format = "chatml";  // chatml | llama3 | olmo | plain: template written
+  std::string chat_format = "chatml";  // chatml | llama3 | olmo2 (or olmo) | plain: template written
   // The Qwen2/3 pre-tokenizer regex by default.
   std::string split_regex;
 };

@@ -26,7 +26,7 @@ const char* chat_template_for(std::string_view format) {
            "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
            "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
            "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
-  if (format == "olmo") return kOlmo2ChatTemplate;
+  if (format == "olmo2" || format == "olmo") return kOlmo2ChatTemplate;
   return kPlainChatTemplate;
 }
 

@@ -7,7 +7,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/text/chat.h"
 #include "trainer/text/jinja.h"
 #include "trainer/text/tokenizer.h"
@@ -107,7 +107,7 @@ void add_chat_template_command(CLI::App& app, int& exit_code) {
                   "true or false: passed to the template as enable_thinking (default: not passed)");
   cmd->add_option(
       "--format", options->format,
-      "auto (the model's own template), or a built-in format: chatml, llama3, olmo, plain");
+      "auto (the model's own template), or a built-in format: chatml, llama3, olmo2 (OLMo 2's; also olmo), plain");
   cmd->callback([options, &exit_code] { exit_code = run_chat_template(*options); });
 }
 

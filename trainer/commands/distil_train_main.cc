@@ -1,7 +1,7 @@
 // distil-train: train a language model from rich feedback (DistIL and baselines).
 #include <CLI/CLI.hpp>
 
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/reproducible.h"
 
 int main(int argc, char** argv) {

@@ -3,7 +3,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/text/chat.h"
 #include "trainer/text/tokenizer.h"
 
@@ -79,7 +79,7 @@ void add_tokenize_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--decode", options->decode, "Read a JSON array of ids and print the text");
   cmd->add_flag("--chat", options->chat,
                 "Apply the chat format first (stdin: text as one user message, or a JSON array of messages)");
-  cmd->add_option("--format", options->format, "Chat format: auto (the model's own template), chatml, llama3, olmo, plain (default: auto)");
+  cmd->add_option("--format", options->format, "Chat format: auto (the model's own template), chatml, llama3, olmo2 (OLMo 2's; also olmo), plain (default: auto)");
   cmd->add_flag("--no-thinking", options->no_thinking, "With --chat: enable_thinking=false (Qwen3)");
   cmd->add_flag("--no-special", options->plain_special, "Encode special-token text as ordinary text");
   cmd->add_flag("--skip-special", options->skip_special, "With --decode: leave special tokens out");

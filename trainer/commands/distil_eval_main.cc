@@ -1,7 +1,7 @@
 // distil-eval: sample n responses per held-out prompt, grade them, report avg@n/pass@k/maj@k.
 #include <CLI/CLI.hpp>
 
-#include "trainer/cli.h"
+#include "trainer/commands/cli.h"
 #include "trainer/reproducible.h"
 
 int main(int argc, char** argv) {

@@ -7,8 +7,8 @@
 
 
 #include "env_server/client/feedback_client.h"
-#include "trainer/cli.h"
-#include "trainer/command_errors.h"
+#include "trainer/commands/cli.h"
+#include "trainer/commands/command_errors.h"
 #include "trainer/config.h"
 #include "trainer/evaluate.h"
 #include "trainer/memory_plan.h"
