@@ -1,5 +1,5 @@
 // Math answers: the final answer is extracted from the response (ignoring <think> blocks) and
-// compared with the reference by value (see math_value.cc), not by string.
+// compared with the reference by value (see math_parse.cc and math_compare.cc), not by string.
 #include "graders/builtin_graders.h"
 #include "graders/math_answer.h"
 #include "graders/math_value.h"
