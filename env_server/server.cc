@@ -22,6 +22,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "common/timestamp.h"
 #include "env_server/api_error.h"
 #include "env_server/feedback_request.h"
 #include "env_server/json_input.h"
@@ -61,18 +62,6 @@ std::chrono::steady_clock::duration seconds(double s) {
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-std::string utc_timestamp() {
-  const auto now = std::chrono::system_clock::now();
-  const auto t = std::chrono::system_clock::to_time_t(now);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
 }
 
 // "%2F" -> "/"; malformed escapes are kept literally (they then simply match no task).
@@ -809,7 +798,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void log_request(int status) {
     if (!server_->config.access_log) return;
-    json line = {{"ts", utc_timestamp()},
+    json line = {{"ts", common::timestamp_now(common::TimestampStyle::iso8601_utc)},
                  {"id", current_.id},
                  {"remote", remote_},
                  {"method", current_.method},
@@ -826,7 +815,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // a read or write that timed out in the middle of a request. `during` is "read" or "write".
   void log_transport_error(const char* during, const beast::error_code& ec) {
     if (!server_->config.access_log) return;
-    json line = {{"ts", utc_timestamp()},
+    json line = {{"ts", common::timestamp_now(common::TimestampStyle::iso8601_utc)},
                  {"event", "transport_error"},
                  {"remote", remote_},
                  {"during", during},
