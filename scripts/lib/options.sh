@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables set here are read by the calling script
 # The options scripts/demo.sh and scripts/compare.sh share, parsed once here (sourced, run from
 # the repository root). Each script's --help (its header comment) documents them:
 #   --domain NAME, --config FILE, --set KEY=VALUE (repeatable), --model DIR, --train-tasks F,
