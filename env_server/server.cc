@@ -22,6 +22,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "common/timestamp.h"
 #include "env_server/api_error.h"
 #include "env_server/feedback_request.h"
 #include "env_server/json_input.h"
@@ -63,18 +64,6 @@ double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-std::string utc_timestamp() {
-  const auto now = std::chrono::system_clock::now();
-  const auto t = std::chrono::system_clock::to_time_t(now);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
-}
-
 // "%2F" -> "/"; malformed escapes are kept literally (they then simply match no task).
 std::string percent_decode(std::string_view in) {
   std::string out;
@@ -105,6 +94,12 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
     diff |= static_cast<unsigned char>(x ^ y);
   }
   return diff == 0;
+}
+
+// How a connection ends normally: the peer closed it between requests, or the server cancelled
+// the wait (stopping, or closing the session). Other read and write failures are logged.
+bool normal_close(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted;
 }
 
 // What one graded item produced: the result object or an error object, plus log fields.
@@ -365,13 +360,43 @@ class Session : public std::enable_shared_from_this<Session> {
     json log_fields = json::object();
   };
 
-  // A batch whose items are being graded by several workers at once.
-  struct BatchState {
+  // One admitted request's grading (a single item, a /run_code run, or a batch), shared by the
+  // session's strand and the worker threads that grade it. Its state moves one way, once:
+  //
+  //     grading ──▶ answered
+  //
+  //   grading:  the jobs are queued or running; no answer has been sent.
+  //   answered: the answer was sent: every item finished (finish_single / finish_batch), the
+  //             request deadline passed (on_deadline), or the pool refused the jobs (submit, 429).
+  //
+  // Who moves what: only the session's strand makes the transition, under `mutex`. Worker threads
+  // never change the state; a batch's workers read it (under `mutex`) before starting an item and
+  // skip the item once it is answered. A worker's completion is posted to the strand together with
+  // the Grading it belongs to, so a completion that arrives late (after its deadline answer, or
+  // once the connection has moved on to its next request) finds `answered` and is dropped.
+  struct Grading {
+    enum class State { grading, answered };
+
+    explicit Grading(std::size_t items) : outcomes(items), done(items, false) {}
+
+    // grading -> answered; false if it was answered already. Strand only.
+    bool answer() {
+      std::lock_guard lock(mutex);
+      if (state == State::answered) return false;
+      state = State::answered;
+      return true;
+    }
+    bool answered() {
+      std::lock_guard lock(mutex);
+      return state == State::answered;
+    }
+
     std::mutex mutex;
-    std::vector<ItemOutcome> outcomes;
+    State state = State::grading;
+    bool batch = false;                 // answered with {"results": [...]} rather than one item's body
+    std::vector<ItemOutcome> outcomes;  // batch: per item; single: unused (the outcome is posted)
     std::vector<bool> done;
-    std::size_t remaining = 0;
-    bool abandoned = false;  // answered already (deadline): skip items not yet started
+    std::size_t remaining = 0;  // batch items still with the workers
   };
 
   void wait_for_request() {
@@ -384,7 +409,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_first_bytes(beast::error_code ec, std::size_t n) {
-    if (ec) return close();  // idle timeout, peer closed, or server stopping
+    if (ec) {
+      // The idle timeout, the peer closing, or the server stopping end a connection normally.
+      if (!normal_close(ec) && ec != beast::error::timeout) log_transport_error("read", ec);
+      return close();
+    }
     buffer_.commit(n);
     read_request();
   }
@@ -410,7 +439,10 @@ class Session : public std::enable_shared_from_this<Session> {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       return asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
                                [self = shared_from_this()](beast::error_code error, std::size_t) {
-                                 if (error) return self->close();
+                                 if (error) {
+                                   if (!normal_close(error)) self->log_transport_error("write", error);
+                                   return self->close();
+                                 }
                                  self->read_body();
                                });
     }
@@ -430,10 +462,12 @@ class Session : public std::enable_shared_from_this<Session> {
     current_.start = Clock::now();
     current_.bytes_in = bytes;
     if (ec) {
+      if (normal_close(ec)) return close();
       // A timed-out socket is already closed by tcp_stream: a slow client just loses the connection.
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted ||
-          ec == asio::error::connection_reset || ec == asio::error::eof)
+      if (ec == beast::error::timeout || ec == asio::error::connection_reset) {
+        log_transport_error("read", ec);
         return close();
+      }
       current_.keep_alive = false;
       current_.route = "invalid";
       discard_rest_ = true;
@@ -449,11 +483,61 @@ class Session : public std::enable_shared_from_this<Session> {
                                  .with("limit", server_->config.limits.max_header_bytes));
       if (ec.category() == http::make_error_code(http::error::bad_target).category())
         return respond_error(ApiError(400, "bad_request", "", "malformed HTTP request: " + ec.message()));
+      log_transport_error("read", ec);
       return close();
     }
     phase_ = Phase::handling;
     stream_.expires_never();
     handle(parser_->release());
+  }
+
+  // The one route table: name (as logged and counted in /metrics; a trailing "{id}" matches the
+  // rest of the path, which the handler receives), method, whether the bearer token is needed,
+  // and the handler.
+  struct Route {
+    std::string_view name;
+    http::verb verb;
+    bool needs_auth;
+    void (*handle)(Session&, std::string_view id);
+  };
+
+  static const std::vector<Route>& routes() {
+    static const std::vector<Route> table = {
+        {"/healthz", http::verb::get, false, [](Session& s, std::string_view) { s.respond_json(200, {{"status", "ok"}}); }},
+        {"/readyz", http::verb::get, false,
+         [](Session& s, std::string_view) {
+           const bool ready = s.server_->self_test_passed && !s.server_->stopping;
+           s.respond_json(ready ? 200 : 503, s.server_->readiness());
+         }},
+        {"/metrics", http::verb::get, true, [](Session& s, std::string_view) { s.respond_metrics(); }},
+        {"/v1/limits", http::verb::get, true,
+         [](Session& s, std::string_view) { s.respond_json(200, to_json(s.server_->config)); }},
+        {"/v1/graders", http::verb::get, true, [](Session& s, std::string_view) { s.respond_graders(); }},
+        {"/v1/tasks", http::verb::get, true, [](Session& s, std::string_view) { s.respond_task_list(); }},
+        {"/v1/tasks/{id}", http::verb::get, true,
+         [](Session& s, std::string_view id) { s.respond_task(percent_decode(id)); }},
+        {"/v1/feedback", http::verb::post, true, [](Session& s, std::string_view) { s.start_single(); }},
+        {"/v1/feedback:batch", http::verb::post, true, [](Session& s, std::string_view) { s.start_batch(); }},
+        {"/run_code", http::verb::post, true, [](Session& s, std::string_view) { s.start_run_code(); }},
+    };
+    return table;
+  }
+
+  // The route for `path`, with what its "{id}" matched; nullptr if none.
+  static const Route* find_route(std::string_view path, std::string_view* id) {
+    constexpr std::string_view kId = "{id}";
+    for (const auto& route : routes()) {
+      if (route.name.ends_with(kId)) {
+        const auto prefix = route.name.substr(0, route.name.size() - kId.size());
+        if (path.starts_with(prefix)) {
+          *id = path.substr(prefix.size());
+          return &route;
+        }
+      } else if (path == route.name) {
+        return &route;
+      }
+    }
+    return nullptr;
   }
 
   void handle(http::request<http::string_body>&& req) {
@@ -462,57 +546,28 @@ class Session : public std::enable_shared_from_this<Session> {
     const std::string_view target(request_.target().data(), request_.target().size());
     current_.path = std::string(target.substr(0, target.find('?')));
     current_.keep_alive = request_.keep_alive();
-    const std::string& path = current_.path;
-    const auto method = request_.method();
 
-    struct Route {
-      const char* name;
-      http::verb verb;
-    };
-    std::optional<Route> route;
-    if (path == "/healthz") route = Route{"/healthz", http::verb::get};
-    else if (path == "/readyz") route = Route{"/readyz", http::verb::get};
-    else if (path == "/metrics") route = Route{"/metrics", http::verb::get};
-    else if (path == "/v1/limits") route = Route{"/v1/limits", http::verb::get};
-    else if (path == "/v1/graders") route = Route{"/v1/graders", http::verb::get};
-    else if (path == "/v1/tasks") route = Route{"/v1/tasks", http::verb::get};
-    else if (path.rfind("/v1/tasks/", 0) == 0) route = Route{"/v1/tasks/{id}", http::verb::get};
-    else if (path == "/v1/feedback") route = Route{"/v1/feedback", http::verb::post};
-    else if (path == "/v1/feedback:batch") route = Route{"/v1/feedback:batch", http::verb::post};
-    else if (path == "/run_code") route = Route{"/run_code", http::verb::post};
-
+    std::string_view id;
+    const Route* route = find_route(current_.path, &id);
     if (!route) {
       current_.route = "other";
-      return respond_error(ApiError(404, "not_found", "", "no route " + path));
+      return respond_error(ApiError(404, "not_found", "", "no route " + current_.path));
     }
-    current_.route = route->name;
-    if (method != route->verb) {
+    current_.route = std::string(route->name);
+    if (request_.method() != route->verb) {
       return respond_error(ApiError(405, "method_not_allowed", "",
                                     current_.method + " is not allowed on " + current_.route + "; use " +
                                         std::string(http::to_string(route->verb))),
                            {{"Allow", std::string(http::to_string(route->verb))}});
     }
-    const bool open_route = current_.route == "/healthz" || current_.route == "/readyz";
-    if (!open_route && !server_->config.auth_token.empty() && !authorized()) {
+    if (route->needs_auth && !server_->config.auth_token.empty() && !authorized()) {
       return respond_error(ApiError(401, "unauthorized", "Authorization",
                                     "this server needs \"Authorization: Bearer <token>\""),
                            {{"WWW-Authenticate", "Bearer"}});
     }
 
     try {
-      if (current_.route == "/healthz") return respond_json(200, {{"status", "ok"}});
-      if (current_.route == "/readyz") {
-        const bool ready = server_->self_test_passed && !server_->stopping;
-        return respond_json(ready ? 200 : 503, server_->readiness());
-      }
-      if (current_.route == "/metrics") return respond_metrics();
-      if (current_.route == "/v1/limits") return respond_json(200, to_json(server_->config));
-      if (current_.route == "/v1/graders") return respond_graders();
-      if (current_.route == "/v1/tasks") return respond_task_list();
-      if (current_.route == "/v1/tasks/{id}") return respond_task(percent_decode(path.substr(10)));
-      if (current_.route == "/v1/feedback") return start_single();
-      if (current_.route == "/run_code") return start_run_code();
-      return start_batch();
+      route->handle(*this, id);
     } catch (const ApiError& e) {
       return respond_error(e);
     } catch (const std::exception& e) {
@@ -570,13 +625,13 @@ class Session : public std::enable_shared_from_this<Session> {
     current_.log_fields["task"] = job->task->id;
     current_.log_fields["grader"] = job->grader->name();
     const auto deadline = current_.start + seconds(server_->config.request_deadline_s);
-    const std::uint64_t generation = ++generation_;
+    auto grading = std::make_shared<Grading>(0);
     std::vector<WorkerPool::Job> jobs;
-    jobs.emplace_back([self = shared_from_this(), job, deadline, generation] {
+    jobs.emplace_back([self = shared_from_this(), job, deadline, grading] {
       auto outcome = std::make_shared<ItemOutcome>(self->server_->grade(*job, deadline));
-      asio::post(self->stream_.get_executor(), [self, outcome, generation] { self->finish_single(generation, *outcome); });
+      asio::post(self->stream_.get_executor(), [self, outcome, grading] { self->finish_single(*grading, *outcome); });
     });
-    submit(jobs, generation);
+    submit(jobs, grading);
   }
 
   // POST /run_code (env_server/run_code.h): the same admission, deadline and answer path as a
@@ -599,18 +654,17 @@ class Session : public std::enable_shared_from_this<Session> {
       return respond_json(200, unsupported_language_response(*job));
     }
     const auto deadline = current_.start + seconds(server_->config.request_deadline_s);
-    const std::uint64_t generation = ++generation_;
+    auto grading = std::make_shared<Grading>(0);
     std::vector<WorkerPool::Job> jobs;
-    jobs.emplace_back([self = shared_from_this(), job, deadline, generation] {
+    jobs.emplace_back([self = shared_from_this(), job, deadline, grading] {
       auto outcome = std::make_shared<ItemOutcome>(self->server_->run_code(*job, deadline));
-      asio::post(self->stream_.get_executor(), [self, outcome, generation] { self->finish_single(generation, *outcome); });
+      asio::post(self->stream_.get_executor(), [self, outcome, grading] { self->finish_single(*grading, *outcome); });
     });
-    submit(jobs, generation);
+    submit(jobs, grading);
   }
 
-  void finish_single(std::uint64_t generation, const ItemOutcome& outcome) {
-    if (generation != generation_ || answered_) return;
-    answered_ = true;
+  void finish_single(Grading& grading, const ItemOutcome& outcome) {
+    if (!grading.answer()) return;
     deadline_timer_.cancel();
     current_.log_fields["verdict"] = outcome.verdict;
     respond_json(outcome.status, outcome.body);
@@ -620,13 +674,11 @@ class Session : public std::enable_shared_from_this<Session> {
     const json body = parse_json_body(request_.body(), server_->config.limits);
     auto validated = validate_feedback_batch(body, server_->config.limits, server_->tasks, server_->registry,
                                              server_->config.default_options);
-    auto state = std::make_shared<BatchState>();
-    state->outcomes.resize(validated.size());
-    state->done.assign(validated.size(), false);
+    auto state = std::make_shared<Grading>(validated.size());
+    state->batch = true;
     current_.log_fields["items"] = validated.size();
 
     const auto deadline = current_.start + seconds(server_->config.request_deadline_s);
-    const std::uint64_t generation = ++generation_;
     std::vector<WorkerPool::Job> jobs;
     for (std::size_t i = 0; i < validated.size(); ++i) {
       if (auto* error = std::get_if<ApiError>(&validated[i])) {
@@ -635,63 +687,50 @@ class Session : public std::enable_shared_from_this<Session> {
         continue;
       }
       auto job = std::make_shared<GradeJob>(std::move(std::get<GradeJob>(validated[i])));
-      jobs.emplace_back([self = shared_from_this(), state, job, i, deadline, generation] {
-        {
-          std::lock_guard lock(state->mutex);
-          if (state->abandoned) return;
-        }
+      jobs.emplace_back([self = shared_from_this(), state, job, i, deadline] {
+        if (state->answered()) return;  // the deadline answered the batch before this item started
         ItemOutcome outcome = self->server_->grade(*job, deadline);
         std::lock_guard lock(state->mutex);
         state->outcomes[i] = std::move(outcome);
         state->done[i] = true;
         if (--state->remaining == 0)
-          asio::post(self->stream_.get_executor(), [self, generation] { self->finish_batch(generation); });
+          asio::post(self->stream_.get_executor(), [self, state] { self->finish_batch(*state); });
       });
     }
-    batch_ = state;
     state->remaining = jobs.size();
-    if (jobs.empty()) {
-      answered_ = false;
-      return finish_batch(generation);
-    }
-    submit(jobs, generation);
+    if (jobs.empty()) return finish_batch(*state);
+    submit(jobs, state);
   }
 
   // Answers the batch: every item that finished gets its outcome, the rest (deadline) an error.
-  void finish_batch(std::uint64_t generation) {
-    if (generation != generation_ || answered_) return;
-    answered_ = true;
+  void finish_batch(Grading& state) {
+    if (!state.answer()) return;
     deadline_timer_.cancel();
-    auto state = batch_;
-    batch_.reset();
     json results = json::array();
     json verdicts = json::object();
     {
-      std::lock_guard lock(state->mutex);
-      state->abandoned = true;
-      for (std::size_t i = 0; i < state->outcomes.size(); ++i) {
-        if (!state->done[i]) {
-          state->outcomes[i] = error_outcome(ApiError(503, "deadline_exceeded", "items[" + std::to_string(i) + "]",
+      std::lock_guard lock(state.mutex);
+      for (std::size_t i = 0; i < state.outcomes.size(); ++i) {
+        if (!state.done[i]) {
+          state.outcomes[i] = error_outcome(ApiError(503, "deadline_exceeded", "items[" + std::to_string(i) + "]",
                                                       "the request deadline (" +
                                                           std::to_string(server_->config.request_deadline_s) +
                                                           " s) passed before this item was graded"));
           server_->metrics.count_rejected("deadline_exceeded");
         }
-        results.push_back(std::move(state->outcomes[i].body));
-        verdicts[state->outcomes[i].verdict] = verdicts.value(state->outcomes[i].verdict, 0) + 1;
+        results.push_back(std::move(state.outcomes[i].body));
+        verdicts[state.outcomes[i].verdict] = verdicts.value(state.outcomes[i].verdict, 0) + 1;
       }
     }
     current_.log_fields["verdicts"] = std::move(verdicts);
     respond_json(200, {{"results", std::move(results)}});
   }
 
-  void submit(std::vector<WorkerPool::Job>& jobs, std::uint64_t generation) {
-    answered_ = false;
+  void submit(std::vector<WorkerPool::Job>& jobs, const std::shared_ptr<Grading>& grading) {
     double wait_s = 0;
     const auto admission = server_->pool->submit(jobs, server_->config.max_queue_wait_s, &wait_s);
     if (admission != WorkerPool::Admission::admitted) {
-      answered_ = true;
-      batch_.reset();
+      grading->answer();  // no job runs; the 429 below is the answer
       const bool full = admission != WorkerPool::Admission::wait_too_long;
       server_->metrics.count_rejected(full ? "queue_full" : "queue_wait");
       // By then the queue has drained to where this request would be admitted (at the current
@@ -710,15 +749,14 @@ class Session : public std::enable_shared_from_this<Session> {
                            {{"Retry-After", std::to_string(retry_after)}});
     }
     deadline_timer_.expires_at(current_.start + seconds(server_->config.request_deadline_s));
-    deadline_timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
-      if (!ec) self->on_deadline(generation);
+    deadline_timer_.async_wait([self = shared_from_this(), grading](beast::error_code ec) {
+      if (!ec) self->on_deadline(*grading);
     });
   }
 
-  void on_deadline(std::uint64_t generation) {
-    if (generation != generation_ || answered_) return;
-    if (batch_) return finish_batch(generation);
-    answered_ = true;
+  void on_deadline(Grading& grading) {
+    if (grading.batch) return finish_batch(grading);
+    if (!grading.answer()) return;
     server_->metrics.count_rejected("deadline_exceeded");
     respond_error(ApiError(503, "deadline_exceeded", "",
                            "grading did not finish within the request deadline (" +
@@ -760,7 +798,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void log_request(int status) {
     if (!server_->config.access_log) return;
-    json line = {{"ts", utc_timestamp()},
+    json line = {{"ts", common::timestamp_now(common::TimestampStyle::iso8601_utc)},
                  {"id", current_.id},
                  {"remote", remote_},
                  {"method", current_.method},
@@ -773,9 +811,23 @@ class Session : public std::enable_shared_from_this<Session> {
     server_->write_access_log(line);
   }
 
+  // One access-log line for a connection lost in transport: reset by the peer, a broken pipe, or
+  // a read or write that timed out in the middle of a request. `during` is "read" or "write".
+  void log_transport_error(const char* during, const beast::error_code& ec) {
+    if (!server_->config.access_log) return;
+    json line = {{"ts", common::timestamp_now(common::TimestampStyle::iso8601_utc)},
+                 {"event", "transport_error"},
+                 {"remote", remote_},
+                 {"during", during},
+                 {"error", ec.message()}};
+    if (std::string_view(during) == "write") line["id"] = current_.id;
+    server_->write_access_log(line);
+  }
+
   void on_write(bool keep_alive, beast::error_code ec, std::size_t) {
     response_.reset();
     request_ = {};
+    if (ec && !normal_close(ec)) log_transport_error("write", ec);
     if (!ec && discard_rest_) return discard_then_close();
     if (ec || !keep_alive) return close();
     wait_for_request();
@@ -783,7 +835,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // After refusing a request whose body is still arriving (413), read and drop it for a while
   // before closing: closing a socket with unread data sends RST, which can destroy the answer
-  // before the client reads it.
+  // before the client reads it. However this drain ends (end of stream, timeout, reset), the
+  // answer was sent already, so it logs nothing.
   void discard_then_close() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -818,9 +871,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string remote_;
   Phase phase_ = Phase::idle;
   Current current_;
-  std::uint64_t generation_ = 0;  // which request a worker's completion belongs to
-  bool answered_ = true;
-  std::shared_ptr<BatchState> batch_;
   bool discard_rest_ = false;
   std::size_t header_bytes_ = 0;
   std::vector<char> discard_buffer_;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <sstream>
 
+#include "common/reasoning.h"
 #include "graders/builtin_graders.h"
 #include "graders/code_runner.h"
 #include "graders/code_support.h"
@@ -172,7 +173,7 @@ class CodeGrader final : public Grader {
 
     GradeResult result;
     bool unterminated_think = false;
-    const std::string body = text::strip_think(response, &unterminated_think);
+    const std::string body = common::strip_think(response, &unterminated_think);
     const code::CodeBlock block = code::last_code_block(body);
     if (!block.found) {
       result.verdict = "format_error";

@@ -1,6 +1,8 @@
 // Math answers: the final answer is extracted from the response (ignoring <think> blocks) and
-// compared with the reference by value (see math_value.cc), not by string.
+// compared with the reference by value (see math_parse.cc and math_compare.cc), not by string.
+#include "common/reasoning.h"
 #include "graders/builtin_graders.h"
+#include "graders/feedback_text.h"
 #include "graders/math_answer.h"
 #include "graders/math_value.h"
 #include "graders/text_util.h"
@@ -38,13 +40,10 @@ class MathGrader final : public Grader {
     if (!task.answer || text::trim(*task.answer).empty()) throw tasks::TaskError("answer", "the math grader needs a reference answer");
     GradeResult result;
     bool unterminated = false;
-    const std::string body = text::strip_think(response, &unterminated);
+    const std::string body = common::strip_think(response, &unterminated);
     if (text::trim(body).empty()) {
       result.verdict = "format_error";
-      result.feedback = unterminated
-                            ? "The response was cut off inside its <think> block and never stated a final answer. "
-                              "Reason more briefly and finish with the answer in \\boxed{}."
-                            : "The response is empty: no final answer was found. Put the final answer in \\boxed{}.";
+      result.feedback = feedback::empty_response(unterminated, "Put the final answer in \\boxed{}.");
       result.details["truncated"] = unterminated;
       return result;
     }
@@ -62,7 +61,7 @@ class MathGrader final : public Grader {
       result.feedback = cut_in_box ? "The response was cut off inside \\boxed{...}: the final answer is incomplete. "
                                      "Reason more briefly so the answer fits."
                                    : "No final answer was found in the response. State it as \\boxed{...} at the end.";
-      if (unterminated) result.feedback += " (The response also ended inside an unfinished <think> block.)";
+      if (unterminated) result.feedback += feedback::kAlsoUnfinishedThink;
       return result;
     }
     std::vector<math::Answer> reference{math::parse_reference(*task.answer)};

@@ -6,7 +6,9 @@
 #include <sstream>
 #include <vector>
 
+#include "common/reasoning.h"
 #include "graders/builtin_graders.h"
+#include "graders/feedback_text.h"
 #include "graders/text_util.h"
 
 namespace distil::graders {
@@ -147,7 +149,7 @@ class ScienceGrader final : public Grader {
     if (!task.answer) throw tasks::TaskError("answer", "the science grader needs a reference answer");
     GradeResult result;
     bool unterminated = false;
-    const std::string body = text::strip_think(response, &unterminated);
+    const std::string body = common::strip_think(response, &unterminated);
     const std::string reference = text::trim(*task.answer);
     const AnswerKind kind = classify(task, reference);
     result.details["answer_kind"] = kind_name(kind);
@@ -155,10 +157,7 @@ class ScienceGrader final : public Grader {
     result.details["science_mode"] = "default";
     if (text::trim(body).empty()) {
       result.verdict = "format_error";
-      result.feedback = unterminated
-                            ? "The response ended inside its <think> block, so it never stated a final answer. "
-                              "Finish reasoning earlier and state the answer."
-                            : "The response is empty: no final answer was found.";
+      result.feedback = feedback::empty_response(unterminated, format_hint(kind, task));
       return result;
     }
     std::optional<std::string> extracted;
@@ -225,7 +224,7 @@ class ScienceGrader final : public Grader {
     if (!extracted) {
       result.verdict = "format_error";
       result.feedback = std::string("No final answer could be found in the response. ") + format_hint(kind, task) +
-                        (unterminated ? " (The response also ended inside an unfinished <think> block.)" : "");
+                        std::string(unterminated ? feedback::kAlsoUnfinishedThink : "");
       return result;
     }
     result.extracted = *extracted;

@@ -26,35 +26,6 @@ bool starts_with_ci(std::string_view s, std::string_view prefix) {
   return true;
 }
 
-std::string strip_think(std::string_view s, bool* unterminated) {
-  if (unterminated) *unterminated = false;
-  std::string out;
-  out.reserve(s.size());
-  std::size_t pos = 0;
-  // A lone </think> without an opening tag (chat templates that pre-fill "<think>") ends the
-  // reasoning part too: keep only what follows the last one.
-  std::size_t open = s.find("<think>");
-  std::size_t close = s.find("</think>");
-  if (close != std::string_view::npos && (open == std::string_view::npos || close < open)) {
-    pos = close + 8;
-  }
-  while (pos < s.size()) {
-    std::size_t start = s.find("<think>", pos);
-    if (start == std::string_view::npos) {
-      out.append(s.substr(pos));
-      break;
-    }
-    out.append(s.substr(pos, start - pos));
-    std::size_t end = s.find("</think>", start + 7);
-    if (end == std::string_view::npos) {
-      if (unterminated) *unterminated = true;
-      break;
-    }
-    pos = end + 8;
-  }
-  return out;
-}
-
 std::string truncate_utf8(std::string_view s, std::size_t max_chars, std::string_view marker) {
   if (s.size() <= max_chars) return std::string(s);
   std::size_t keep = max_chars > marker.size() ? max_chars - marker.size() : 0;

@@ -9,9 +9,6 @@ namespace distil::graders::text {
 std::string trim(std::string_view s);
 std::string to_lower(std::string_view s);
 bool starts_with_ci(std::string_view s, std::string_view prefix);
-// Removes <think>...</think> blocks. `unterminated` is set when a <think> never closes (the
-// model ran out of tokens while reasoning); everything after it is dropped.
-std::string strip_think(std::string_view s, bool* unterminated = nullptr);
 // Cuts `s` to at most `max_chars` bytes on a UTF-8 boundary, marking the cut.
 std::string truncate_utf8(std::string_view s, std::size_t max_chars, std::string_view marker = "...");
 // Content of the last \boxed{...} or \fbox{...} (balanced braces); npos-safe, empty if none.

@@ -27,56 +27,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/pipeline.sh
+source scripts/lib/options.sh
 # One intra-op thread: the demo model is tiny, and on the shared 2-core machine two threads made
 # a pretraining step ~4x slower (threads spinning against other processes).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-domain=code
+# The shared options are parsed in scripts/lib/options.sh; these are compare.sh's own.
 methods="distil ce sdpo opsd grpo grpo_off distil_ema ce_ema"
 seeds="0 1 2 3 4"
 budget=90
 eval_every=10
-config=""
-out=""
-recipe=""
-
-overrides=()
-model_dir=""
-train_tasks=""
-eval_tasks=""
 port=18081
-skip_setup=0
-skip_build=0
 report_only=0
-while (($#)); do
+script_option() {
   case "$1" in
-    --domain) domain=$2; shift 2 ;;
-    --methods) methods=$2; shift 2 ;;
-    --seeds) seeds=$2; shift 2 ;;
-    --budget) budget=$2; shift 2 ;;
-    --eval-every) eval_every=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --set) overrides+=(--set "$2"); shift 2 ;;
-    --model) model_dir=$2; shift 2 ;;
-    --train-tasks) train_tasks=$2; shift 2 ;;
-    --eval-tasks) eval_tasks=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --port) port=$2; shift 2 ;;
-    --skip-setup) skip_setup=1; shift ;;
-    --skip-build) skip_build=1; shift ;;
-    --report-only) report_only=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
-    *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    --methods) needs_value "$@"; methods=$2; option_shift=2 ;;
+    --seeds) needs_value "$@"; seeds=$2; option_shift=2 ;;
+    --budget) needs_value "$@"; budget=$2; option_shift=2 ;;
+    --eval-every) needs_value "$@"; eval_every=$2; option_shift=2 ;;
+    --report-only) report_only=1; option_shift=1 ;;
+    *) return 1 ;;
   esac
-done
+}
+parse_options compare.sh "$@"
 [[ "$budget" =~ ^[0-9]+$ ]] && ((budget > 0)) || { echo "compare.sh: --budget must be a positive integer" >&2; exit 2; }
 [[ "$eval_every" =~ ^[0-9]+$ ]] && ((eval_every > 0)) || { echo "compare.sh: --eval-every must be a positive integer" >&2; exit 2; }
-[[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || { echo "compare.sh: --port must be 1..65535" >&2; exit 2; }
-case "$domain" in
-  code) recipe=configs/demo_code_pretrain.yaml; : "${config:=configs/demo_code.yaml}" ;;
-  arithmetic) recipe=configs/demo_pretrain.yaml; : "${config:=configs/demo.yaml}" ;;
-  *) echo "compare.sh: --domain must be code or arithmetic, got '$domain'" >&2; exit 2 ;;
-esac
 : "${out:=runs/compare-$domain}"
 # method_args METHOD: the trainer settings of one compared method.
 # The teacher's weights are set here for every method, so that a config's own teacher.weights

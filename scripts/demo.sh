@@ -29,43 +29,24 @@ cd "$(dirname "$0")/.."
 # a pretraining step ~4x slower (threads spinning against other processes).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 source scripts/lib/pipeline.sh
+source scripts/lib/options.sh
 
-domain=code
-config=""
-overrides=()
+# The shared options are parsed in scripts/lib/options.sh; these two are demo.sh's own.
 recipe_overrides=()
 objective=distil
-model_dir=""
-train_tasks=""
-eval_tasks=""
-out=""
 port=18080
-skip_setup=0
-skip_build=0
-while (($#)); do
+script_option() {
   case "$1" in
-    --domain) domain=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --set) overrides+=(--set "$2"); shift 2 ;;
-    --recipe-set) recipe_overrides+=(--recipe-set "$2"); shift 2 ;;
-    --objective) objective=$2; shift 2 ;;
-    --model) model_dir=$2; shift 2 ;;
-    --train-tasks) train_tasks=$2; shift 2 ;;
-    --eval-tasks) eval_tasks=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --port) port=$2; shift 2 ;;
-    --skip-setup) skip_setup=1; shift ;;
-    --skip-build) skip_build=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    --recipe-set) needs_value "$@"; recipe_overrides+=(--recipe-set "$2"); option_shift=2 ;;
+    --objective) needs_value "$@"; objective=$2; option_shift=2 ;;
+    *) return 1 ;;
   esac
-done
+}
+parse_options demo.sh "$@"
 case "$domain" in
-  code) recipe=configs/demo_code_pretrain.yaml; : "${config:=configs/demo_code.yaml}"; : "${out:=runs/demo-code}" ;;
-  arithmetic) recipe=configs/demo_pretrain.yaml; : "${config:=configs/demo.yaml}"; : "${out:=runs/demo}" ;;
-  *) echo "demo.sh: --domain must be code or arithmetic, got '$domain'" >&2; exit 2 ;;
+  code) : "${out:=runs/demo-code}" ;;
+  arithmetic) : "${out:=runs/demo}" ;;
 esac
-[[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || { echo "demo.sh: --port must be 1..65535" >&2; exit 2; }
 [ -f "$config" ] || { echo "demo.sh: --config $config: no such file" >&2; exit 2; }
 mkdir -p "$out"
 log() { printf '\n[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }

@@ -8,25 +8,14 @@
 
 #include <thread>
 
+#include "common/reasoning.h"
 #include "env_server/client/completions_client.h"
 #include "env_server/client/http_endpoints.h"
 
 namespace distil::trainer {
 
 std::string strip_reasoning(const std::string& text) {
-  std::string out;
-  std::size_t pos = 0;
-  while (true) {
-    const auto open = text.find("<think>", pos);
-    if (open == std::string::npos) {
-      out += text.substr(pos);
-      break;
-    }
-    out += text.substr(pos, open - pos);
-    const auto close = text.find("</think>", open);
-    if (close == std::string::npos) break;
-    pos = close + 8;
-  }
+  const std::string out = common::strip_think(text);
   const auto first = out.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) return "";
   const auto last = out.find_last_not_of(" \t\r\n");

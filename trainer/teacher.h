@@ -17,7 +17,8 @@
 
 namespace distil::trainer {
 
-// Removes <think>...</think> blocks (an unclosed <think> removes the rest) and trims whitespace.
+// common::strip_think (<think>...</think> blocks, a leading lone </think> and what precedes it, an
+// unclosed <think> and the rest), then trims whitespace.
 std::string strip_reasoning(const std::string& text);
 
 // Fills "{name}" placeholders; unknown placeholders are left as they are.

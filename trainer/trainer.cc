@@ -23,6 +23,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #endif
 
+#include "common/timestamp.h"
 #include "env_server/client/feedback_client.h"
 #include "trainer/distributed.h"
 #include "trainer/evaluate.h"
@@ -49,14 +50,8 @@ double seconds_since(Clock::time_point start) {
 // itself: LibTorch 2.x ships its own fmt headers, which shadow the system fmt that the
 // distribution's spdlog was built against.
 void log_event(const char* level, const std::string& message) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm local{};
-  localtime_r(&seconds, &local);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &local);
-  std::fprintf(stderr, "[%s.%03lld] [%s] %s\n", stamp, static_cast<long long>(millis), level, message.c_str());
+  const std::string stamp = common::timestamp_now(common::TimestampStyle::log_local);
+  std::fprintf(stderr, "[%s] [%s] %s\n", stamp.c_str(), level, message.c_str());
 }
 
 // A deterministic seed from a few counters (splitmix64 mixing). Rollouts are seeded per sample

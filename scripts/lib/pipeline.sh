@@ -1,5 +1,6 @@
-# Shared by scripts/demo.sh and scripts/compare.sh (sourced, run from the repository root):
-# build the three binaries, find them, start distil-env on loopback and wait until it is healthy.
+# Shared by scripts/demo.sh and scripts/compare.sh (sourced, run from the repository root; their
+# shared options are in scripts/lib/options.sh): build the three binaries, find them, start
+# distil-env on loopback and wait until it is healthy.
 # Each function takes the calling script's name for its error messages and exits on failure.
 
 # Pinned CPU kernels for every distil-train / distil-eval process (trainer/reproducible.h): the

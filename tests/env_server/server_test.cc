@@ -1,7 +1,9 @@
 // The real server (in this process, on a loopback port) with the real task loader, graders and
 // sandbox, driven by raw HTTP for every route and error status, and by the real client.
 #include <atomic>
+#include <cstdio>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -480,6 +482,61 @@ TEST_F(EnvServer, IdleConnectionIsClosed) {
   RawConnection c(port_);
   ASSERT_TRUE(c.connected());
   EXPECT_TRUE(c.closed_by_peer(5.0));
+}
+
+// What the server wrote to its access log, read once it has stopped (which flushes the log).
+std::string stop_and_read_log(std::unique_ptr<Server>& server, std::FILE* log) {
+  server.reset();
+  std::rewind(log);
+  std::string text;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, log)) > 0;) text.append(buf, n);
+  std::fclose(log);
+  return text;
+}
+
+TEST_F(EnvServer, ReadTimeoutMidRequestGetsOneTransportErrorLogLine) {
+  auto config = quiet_config();
+  config.read_timeout_s = 0.3;
+  config.access_log = std::tmpfile();
+  ASSERT_NE(config.access_log, nullptr);
+  start(config);
+  {
+    RawConnection c(port_);
+    ASSERT_TRUE(c.send("POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"task"));
+    EXPECT_TRUE(c.closed_by_peer(5.0));
+  }
+  const std::string log = stop_and_read_log(server_, config.access_log);
+  std::vector<json> events;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);)
+    if (auto j = json::parse(line); j.contains("event")) events.push_back(j);
+  ASSERT_EQ(events.size(), 1u) << log;
+  EXPECT_EQ(events[0]["event"], "transport_error");
+  EXPECT_EQ(events[0]["during"], "read");
+  EXPECT_FALSE(events[0]["error"].get<std::string>().empty());
+  EXPECT_FALSE(events[0]["remote"].get<std::string>().empty());
+}
+
+TEST_F(EnvServer, NormalConnectionEndsLogNoTransportError) {
+  auto config = quiet_config();
+  config.idle_timeout_s = 0.3;
+  config.access_log = std::tmpfile();
+  ASSERT_NE(config.access_log, nullptr);
+  start(config);
+  {
+    RawConnection idle(port_);  // closed by the idle timeout
+    ASSERT_TRUE(idle.connected());
+    EXPECT_TRUE(idle.closed_by_peer(5.0));
+  }
+  {
+    RawConnection c(port_);  // one request, then the client closes
+    ASSERT_TRUE(c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(c.read().status, 200);
+  }
+  const std::string log = stop_and_read_log(server_, config.access_log);
+  EXPECT_EQ(log.find("transport_error"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"route\":\"/healthz\""), std::string::npos) << log;
 }
 
 // --- concurrency and shutdown --------------------------------------------------------------------

@@ -33,6 +33,10 @@ TEST(MathGrader, Extraction) {
   EXPECT_TRUE(accepted("12", "We add 5 and 7 to get 12"));
   EXPECT_TRUE(accepted("12", "<think>maybe \\boxed{13}</think>The answer is \\boxed{12}"));
   EXPECT_FALSE(accepted("12", "<think>it is \\boxed{12}</think>The answer is \\boxed{13}"));
+  // Qwen3's template opens <think> itself: the response starts inside it, and a lone </think>
+  // ends the reasoning.
+  EXPECT_TRUE(accepted("12", "maybe \\boxed{13}?\n</think>\n\nThe answer is \\boxed{12}"));
+  EXPECT_FALSE(accepted("12", "it is \\boxed{12}\n</think>\n\nThe answer is \\boxed{13}"));
   auto r = grade("12", "The answer is \\boxed{12}");
   EXPECT_EQ(r.extracted, "12");
   EXPECT_EQ(r.details["extracted_from"], "boxed");
@@ -118,9 +122,13 @@ TEST(MathGrader, FloatPlacesOption) {
 TEST(MathGrader, FeedbackAndFormatErrors) {
   auto r = grade("12", "");
   EXPECT_EQ(r.verdict, "format_error");
+  // The empty-response wording is the science grader's too (graders/feedback_text.h).
+  EXPECT_EQ(r.feedback, "The response is empty: no final answer was found. Put the final answer in \\boxed{}.");
   r = grade("12", "<think>Let me compute 3 times 4, which is");
   EXPECT_EQ(r.verdict, "format_error");
   EXPECT_NE(r.feedback.find("<think>"), std::string::npos);
+  EXPECT_EQ(r.feedback, "The response ended inside its <think> block, so it never stated a final answer. Reason "
+                        "more briefly. Put the final answer in \\boxed{}.");
   r = grade("12", "I am not sure.");
   EXPECT_EQ(r.verdict, "format_error");
   EXPECT_NE(r.feedback.find("\\boxed"), std::string::npos);

@@ -50,9 +50,18 @@ TEST(ScienceGrader, ReferenceMayBeTheChoiceText) {
 TEST(ScienceGrader, FormatErrors) {
   auto r = grade(mc(), "");
   EXPECT_EQ(r.verdict, "format_error");
+  // The empty-response wording is the math grader's too (graders/feedback_text.h).
+  EXPECT_EQ(r.feedback.rfind("The response is empty: no final answer was found. End with a line such as \"Answer: B\"", 0),
+            0u)
+      << r.feedback;
   r = grade(mc(), "<think>Option B seems right but let me check");
   EXPECT_EQ(r.verdict, "format_error");
   EXPECT_NE(r.feedback.find("<think>"), std::string::npos);
+  EXPECT_EQ(r.feedback.rfind("The response ended inside its <think> block, so it never stated a final answer. Reason "
+                             "more briefly. End with",
+                             0),
+            0u)
+      << r.feedback;
   r = grade(mc(), "I do not know.");
   EXPECT_EQ(r.verdict, "format_error");
   EXPECT_NE(r.feedback.find("Answer: B"), std::string::npos);

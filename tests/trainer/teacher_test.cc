@@ -18,6 +18,15 @@ TEST(StripReasoning, RemovesThinkBlocksAndUnclosedTails) {
   EXPECT_EQ(strip_reasoning("start <think>never closed"), "start");
 }
 
+// Qwen3's template opens <think> itself, so the response starts inside the block: a lone </think>
+// ends the reasoning, and only what follows it is the solution.
+TEST(StripReasoning, LeadingLoneCloseTagEndsTheReasoning) {
+  EXPECT_EQ(strip_reasoning("Let me try 2+2.\n</think>\n\nThe answer is 4."), "The answer is 4.");
+  EXPECT_EQ(strip_reasoning("</think>\\boxed{4}"), "\\boxed{4}");
+  EXPECT_EQ(strip_reasoning("hmm</think>a<think>x</think>b"), "ab");
+  EXPECT_EQ(strip_reasoning("hmm</think>a <think>cut"), "a");
+}
+
 TEST(FillTemplate, SubstitutedTextIsNotExpandedAgain) {
   EXPECT_EQ(fill_template("{prompt}|{feedback}", {{"prompt", "p {feedback}"}, {"feedback", "F"}}), "p {feedback}|F");
   EXPECT_EQ(fill_template("{unknown}", {{"prompt", "x"}}), "{unknown}");
@@ -48,6 +57,17 @@ TEST(TeacherMessage, SiblingSolutionThenFeedbackThenMasked) {
   ASSERT_TRUE(r);
   EXPECT_NE(r->find("Reference solution:\n\nref"), std::string::npos);
   EXPECT_FALSE(teacher_message(config, "reference", "q", failing, 1, std::nullopt));
+}
+
+// The call site: a Qwen3 sibling's response, which starts inside the template's <think>, reaches
+// the teacher without its reasoning.
+TEST(TeacherMessage, SiblingThatStartsInsideThinkLosesItsReasoning) {
+  const auto config = load_config_text("").teacher;
+  const std::vector<RolloutView> group = {{false, "wrong", "no \\boxed{} found"},
+                                          {true, "2+2 is 4, I am sure.\n</think>\n\n\\boxed{4}", ""}};
+  auto m0 = teacher_message(config, "feedback", "2+2?", group, 0, std::nullopt);
+  ASSERT_TRUE(m0);
+  EXPECT_EQ(*m0, "2+2?\nCorrect solution:\n\n\\boxed{4}\n\n\n\nCorrectly solve the original question.");
 }
 
 TEST(TeacherContext, PassedRolloutWithoutPassedSiblingIsMaskedByDefault) {

@@ -1,18 +1,18 @@
-// LaTeX-ish answer text -> GiNaC values, and the equivalence rules between them (numbers exactly
-// or after rounding, expressions symbolically and at random points, tuples, sets, intervals,
-// matrices, equations and inequalities). Every input is hostile: sizes and exponents are
-// bounded, and any GiNaC exception means "not parseable" or "not equal", never a crash.
-#include "graders/math_value.h"
+// LaTeX-ish answer text -> GiNaC values: a recursive-descent parser over the normaliser's output
+// (math_normalize.cc); the equivalence rules between values are in math_compare.cc. Every input is
+// hostile: sizes and exponents are bounded, and any GiNaC exception means "not parseable", never
+// a crash.
+#include "graders/math_parse.h"
 
 #include <algorithm>
 #include <cctype>
-#include <cmath>
-#include <complex>
-#include <sstream>
 #include <map>
-#include <random>
+#include <optional>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
+#include "graders/math_normalize.h"
 #include "graders/text_util.h"
 
 // \sum_{k=a}^{b} f as an unevaluated GiNaC function: two sums are equal when their bodies and
@@ -40,36 +40,6 @@ struct ParseError : std::runtime_error {
 std::map<std::string, GiNaC::symbol>& symbol_table() {
   static std::map<std::string, GiNaC::symbol> table;
   return table;
-}
-GiNaC::ex symbol_named(const std::string& name) {
-  auto& table = symbol_table();
-  auto it = table.find(name);
-  if (it != table.end()) return it->second;
-  return table.emplace(name, GiNaC::symbol(name)).first->second;
-}
-const GiNaC::ex& infinity_symbol() {
-  static const GiNaC::ex inf = GiNaC::symbol("oo");
-  return inf;
-}
-
-bool starts_with(std::string_view s, std::size_t pos, std::string_view prefix) {
-  return s.size() >= pos + prefix.size() && s.compare(pos, prefix.size(), prefix) == 0;
-}
-
-std::string replace_word(std::string s, std::string_view word, std::string_view with) {
-  std::size_t pos = 0;
-  while ((pos = s.find(word, pos)) != std::string::npos) {
-    bool left = pos == 0 || !std::isalpha(static_cast<unsigned char>(s[pos - 1]));
-    bool right = pos + word.size() >= s.size() || !std::isalpha(static_cast<unsigned char>(s[pos + word.size()]));
-    if (left && pos > 0 && s[pos - 1] == '\\') left = false;
-    if (left && right) {
-      s.replace(pos, word.size(), with);
-      pos += with.size();
-    } else {
-      pos += word.size();
-    }
-  }
-  return s;
 }
 
 // Content of the brace group starting at `open` (s[open] == '{'), and the index after it.
@@ -119,6 +89,17 @@ bool is_unit_text(std::string t) {
 
 }  // namespace
 
+GiNaC::ex symbol_named(const std::string& name) {
+  auto& table = symbol_table();
+  auto it = table.find(name);
+  if (it != table.end()) return it->second;
+  return table.emplace(name, GiNaC::symbol(name)).first->second;
+}
+const GiNaC::ex& infinity_symbol() {
+  static const GiNaC::ex inf = GiNaC::symbol("oo");
+  return inf;
+}
+
 std::recursive_mutex& ginac_mutex() {
   static std::recursive_mutex m;
   return m;
@@ -127,128 +108,6 @@ std::recursive_mutex& ginac_mutex() {
 ParsedAnswer::~ParsedAnswer() {
   std::lock_guard lock(ginac_mutex());
   value = Value{};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Normalisation: the surface forms that mean the same thing become one form.
-
-namespace {
-
-std::string normalize_latex(std::string_view in) {
-  std::string s;
-  s.reserve(in.size());
-  // "\\le" from a doubly escaped source means "\le"; "\\" before a non-letter is a row break.
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '\\' && i + 2 < in.size() && in[i + 1] == '\\' && std::isalpha(static_cast<unsigned char>(in[i + 2])) &&
-        (i == 0 || in[i - 1] != '\\'))
-      continue;
-    s += in[i];
-  }
-  // Row breaks "\\" must survive the rewrites below (which know "\ " as a space).
-  constexpr char kRowBreak = '\x01';
-  for (std::size_t i = 0; i + 1 < s.size(); ++i) {
-    if (s[i] == '\\' && s[i + 1] == '\\') {
-      s[i] = kRowBreak;
-      s.erase(i + 1, 1);
-    }
-  }
-  // Thousands separators written in LaTeX: "11,\!111" and "11{,}111".
-  s = text::replace_all(s, ",\\!", "");
-  for (std::string_view sep : {"{,}", "{, }"}) {  // "14{,}916", "14 {, }916": one number
-    for (std::size_t at = s.find(sep); at != std::string::npos; at = s.find(sep, at)) {
-      std::size_t begin = at, end = at + sep.size();
-      while (begin > 0 && s[begin - 1] == ' ') --begin;
-      while (end < s.size() && s[end] == ' ') ++end;
-      s.erase(begin, end - begin);
-      at = begin;
-    }
-  }
-  static const std::vector<std::pair<std::string, std::string>> rewrites = {
-      {"\\left.", ""}, {"\\right.", ""}, {"\\left", ""}, {"\\right", ""}, {"\\bigl", ""}, {"\\bigr", ""},
-      {"\\Bigl", ""}, {"\\Bigr", ""}, {"\\big", ""}, {"\\Big", ""}, {"\\displaystyle", ""},
-      {"\\!", ""}, {"\\,", " "}, {"\\;", " "}, {"\\:", " "}, {"\\ ", " "}, {"~", " "},
-      {"\\qquad", " "}, {"\\quad", " "},
-      {"\\dfrac", "\\frac"}, {"\\tfrac", "\\frac"}, {"\\cfrac", "\\frac"},
-      {"^{\\circ}", ""}, {"^\\circ", ""}, {"\\circ", ""}, {"°", ""}, {"^{\\degree}", ""}, {"^\\degree", ""}, {"\\degree", ""},
-      {"\\$", ""}, {"\\%", "%"},
-      {"\\textnormal", "\\text"}, {"\\textrm", "\\text"}, {"\\textbf", "\\text"}, {"\\textit", "\\text"},
-      {"\\mbox", "\\text"}, {"\\textsf", "\\text"}, {"\\texttt", "\\text"},
-      {"\\mathbf", ""}, {"\\mathit", ""}, {"\\boldsymbol", ""}, {"\\mathsf", ""},
-      {"\\leqslant", "<="}, {"\\geqslant", ">="}, {"\\leq", "<="}, {"\\geq", ">="}, {"\\neq", "!="},
-      {"≤", "<="}, {"≥", ">="}, {"≠", "!="}, {"\\lt", "<"}, {"\\gt", ">"}, {"−", "-"}, {"×", "*"}, {"÷", "/"},
-      {"\\cdot", "*"}, {"\\times", "*"}, {"\\ast", "*"}, {"\\div", "/"}, {"\\colon", ":"},
-      {"\\dots", ""}, {"\\ldots", ""}, {"\\cdots", ""}, {"\\mathbb{R}", "(-\\infty,\\infty)"},
-      {"\\varnothing", "\\{\\}"}, {"\\emptyset", "\\{\\}"},
-  };
-  for (const auto& [from, to] : rewrites) {
-    if (s.find(from) != std::string::npos) s = text::replace_all(s, from, to);
-  }
-  // "\le" / "\ge" / "\ne" only as whole commands (not the prefix of "\left", "\neq").
-  s = replace_word(std::move(s), "\\le", "<=");
-  s = replace_word(std::move(s), "\\ge", ">=");
-  s = replace_word(std::move(s), "\\ne", "!=");
-  // \text{and}, \text{ or } and bare "and"/"or" separate list items.
-  for (std::string_view sep : {"\\text{and}", "\\text{ and }", "\\text{ and}", "\\text{and }", "\\text{or}",
-                               "\\text{ or }", "\\text{ or}", "\\text{or }", "\\text{, and }", "\\text{, }"}) {
-    if (s.find(sep) != std::string::npos) s = text::replace_all(s, sep, ",");
-  }
-  s = replace_word(std::move(s), "and", ",");
-  s = replace_word(std::move(s), "or", ",");
-  // "\approx": "x = 1/3 \approx 0.33" keeps the exact part; "x \approx 11" means x = 11.
-  for (std::size_t at = s.find("\\approx"); at != std::string::npos; at = s.find("\\approx")) {
-    std::size_t item_start = s.rfind(',', at);
-    item_start = item_start == std::string::npos ? 0 : item_start + 1;
-    if (s.find('=', item_start) < at) {
-      std::size_t item_end = s.find(',', at);
-      s.erase(at, item_end == std::string::npos ? std::string::npos : item_end - at);
-    } else {
-      s.replace(at, 7, "=");
-    }
-  }
-  for (auto& c : s) {
-    if (c == kRowBreak) c = '\x02';
-  }
-  s = text::replace_all(s, "\x02", "\\\\");
-  // lists with dropped items: "19, 46, and 82" -> "19, 46, , 82"
-  for (std::size_t at = s.find(','); at != std::string::npos; at = s.find(',', at + 1)) {
-    std::size_t next = at + 1;
-    while (next < s.size() && s[next] == ' ') ++next;
-    if (next < s.size() && s[next] == ',') s.erase(at, next - at);
-  }
-  // "10,455" as a whole answer is a number with a thousands separator, not a list.
-  {
-    std::string t = text::trim(s);
-    std::size_t i = 0;
-    if (i < t.size() && t[i] == '-') ++i;
-    std::size_t lead = i;
-    while (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) ++i;
-    bool thousands = i > lead && i - lead <= 3;
-    int groups = 0;
-    while (thousands && i < t.size() && t[i] == ',') {
-      if (i + 3 < t.size() + 0 && std::isdigit(static_cast<unsigned char>(t[i + 1])) && std::isdigit(static_cast<unsigned char>(t[i + 2])) &&
-          std::isdigit(static_cast<unsigned char>(t[i + 3]))) {
-        i += 4;
-        ++groups;
-      } else if (i + 3 == t.size() - 0 - 0 && false) {
-      } else {
-        thousands = false;
-      }
-      if (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) thousands = false;
-    }
-    if (thousands && groups > 0 && (i == t.size() || t[i] == '.')) {
-      std::string digits;
-      for (char c : t) {
-        if (c != ',') digits += c;
-      }
-      s = digits;
-    }
-  }
-  s = text::trim(s);
-  while (!s.empty() && (s.back() == '.' || s.back() == ',' || s.back() == ';' || s.back() == '\\')) {
-    s.pop_back();
-    s = text::trim(s);
-  }
-  return s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,6 +121,8 @@ Value scalar(GiNaC::ex e, bool has_float, bool only_symbols) {
   v.only_symbols = only_symbols;
   return v;
 }
+
+namespace {
 
 class Parser {
  public:
@@ -1173,447 +1034,6 @@ std::optional<Value> parse_latex(std::string_view latex, bool plain_expression) 
     if (equals.size() >= 2) return attempt(normalized.substr(equals.back() + 1));
   }
   return std::nullopt;
-}
-
-std::string normalize_for_string_compare(std::string_view latex) {
-  std::string s = normalize_latex(latex);
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (starts_with(s, i, "\\text{")) {
-      i += 5;
-      continue;
-    }
-    if (starts_with(s, i, "\\mathrm{")) {
-      i += 7;
-      continue;
-    }
-    char c = s[i];
-    if (std::isspace(static_cast<unsigned char>(c)) || c == '{' || c == '}' || c == '$') continue;
-    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Equivalence.
-
-namespace {
-
-struct Comparer {
-  const CompareOptions& options;
-  int budget = 20000;  // comparison steps: a hostile set of sets cannot explode combinatorially
-
-  bool spend(int cost = 1) {
-    budget -= cost;
-    return budget > 0;
-  }
-
-  static bool is_matrix(const GiNaC::ex& e) { return GiNaC::is_a<GiNaC::matrix>(e); }
-
-  static bool finite(std::complex<double> z) { return std::isfinite(z.real()) && std::isfinite(z.imag()); }
-
-  static std::optional<std::complex<double>> to_complex(const GiNaC::ex& e) {
-    try {
-      GiNaC::ex v = GiNaC::evalf(e);
-      if (!GiNaC::is_a<GiNaC::numeric>(v)) return std::nullopt;
-      const auto& n = GiNaC::ex_to<GiNaC::numeric>(v);
-      return std::complex<double>(GiNaC::real(n).to_double(), GiNaC::imag(n).to_double());
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-  }
-
-  static GiNaC::lst free_symbols(const GiNaC::ex& e) {
-    GiNaC::exset found;
-    for (GiNaC::const_preorder_iterator it = e.preorder_begin(); it != e.preorder_end(); ++it) {
-      if (GiNaC::is_a<GiNaC::symbol>(*it)) found.insert(*it);
-    }
-    GiNaC::lst out;
-    for (const auto& s : found) out.append(s);
-    return out;
-  }
-
-  double round_to(double x, int places) const {
-    const double scale = std::pow(10.0, places);
-    return std::floor(x * scale + 0.5) / scale;
-  }
-
-  bool numbers_equal_rounded(std::complex<double> a, std::complex<double> b) const {
-    auto close = [&](double x, double y) {
-      const double rx = round_to(x, options.float_places), ry = round_to(y, options.float_places);
-      return std::abs(rx - ry) <= 1e-9 * std::max(1.0, std::abs(rx));
-    };
-    return close(a.real(), b.real()) && close(a.imag(), b.imag());
-  }
-
-  // Scalars: exact when possible, rounded when a decimal is involved, random points for symbols.
-  bool scalars_equal(const Value& g, const Value& p) {
-    if (!spend(10)) return false;
-    try {
-      GiNaC::ex a = g.ex, b = p.ex;
-      if (is_matrix(a) || is_matrix(b)) {
-        a = a.evalm();
-        b = b.evalm();
-        if (!is_matrix(a) || !is_matrix(b)) return false;
-        const auto& ma = GiNaC::ex_to<GiNaC::matrix>(a);
-        const auto& mb = GiNaC::ex_to<GiNaC::matrix>(b);
-        if (ma.rows() != mb.rows() || ma.cols() != mb.cols()) return false;
-        for (unsigned r = 0; r < ma.rows(); ++r) {
-          for (unsigned c = 0; c < ma.cols(); ++c) {
-            if (!scalars_equal(scalar(ma(r, c), g.has_float, false), scalar(mb(r, c), p.has_float, false))) return false;
-          }
-        }
-        return true;
-      }
-      if ((a - b).is_zero()) return true;
-      // A letter i against the imaginary unit (\sqrt{-1} evaluates to I): read the letter as the
-      // unit, but only when the other side holds the unit, so that i stays a plain symbol (an
-      // index, a variable) everywhere else.
-      {
-        const GiNaC::ex& letter_i = symbol_named("i");
-        const bool a_unit = a.has(GiNaC::I), b_unit = b.has(GiNaC::I);
-        if ((a_unit && !b_unit && b.has(letter_i)) || (b_unit && !a_unit && a.has(letter_i))) {
-          GiNaC::ex a_i = a.subs(letter_i == GiNaC::I), b_i = b.subs(letter_i == GiNaC::I);
-          if (GiNaC::expand(a_i - b_i).is_zero()) return true;
-          a = a_i;
-          b = b_i;
-        }
-      }
-      GiNaC::lst symbols = free_symbols(a - b);
-      if (symbols.nops() == 0) {
-        auto x = to_complex(a), y = to_complex(b);
-        if (!x || !y || !finite(*x) || !finite(*y)) return false;  // overflowed: only exact equality counts
-        if (g.has_float || p.has_float) return numbers_equal_rounded(*x, *y);
-        return std::abs(*x - *y) <= 1e-10 * std::max(1.0, std::abs(*x));
-      }
-      if (symbols.nops() > 0) {
-        for (const auto& s : symbols) {
-          if (s.is_equal(infinity_symbol())) return false;  // oo is only ever equal to itself
-        }
-      }
-      // Random points, deterministic per comparison: equal at all three is equal.
-      std::mt19937 rng(12345);
-      std::uniform_real_distribution<double> dist(0.6, 2.4);
-      for (int trial = 0; trial < 3; ++trial) {
-        GiNaC::exmap at;
-        for (const auto& s : symbols) at[s] = GiNaC::numeric(dist(rng));
-        auto x = to_complex(a.subs(at)), y = to_complex(b.subs(at));
-        if (!x || !y || !finite(*x) || !finite(*y)) {
-          // Not evaluable (pole): fall back to exact simplification.
-          return GiNaC::normal(GiNaC::expand(a - b)).is_zero();
-        }
-        const double tolerance = (g.has_float || p.has_float) ? std::pow(10.0, -options.float_places) : 1e-9;
-        if (std::abs(*x - *y) > tolerance * std::max(1.0, std::abs(*x))) return false;
-      }
-      return true;
-    } catch (const std::exception&) {
-      return false;
-    }
-  }
-
-  static bool is_assignment(const Value& v) {
-    if (v.kind != Value::Kind::relation) return false;
-    for (Rel r : v.ops) {
-      if (r != Rel::eq) return false;
-    }
-    const Value& lhs = v.items.front();
-    if (lhs.kind == Value::Kind::tuple) {
-      for (const auto& item : lhs.items) {
-        if (!item.only_symbols) return false;
-      }
-      return true;
-    }
-    return lhs.only_symbols && (lhs.kind == Value::Kind::scalar || lhs.kind == Value::Kind::text);
-  }
-  static bool is_equation(const Value& v) {
-    if (v.kind != Value::Kind::relation) return false;
-    for (Rel r : v.ops) {
-      if (r != Rel::eq) return false;
-    }
-    return true;
-  }
-
-  static Rel flip(Rel r) {
-    switch (r) {
-      case Rel::lt: return Rel::gt;
-      case Rel::gt: return Rel::lt;
-      case Rel::le: return Rel::ge;
-      case Rel::ge: return Rel::le;
-      default: return r;
-    }
-  }
-
-  // a op b  vs  c op' d: the same relation up to a constant factor (negative flips inequalities).
-  bool single_relations_equal(const Value& gl, Rel gop, const Value& gr, const Value& pl, Rel pop, const Value& pr) {
-    if (gl.kind != Value::Kind::scalar || gr.kind != Value::Kind::scalar || pl.kind != Value::Kind::scalar ||
-        pr.kind != Value::Kind::scalar) {
-      if (gop == pop) return equal(gl, pl) && equal(gr, pr);
-      if (gop == flip(pop)) return equal(gl, pr) && equal(gr, pl);
-      return false;
-    }
-    try {
-      GiNaC::ex dg = gl.ex - gr.ex, dp = pl.ex - pr.ex;
-      if (dg.is_zero() || dp.is_zero()) return dg.is_zero() && dp.is_zero() && gop == pop;
-      if ((dg - dp).is_zero()) return gop == pop;  // the same relation, even where it cannot be evaluated
-      if ((dg + dp).is_zero()) return gop == flip(pop);
-      GiNaC::lst symbols = free_symbols(GiNaC::lst{dg, dp});
-      std::mt19937 rng(777);
-      std::uniform_real_distribution<double> dist(0.6, 2.4);
-      std::optional<double> ratio;
-      for (int trial = 0; trial < 3; ++trial) {
-        GiNaC::exmap at;
-        for (const auto& s : symbols) at[s] = GiNaC::numeric(dist(rng));
-        auto x = to_complex(dg.subs(at)), y = to_complex(dp.subs(at));
-        if (!x || !y || std::abs(*y) < 1e-12 || std::abs(x->imag()) > 1e-12 || std::abs(y->imag()) > 1e-12) return false;
-        double r = x->real() / y->real();
-        if (ratio && std::abs(r - *ratio) > 1e-9 * std::max(1.0, std::abs(r))) return false;
-        ratio = r;
-      }
-      if (!ratio || *ratio == 0) return false;
-      if (gop == Rel::eq || gop == Rel::ne) return gop == pop;
-      return *ratio > 0 ? gop == pop : gop == flip(pop);
-    } catch (const std::exception&) {
-      return false;
-    }
-  }
-
-  bool relations_equal(const Value& g, const Value& p) {
-    if (g.items.size() != p.items.size()) return false;
-    if (g.items.size() == 2) return single_relations_equal(g.items[0], g.ops[0], g.items[1], p.items[0], p.ops[0], p.items[1]);
-    // chains: term by term, either as written or mirrored (a < x < b  ==  b > x > a)
-    bool same = true;
-    for (std::size_t i = 0; i < g.ops.size() && same; ++i) same = g.ops[i] == p.ops[i];
-    for (std::size_t i = 0; i < g.items.size() && same; ++i) same = equal(g.items[i], p.items[i]);
-    if (same) return true;
-    const std::size_t n = g.items.size();
-    bool mirrored = true;
-    for (std::size_t i = 0; i < g.ops.size() && mirrored; ++i) mirrored = g.ops[i] == flip(p.ops[g.ops.size() - 1 - i]);
-    for (std::size_t i = 0; i < n && mirrored; ++i) mirrored = equal(g.items[i], p.items[n - 1 - i]);
-    return mirrored;
-  }
-
-  // "a <= x < b" and "x > a" as intervals, for comparison with interval answers.
-  static std::optional<Value> relation_as_interval(const Value& r) {
-    auto bound = [](const Value& v) { return v.kind == Value::Kind::scalar && !v.only_symbols; };
-    auto make = [](GiNaC::ex lo, bool lo_open, GiNaC::ex hi, bool hi_open) {
-      Value i;
-      i.kind = Value::Kind::interval;
-      i.items = {scalar(lo, false, false), scalar(hi, false, false)};
-      i.left_open = lo_open;
-      i.right_open = hi_open;
-      return i;
-    };
-    const GiNaC::ex inf = infinity_symbol();
-    // a <= |x| <= b  is  [-b, -a] U [a, b]
-    if (r.items.size() == 3 && r.items[1].only_symbols && bound(r.items[0]) && bound(r.items[2]) &&
-        GiNaC::is_a<GiNaC::function>(r.items[1].ex) && GiNaC::ex_to<GiNaC::function>(r.items[1].ex).get_name() == "abs" &&
-        (r.ops[0] == Rel::lt || r.ops[0] == Rel::le) && (r.ops[1] == Rel::lt || r.ops[1] == Rel::le)) {
-      const bool lo_open = r.ops[0] == Rel::lt, hi_open = r.ops[1] == Rel::lt;
-      Value u;
-      u.kind = Value::Kind::union_of;
-      u.items = {make(-r.items[2].ex, hi_open, -r.items[0].ex, lo_open), make(r.items[0].ex, lo_open, r.items[2].ex, hi_open)};
-      return u;
-    }
-    if (r.items.size() == 3 && r.items[1].only_symbols && bound(r.items[0]) && bound(r.items[2])) {
-      Rel a = r.ops[0], b = r.ops[1];
-      if ((a == Rel::lt || a == Rel::le) && (b == Rel::lt || b == Rel::le))
-        return make(r.items[0].ex, a == Rel::lt, r.items[2].ex, b == Rel::lt);
-      if ((a == Rel::gt || a == Rel::ge) && (b == Rel::gt || b == Rel::ge))
-        return make(r.items[2].ex, b == Rel::gt, r.items[0].ex, a == Rel::gt);
-    }
-    if (r.items.size() == 2) {
-      Rel op = r.ops[0];
-      const Value* value = nullptr;
-      if (r.items[0].only_symbols && bound(r.items[1])) {
-        value = &r.items[1];
-      } else if (r.items[1].only_symbols && bound(r.items[0])) {
-        value = &r.items[0];
-        op = flip(op);
-      }
-      if (value) {
-        if (op == Rel::lt || op == Rel::le) return make(-inf, true, value->ex, op == Rel::lt);
-        if (op == Rel::gt || op == Rel::ge) return make(value->ex, op == Rel::gt, inf, true);
-      }
-    }
-    return std::nullopt;
-  }
-
-  static bool set_like(const Value& v) {
-    return v.kind == Value::Kind::set || v.kind == Value::Kind::tuple || v.kind == Value::Kind::interval ||
-           v.kind == Value::Kind::union_of;
-  }
-
-  bool sequences_equal(const std::vector<Value>& a, const std::vector<Value>& b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      if (!equal(a[i], b[i])) return false;
-    }
-    return true;
-  }
-
-  // Every element of `a` matched to a distinct element of `b` (sets are unordered).
-  bool multisets_equal(const std::vector<Value>& a, const std::vector<Value>& b) {
-    if (a.size() != b.size()) return false;
-    std::vector<bool> used(b.size(), false);
-    for (const auto& x : a) {
-      bool found = false;
-      for (std::size_t j = 0; j < b.size(); ++j) {
-        if (used[j]) continue;
-        if (!spend()) return false;
-        if (equal(x, b[j])) {
-          used[j] = true;
-          found = true;
-          break;
-        }
-      }
-      if (!found) return false;
-    }
-    return true;
-  }
-
-  // Sets ignore order and repetition: every element of each side is in the other.
-  bool contained(const std::vector<Value>& a, const std::vector<Value>& b) {
-    for (const auto& x : a) {
-      bool found = false;
-      for (const auto& y : b) {
-        if (!spend()) return false;
-        if (equal(x, y)) {
-          found = true;
-          break;
-        }
-      }
-      if (!found) return false;
-    }
-    return true;
-  }
-  bool same_elements(const std::vector<Value>& a, const std::vector<Value>& b) { return contained(a, b) && contained(b, a); }
-
-  bool sets_equal(const Value& g, const Value& p) {
-    using K = Value::Kind;
-    if (g.kind == K::interval && p.kind == K::interval) {
-      return g.left_open == p.left_open && g.right_open == p.right_open && equal(g.items[0], p.items[0]) &&
-             equal(g.items[1], p.items[1]);
-    }
-    // "(a, b)" may be an open interval
-    if (g.kind == K::interval && p.kind == K::tuple && p.paren_pair) return g.left_open && g.right_open && sequences_equal(g.items, p.items);
-    if (p.kind == K::interval && g.kind == K::tuple && g.paren_pair) return p.left_open && p.right_open && sequences_equal(g.items, p.items);
-    if (g.kind == K::tuple && p.kind == K::tuple) return sequences_equal(g.items, p.items);
-    if (g.kind == K::set && p.kind == K::set) return same_elements(g.items, p.items);
-    if (g.kind == K::union_of && p.kind == K::union_of) return multisets_equal(g.items, p.items);
-    // a tuple against a written-out set keeps the order it was written in
-    if ((g.kind == K::tuple && p.kind == K::set) || (g.kind == K::set && p.kind == K::tuple)) {
-      if (sequences_equal(g.items, p.items)) return true;
-      return !options.strict && multisets_equal(g.items, p.items);
-    }
-    // a single value against a one-element set
-    if (g.kind == K::set && g.items.size() == 1 && !set_like(p)) return equal(g.items[0], p);
-    if (p.kind == K::set && p.items.size() == 1 && !set_like(g)) return equal(g, p.items[0]);
-    return false;
-  }
-
-  bool texts_equal(const Value& g, const Value& p) {
-    auto as_text = [](const Value& v) -> std::optional<std::string> {
-      if (v.kind == Value::Kind::text) return v.text;
-      if (v.kind == Value::Kind::scalar && v.only_symbols) {
-        // "Evelyn" parsed as E*v*e*l*y*n: compare the letters
-        std::ostringstream out;
-        out << v.ex;
-        std::string s;
-        for (char c : out.str()) {
-          if (std::isalpha(static_cast<unsigned char>(c))) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        }
-        std::sort(s.begin(), s.end());
-        return s;
-      }
-      return std::nullopt;
-    };
-    auto a = as_text(g), b = as_text(p);
-    if (!a || !b) return false;
-    if (g.kind == Value::Kind::text && p.kind == Value::Kind::text) return *a == *b;
-    std::string x = *a, y = *b;
-    std::sort(x.begin(), x.end());
-    std::sort(y.begin(), y.end());
-    return x == y;
-  }
-
-  bool equal(const Value& gold, const Value& pred) {
-    using K = Value::Kind;
-    if (!spend()) return false;
-    Value g = gold, p = pred;
-    const bool ga = is_assignment(g), pa = is_assignment(p);
-    if (ga && !pa && p.kind != K::relation) g = Value(g.items.back());
-    if (pa && !ga && g.kind != K::relation) p = Value(p.items.back());
-    if (ga && pa) {
-      g.items = {g.items.front(), g.items.back()};
-      g.ops = {Rel::eq};
-      p.items = {p.items.front(), p.items.back()};
-      p.ops = {Rel::eq};
-    } else if (is_equation(p) && !is_equation(g) && !pa) {
-      p = Value(p.items.back());
-    }
-    if (g.kind == K::relation && set_like(p)) {
-      if (auto interval = relation_as_interval(g)) g = *interval;
-    }
-    if (options.allow_set_relation && p.kind == K::relation && set_like(g)) {
-      if (auto interval = relation_as_interval(p)) p = *interval;
-    }
-    if (g.kind == K::text || p.kind == K::text) return texts_equal(g, p);
-    if (g.kind == K::relation && p.kind == K::relation) return relations_equal(g, p);
-    if (g.kind == K::relation || p.kind == K::relation) return false;
-    if (set_like(g) || set_like(p)) return sets_equal(g, p);
-    // scalars
-    if (scalars_equal(g, p)) return true;
-    if (g.percent != p.percent) {
-      // "28%" against "28": the percent sign is often dropped or added
-      Value a = g, b = p;
-      if (a.percent) a.ex = a.before_percent;
-      if (b.percent) b.ex = b.before_percent;
-      if (scalars_equal(a, b)) return true;
-    }
-    if (g.only_symbols && p.only_symbols) return texts_equal(g, p);
-    return false;
-  }
-};
-
-// Renames the predicted answer's symbols to the gold's, by sorted name (non-strict mode).
-void collect_symbols(const Value& v, GiNaC::exset& out) {
-  if (v.kind == Value::Kind::scalar) {
-    for (GiNaC::const_preorder_iterator it = v.ex.preorder_begin(); it != v.ex.preorder_end(); ++it) {
-      if (GiNaC::is_a<GiNaC::symbol>(*it)) out.insert(*it);
-    }
-  }
-  for (const auto& item : v.items) collect_symbols(item, out);
-}
-void substitute(Value& v, const GiNaC::exmap& map) {
-  if (v.kind == Value::Kind::scalar) v.ex = v.ex.subs(map);
-  for (auto& item : v.items) substitute(item, map);
-}
-
-}  // namespace
-
-bool values_equal(const Value& gold, const Value& predicted, const CompareOptions& options) {
-  std::lock_guard lock(ginac_mutex());
-  try {
-    Comparer comparer{options};
-    if (comparer.equal(gold, predicted)) return true;
-    if (!options.strict) {
-      GiNaC::exset gs, ps;
-      collect_symbols(gold, gs);
-      collect_symbols(predicted, ps);
-      if (gs.size() == ps.size() && !gs.empty()) {
-        GiNaC::exmap map;
-        auto gi = gs.begin();
-        for (auto pi = ps.begin(); pi != ps.end(); ++pi, ++gi) map[*pi] = *gi;
-        Value renamed = predicted;
-        substitute(renamed, map);
-        Comparer again{options};
-        return again.equal(gold, renamed);
-      }
-    }
-    return false;
-  } catch (const std::exception&) {
-    return false;
-  }
 }
 
 }  // namespace distil::graders::math
