@@ -51,7 +51,7 @@ double gibibytes(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 int64_t ModelShape::parameters() const {
   const int64_t q = hidden * heads * head_dim, kv = 2 * hidden * kv_heads * head_dim, o = heads * head_dim * hidden;
   const int64_t mlp = 3 * hidden * intermediate;
-  const int64_t norms = 2 * hidden + (qk_norm ? 2 * head_dim : 0);
+  const int64_t norms = 2 * hidden + qk_norm_params;
   const int64_t embeddings = vocab * hidden * (tied_embeddings ? 1 : 2);
   return embeddings + layers * (q + kv + o + mlp + norms) + hidden;
 }
@@ -73,7 +73,8 @@ ModelShape read_model_shape(const fs::path& model_dir_or_config) {
   s.intermediate = field(config, "intermediate_size", name);
   s.tied_embeddings = config.value("tie_word_embeddings", false);
   const std::string type = config.value("model_type", "");
-  s.qk_norm = type == "qwen3" || type.rfind("olmo", 0) == 0;
+  if (type == "qwen3") s.qk_norm_params = 2 * s.head_dim;
+  else if (type.rfind("olmo", 0) == 0) s.qk_norm_params = (s.heads + s.kv_heads) * s.head_dim;
   return s;
 }
 

@@ -16,7 +16,7 @@ namespace distil::trainer {
 struct ModelShape {
   int64_t vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0;
   bool tied_embeddings = false;
-  bool qk_norm = false;  // Qwen3 / OLMo: per-head RMSNorm on q and k
+  int64_t qk_norm_params = 0;  // per layer: Qwen3's per-head q/k norms (2 x head_dim), OLMo's whole-width ones
   int64_t parameters() const;
 };
 
