@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 
 #include <chrono>
 #include <cstdlib>
@@ -165,6 +166,24 @@ std::vector<double> Communicator::all_reduce_sum(const std::vector<double>& valu
 }
 
 void Communicator::barrier() { all_reduce_sum(0.0); }
+
+std::vector<std::string> Communicator::all_gather_strings(const std::string& mine) {
+  if (world_size() <= 1) return {mine};
+  // Each rank's length at its own index, so one sum tells every rank every length.
+  std::vector<double> lengths(world_size(), 0.0);
+  lengths[rank()] = static_cast<double>(mine.size());
+  lengths = all_reduce_sum(lengths);
+  int64_t width = 1;
+  for (double l : lengths) width = std::max<int64_t>(width, static_cast<int64_t>(l));
+  auto padded = torch::zeros({width}, torch::kByte);
+  std::memcpy(padded.data_ptr(), mine.data(), mine.size());
+  auto all = torch::empty({width * world_size()}, torch::kByte);
+  all_gather(padded, all);
+  const auto* bytes = static_cast<const char*>(all.data_ptr());
+  std::vector<std::string> out;
+  for (int r = 0; r < world_size(); ++r) out.emplace_back(bytes + r * width, static_cast<std::size_t>(lengths[r]));
+  return out;
+}
 
 DistributedEnv distributed_env_from_environment() {
   DistributedEnv env;

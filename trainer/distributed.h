@@ -46,6 +46,8 @@ class Communicator {
   double all_reduce_sum(double value);
   // Sums each entry over processes (one collective for the whole vector).
   std::vector<double> all_reduce_sum(const std::vector<double>& values);
+  // Every rank's string, in rank order, on every rank.
+  std::vector<std::string> all_gather_strings(const std::string& mine);
   // Returns once every process has called it.
   void barrier();
 };

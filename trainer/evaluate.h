@@ -29,4 +29,15 @@ nlohmann::json evaluate(model::CausalLM& model, const text::Tokenizer& tokenizer
                         env::FeedbackClient& client, const EnvSection& env, const EvalSection& eval,
                         uint64_t seed, bool keep_samples);
 
+// The same evaluation split over processes: part p of `parts` generates and grades the batches of
+// eval.batch_prompts prompts whose index is p modulo parts (each batch seeded by its position, so
+// its samples do not depend on who makes them) and returns them as JSON; combine_evaluation
+// merges every part's JSON, in batch order, into what evaluate() returns. Throws EvaluationFailed.
+nlohmann::json evaluate_part(model::CausalLM& model, const text::Tokenizer& tokenizer,
+                             const PromptRenderer& renderer, const std::vector<tasks::Task>& tasks,
+                             env::FeedbackClient& client, const EnvSection& env, const EvalSection& eval,
+                             uint64_t seed, bool keep_samples, int part, int parts);
+nlohmann::json combine_evaluation(const std::vector<nlohmann::json>& parts, const EnvSection& env,
+                                  const EvalSection& eval, bool keep_samples);
+
 }  // namespace distil::trainer

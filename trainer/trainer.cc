@@ -1058,8 +1058,13 @@ struct Trainer::Impl {
     if (eval_tasks.empty()) throw ConfigError("data.eval_tasks", "no evaluation tasks configured");
     nlohmann::json result;
     try {
-      result = trainer::evaluate(model, *tokenizer, *renderer, eval_tasks, *client, config.env, config.eval,
-                                 mix_seed({config.train.seed, 0xe7a1ULL}), true);
+      // Each rank evaluates its share of the batches; every rank combines all shares, so all of
+      // them reach the same result (or the same EvaluationFailed).
+      const auto part = evaluate_part(model, *tokenizer, *renderer, eval_tasks, *client, config.env, config.eval,
+                                      mix_seed({config.train.seed, 0xe7a1ULL}), true, dist.rank, dist.world_size);
+      std::vector<nlohmann::json> parts;
+      for (const auto& text : comm->all_gather_strings(part.dump())) parts.push_back(nlohmann::json::parse(text));
+      result = combine_evaluation(parts, config.env, config.eval, true);
     } catch (const EvaluationFailed& e) {
       // Training goes on (its own steps retry on feedback failures); the evaluation is recorded
       // as failed, not as a number.

@@ -575,6 +575,10 @@ TEST_P(DataParallelObjective, TwoProcessesTrainAsOneWithTheSameGlobalBatch) {
     objective = "grpo";
     extra.push_back("algo.off_policy_minibatches=2");
   }
+  // The evaluation at step 3 is split over the ranks by batch (three batches of one prompt: rank
+  // 0 takes two) and must give one process's numbers exactly.
+  for (const char* e : {"eval.every=3", "eval.batch_prompts=1", "eval.samples=2", "eval.k=[1, 2]"}) extra.push_back(e);
+  extra.push_back("data.eval_tasks=[" + tasks_file.string() + "]");
   const std::string name = "dp-" + GetParam();
   auto one = overrides_for(objective, name + "-1", extra);
   auto two = overrides_for(objective, name + "-2", extra);
@@ -582,7 +586,16 @@ TEST_P(DataParallelObjective, TwoProcessesTrainAsOneWithTheSameGlobalBatch) {
   ASSERT_EQ(run_distil_train({two, 2}, root / (name + "-2-logs")), "");
   expect_same_steps(root / (name + "-1"), root / (name + "-2"));
   EXPECT_LT(max_difference(checkpoint_weights(root / (name + "-1")), checkpoint_weights(root / (name + "-2"))), 1e-5);
-  // Rank 0 said what it runs on.
+  auto eval_of = [&](const std::string& run) {
+    std::ifstream in(root / run / "eval" / "step-000003.json");
+    return nlohmann::json::parse(in, nullptr, false);
+  };
+  const auto eval_one = eval_of(name + "-1"), eval_two = eval_of(name + "-2");
+  ASSERT_TRUE(eval_one.is_object() && eval_one.contains("metrics"));
+  EXPECT_EQ(eval_one["metrics"], eval_two["metrics"]);
+  EXPECT_EQ(eval_one["samples"].size(), 6u);
+  EXPECT_EQ(eval_one["samples"], eval_two["samples"]);
+  // Rank 1 said what it runs on.
   std::ifstream log(root / (name + "-2-logs") / "rank1.log");
   std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("rank 1 of 2, local rank 1 of 2, device cpu, backend gloo"), std::string::npos) << text;
