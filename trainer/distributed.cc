@@ -280,10 +280,6 @@ ShardedAdamW::ShardedAdamW(std::vector<torch::Tensor> parameters, const torch::o
   optimizer_ = std::make_unique<torch::optim::AdamW>(std::vector<torch::Tensor>{master_}, options);
 }
 
-// Collectives run on windows of the padded flat layout, so no rank ever holds a full flat fp32
-// copy of the gradients or parameters (8 bytes a parameter for an 8B model is 64 GB).
-constexpr int64_t kBucketElements = 32LL * 1024 * 1024;
-
 template <typename Fn>
 void ShardedAdamW::for_each_overlap(int64_t begin, int64_t end, Fn&& fn) const {
   int64_t offset = 0;
@@ -301,7 +297,7 @@ double ShardedAdamW::reduce_gradients() {
   auto slice = torch::zeros({shard_numel_}, options);
   const int64_t world = comm_.world_size();
   // Window w of every rank's shard: rank r's part is [r * shard + w0, r * shard + w1).
-  const int64_t step = std::max<int64_t>(1, kBucketElements / world);  // a window holds kBucketElements in all
+  const int64_t step = std::max<int64_t>(1, ShardedAdamW::kWindowElements / world);  // kWindowElements in all
   for (int64_t w0 = 0; w0 < shard_numel_; w0 += step) {
     const int64_t w1 = std::min(shard_numel_, w0 + step), width = w1 - w0;
     auto window = torch::zeros({width * world}, options);
@@ -340,7 +336,7 @@ void ShardedAdamW::publish_master() {
   torch::NoGradGuard no_grad;
   const int64_t world = comm_.world_size();
   const auto master = master_.detach();
-  const int64_t step = std::max<int64_t>(1, kBucketElements / world);
+  const int64_t step = std::max<int64_t>(1, ShardedAdamW::kWindowElements / world);
   for (int64_t w0 = 0; w0 < shard_numel_; w0 += step) {
     const int64_t w1 = std::min(shard_numel_, w0 + step), width = w1 - w0;
     auto window = torch::empty({width * world}, master.options());

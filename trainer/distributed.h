@@ -69,6 +69,11 @@ void all_reduce_gradients(Communicator& comm, const std::vector<torch::Tensor>& 
 // this equals unsharded AdamW on fp32 parameters up to the rounding of the global norm.
 class ShardedAdamW {
  public:
+  // Collectives run on windows of the padded flat layout holding this many elements over all
+  // ranks, so no rank ever builds a full flat fp32 copy of the gradients or parameters (8 bytes a
+  // parameter for an 8B model is 64 GB).
+  static constexpr int64_t kWindowElements = 32LL * 1024 * 1024;
+
   ShardedAdamW(std::vector<torch::Tensor> parameters, const torch::optim::AdamWOptions& options,
                Communicator& comm, int stage);
   // Reduces the gradients onto this rank's slice and returns the global L2 norm (same on every rank).

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "trainer/distributed.h"
+
 namespace distil::trainer {
 namespace fs = std::filesystem;
 
@@ -17,8 +19,7 @@ namespace {
 // fragmentation and short-lived temporaries the plan does not itemise.
 constexpr double kUsableFraction = 0.9;
 
-// Elements of one collective bucket of the sharded optimizer (trainer/distributed.cc).
-constexpr double kBucketElements = 32.0 * 1024 * 1024;
+constexpr double kWindowElements = static_cast<double>(ShardedAdamW::kWindowElements);
 
 int64_t dtype_bytes(const std::string& name) {
   if (name == "float32") return 4;
@@ -45,8 +46,6 @@ std::string human(double bytes) {
 }
 
 }  // namespace
-
-double gibibytes(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 
 int64_t ModelShape::parameters() const {
   const int64_t q = hidden * heads * head_dim, kv = 2 * hidden * kv_heads * head_dim, o = heads * head_dim * hidden;
@@ -135,8 +134,8 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     std::snprintf(d, sizeof d, "AdamW moments, fp32, 1/%d of them", in.world_size);
     add("optimizer state", 2 * shard * 4, d);
     add("master weights", 2 * shard * 4, "fp32 slice + its gradient");
-    // A window and its reduced copy, kBucketElements in all (distributed.cc).
-    add("collective buffers", 2 * std::min(kBucketElements, shard * N) * 4, "windowed reduce / gather");
+    // A window and its reduced copy (ShardedAdamW::kWindowElements over all ranks).
+    add("collective buffers", 2 * std::min(kWindowElements, shard * N) * 4, "windowed reduce / gather");
   }
   add("teacher copy", in.teacher_copy ? P * pb : 0, in.teacher_copy ? "ema / initial / model teacher weights" : "none (teacher is the student or remote)");
   const double seq = static_cast<double>(in.prompt_tokens + in.new_tokens);

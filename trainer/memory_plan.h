@@ -75,6 +75,5 @@ std::string memory_shortfall(const MemoryPlanInputs& inputs, double budget_bytes
 int smallest_fitting_world_size(const TrainConfig& config, const ModelShape& shape, int64_t prompt_tokens,
                                 bool fused_attention, double budget_bytes, int limit = 1024);
 
-double gibibytes(double bytes);
 
 }  // namespace distil::trainer

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -131,6 +132,10 @@ void truncate_metrics(const fs::path& path, int64_t step) {
     log_event("info", "metrics.jsonl: dropped " + std::to_string(dropped) + " records of steps after " +
                           std::to_string(step) + " (they are made again from the checkpoint)");
 }
+
+// Every teacher context kind, in the order metrics.jsonl lists them.
+constexpr std::array<ContextKind, 5> kContextKinds{ContextKind::sibling, ContextKind::feedback, ContextKind::reference,
+                                                   ContextKind::own_response, ContextKind::masked};
 
 struct Batch {
   std::vector<Rollout> rollouts;  // graded rollouts only, ordered by group
@@ -624,20 +629,9 @@ struct Trainer::Impl {
     for (const auto& [key, value] : local.weighted) names.insert(key);
     std::string joined;
     for (const auto& name : names) joined += name + '\n';
-    constexpr int64_t kWidth = 4096;
-    if (static_cast<int64_t>(joined.size()) > kWidth) throw std::runtime_error("loss part names exceed 4 kB");
-    auto mine = torch::zeros({kWidth}, torch::kByte);
-    std::memcpy(mine.data_ptr(), joined.data(), joined.size());
-    auto all = torch::empty({kWidth * comm->world_size()}, torch::kByte);
-    comm->all_gather(mine, all);
-    const auto* bytes = static_cast<const char*>(all.data_ptr());
-    for (int r = 0; r < comm->world_size(); ++r) {
-      const std::string text(bytes + r * kWidth, strnlen(bytes + r * kWidth, kWidth));
-      for (std::size_t at = 0, next; at < text.size(); at = next + 1) {
-        next = text.find('\n', at);
-        if (next == std::string::npos) break;
+    for (const auto& text : comm->all_gather_strings(joined)) {
+      for (std::size_t at = 0, next; (next = text.find('\n', at)) != std::string::npos; at = next + 1)
         names.insert(text.substr(at, next - at));
-      }
     }
     std::vector<double> values{local.loss, local.weight};
     for (const auto& name : names) {
@@ -912,9 +906,7 @@ struct Trainer::Impl {
       std::vector<double> counts{static_cast<double>(rollouts), static_cast<double>(failed), static_cast<double>(empty),
                                  static_cast<double>(masked), static_cast<double>(passed), reward_sum,
                                  static_cast<double>(response_tokens)};
-      const std::vector<ContextKind> kinds{ContextKind::sibling, ContextKind::feedback, ContextKind::reference,
-                                           ContextKind::own_response, ContextKind::masked};
-      for (auto kind : kinds) counts.push_back(static_cast<double>(contexts[to_string(kind)]));
+      for (auto kind : kContextKinds) counts.push_back(static_cast<double>(contexts[to_string(kind)]));
       counts = comm->all_reduce_sum(counts);
       rollouts = static_cast<int64_t>(counts[0]);
       failed = static_cast<int64_t>(counts[1]);
@@ -923,7 +915,8 @@ struct Trainer::Impl {
       passed = static_cast<int64_t>(counts[4]);
       reward_sum = counts[5];
       response_tokens = static_cast<int64_t>(counts[6]);
-      for (std::size_t i = 0; i < kinds.size(); ++i) contexts[to_string(kinds[i])] = static_cast<int64_t>(counts[7 + i]);
+      for (std::size_t i = 0; i < kContextKinds.size(); ++i)
+        contexts[to_string(kContextKinds[i])] = static_cast<int64_t>(counts[7 + i]);
       parts = global_parts(parts);
     }
     parts.into(record);
@@ -937,8 +930,7 @@ struct Trainer::Impl {
     if (objective->needs_teacher()) {
       // Every kind, zeros included, so a plot of context shares over steps has all its series.
       nlohmann::json by_kind = nlohmann::json::object();
-      for (auto kind : {ContextKind::sibling, ContextKind::feedback, ContextKind::reference, ContextKind::own_response,
-                        ContextKind::masked}) {
+      for (auto kind : kContextKinds) {
         by_kind[to_string(kind)] = contexts.count(to_string(kind)) ? contexts.at(to_string(kind)) : 0;
       }
       record["teacher_contexts"] = by_kind;
@@ -1060,10 +1052,14 @@ struct Trainer::Impl {
     try {
       // Each rank evaluates its share of the batches; every rank combines all shares, so all of
       // them reach the same result (or the same EvaluationFailed).
-      const auto part = evaluate_part(model, *tokenizer, *renderer, eval_tasks, *client, config.env, config.eval,
-                                      mix_seed({config.train.seed, 0xe7a1ULL}), true, dist.rank, dist.world_size);
+      auto part = evaluate_part(model, *tokenizer, *renderer, eval_tasks, *client, config.env, config.eval,
+                                mix_seed({config.train.seed, 0xe7a1ULL}), true, dist.rank, dist.world_size);
       std::vector<nlohmann::json> parts;
-      for (const auto& text : comm->all_gather_strings(part.dump())) parts.push_back(nlohmann::json::parse(text));
+      if (comm->world_size() > 1) {
+        for (const auto& text : comm->all_gather_strings(part.dump())) parts.push_back(nlohmann::json::parse(text));
+      } else {
+        parts.push_back(std::move(part));
+      }
       result = combine_evaluation(parts, config.env, config.eval, true);
     } catch (const EvaluationFailed& e) {
       // Training goes on (its own steps retry on feedback failures); the evaluation is recorded

@@ -1,8 +1,6 @@
 // Data parallel on CPU: two real processes run c10d's Gloo engine (all-reduce, reduce-scatter,
 // all-gather) and the sharded AdamW, checked against one process doing the same sums and steps.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,28 +11,16 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "tests/support/free_port.h"
 #include "trainer/distributed.h"
 
 namespace distil::trainer {
 namespace {
 
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // Runs `body(rank)` in two processes (this one is rank 0) and expects both to return true.
 template <typename Body>
 void run_two_ranks(Body body) {
-  const int port = free_port();
+  const int port = test_support::free_tcp_port();
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   auto env_for = [port](int rank) {

@@ -3,9 +3,7 @@
 // every objective against a real `distil-env serve` started here on loopback.
 #include <gtest/gtest.h>
 #include <poll.h>
-#include <netinet/in.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +15,7 @@
 #include <regex>
 #include <string>
 
+#include "tests/support/free_port.h"
 #include "tests/trainer/tfevents_reader.h"
 #include "trainer/config.h"
 #include "trainer/model/model.h"
@@ -435,18 +434,6 @@ struct Launch {
   std::string resume;  // --resume
 };
 
-int free_tcp_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // Runs `distil-train train` as `world_size` processes with torchrun's environment variables
 // (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and returns "" when
 // every process exited 0, else the failures with the end of each one's log.
@@ -454,7 +441,7 @@ std::string run_distil_train(const Launch& launch, const fs::path& logs) {
   const fs::path binary = fs::path(DISTIL_BINARY_DIR) / "trainer" / "distil-train";
   if (!fs::exists(binary)) return "distil-train not built at " + binary.string();
   fs::create_directories(logs);
-  const std::string master_port = std::to_string(free_tcp_port());
+  const std::string master_port = std::to_string(test_support::free_tcp_port());
   std::vector<pid_t> children;
   for (int rank = 0; rank < launch.world_size; ++rank) {
     const fs::path log = logs / ("rank" + std::to_string(rank) + ".log");
