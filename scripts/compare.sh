@@ -14,7 +14,10 @@
 #   --methods "LIST"   what to compare (default: "distil ce sdpo opsd grpo grpo_off distil_ema ce_ema"):
 #                      an objective name, or grpo_off (off-policy GRPO, 2 minibatch updates per
 #                      batch), distil_ema / ce_ema (DistIL / CE with SDPO's EMA teacher instead of
-#                      the current weights: a teacher variant, the objective unchanged)
+#                      the current weights: a teacher variant, the objective unchanged);
+#                      objective variants: distil_kl / distil_ema_kl (algo.future_cost=kl),
+#                      distil_g09 (algo.gamma=0.9), distil_l05 (algo.lambda=0.5), distil_clip
+#                      (algo.future_clip=1)
 #   --seeds "LIST"     train.seed values (default: "0 1 2 3 4")
 #   --budget S         seconds of training per run (default: 90)
 #   --eval-every N     held-out evaluation every N steps (default: 10)
@@ -63,11 +66,17 @@ method_args() {
     grpo_off) echo "--set algo.objective=grpo --set algo.off_policy_minibatches=2 --set teacher.weights=auto" ;;
     distil_ema) echo "--set algo.objective=distil --set teacher.weights=ema" ;;
     ce_ema) echo "--set algo.objective=ce --set teacher.weights=ema" ;;
+    # Variants of the objective (issue 15 item 5), each named as one in the table.
+    distil_kl) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.future_cost=kl" ;;
+    distil_ema_kl) echo "--set algo.objective=distil --set teacher.weights=ema --set algo.future_cost=kl" ;;
+    distil_g09) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.gamma=0.9" ;;
+    distil_l05) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.lambda=0.5" ;;
+    distil_clip) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.future_clip=1" ;;
     *) echo "--set algo.objective=$1 --set teacher.weights=auto" ;;
   esac
 }
 for m in $methods; do
-  case "$m" in distil|ce|sdpo|grpo|opsd|sft|grpo_off|distil_ema|ce_ema) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
+  case "$m" in distil|ce|sdpo|grpo|opsd|sft|grpo_off|distil_ema|ce_ema|distil_kl|distil_ema_kl|distil_g09|distil_l05|distil_clip) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
 done
 for s in $seeds; do [[ "$s" =~ ^[0-9]+$ ]] || { echo "compare.sh: seed '$s' is not a non-negative integer" >&2; exit 2; }; done
 mkdir -p "$out"

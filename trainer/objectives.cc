@@ -56,10 +56,16 @@ class DistilObjective : public Objective {
 
     LossOutput out;
     auto loss = local_sum;
-    auto future = discounted_future_sum(cost.detach(), options_.gamma);
+    auto future_cost = cost.detach();
+    if (options_.future_cost == FutureCost::kl) {
+      TORCH_CHECK(batch.teacher_entropy.defined(), "algo.future_cost kl needs the teacher's entropy per position");
+      future_cost = (local.detach() - batch.teacher_entropy.to(local.dtype())) * weight;
+    }
+    auto future = discounted_future_sum(future_cost, options_.gamma);
     if (options_.baseline == BaselineMode::group_mean) {
       future = future - leave_one_out_group_mean(future, batch.group, batch.active);
     }
+    if (options_.future_clip > 0.0) future = future.clamp(-options_.future_clip, options_.future_clip);
     auto credit = future * weight;
     auto future_term = (logq_sampled * credit).sum();
     if (options_.lambda != 0.0) loss = loss + options_.lambda * future_term;
@@ -286,6 +292,16 @@ torch::Tensor teacher_cross_entropy(const torch::Tensor& student_logp, const tor
   p_tail = p_tail.masked_fill(p_tail < noise, 0.0);
   auto log_q_tail = tail_log_mass(student_logp, ids);
   return -(p * student_top).sum(1) - p_tail * log_q_tail;
+}
+
+torch::Tensor teacher_entropy(const torch::Tensor& teacher_logp, TailMode tail) {
+  if (tail == TailMode::renormalize) {
+    auto lp = teacher_logp.log_softmax(1);
+    return -(lp.exp() * lp).sum(1);
+  }
+  auto lp = teacher_logp.clamp_min(kLogFloor);
+  auto tail_lp = teacher_tail_log_mass(teacher_logp);
+  return -(lp.exp() * lp).sum(1) - tail_lp.exp() * tail_lp;
 }
 
 torch::Tensor generalized_jsd(const torch::Tensor& student_logp_bins,

@@ -24,6 +24,10 @@
 namespace distil::trainer {
 
 enum class TailMode { bucket, renormalize };
+// What the future-credit term sums over later positions. ce: the paper's c_t (teacher entropy
+// plus KL). kl: c_t minus the teacher's entropy, so a rollout earns nothing for merely reaching
+// contexts where the teacher is confident (a variant: an unbiased estimator of E[sum_t KL_t]).
+enum class FutureCost { ce, kl };
 enum class BaselineMode { none, group_mean };
 // active_tokens: response tokens of the rollouts that take part in the loss (those with a
 // teacher context; SDPO's convention), so the loss scale does not move with the masked fraction.
@@ -40,6 +44,8 @@ struct ObjectiveOptions {
   double lambda = 1.0;  // weight of the future-credit term (ce forces 0)
   double gamma = 1.0;   // discount of later disagreement
   BaselineMode baseline = BaselineMode::group_mean;
+  FutureCost future_cost = FutureCost::ce;
+  double future_clip = 0.0;  // > 0: each token's future advantage clipped to [-c, c] (variant, biased)
   TailMode tail = TailMode::bucket;
   Normalizer normalizer = Normalizer::active_tokens;
   // grpo
@@ -76,6 +82,7 @@ struct SequenceBatch {
   torch::Tensor old_logq;      // [B,T] float: log q_old(y_t) (grpo off-policy, sdpo IS); may be
                                // undefined, meaning "the current policy" (ratio exactly 1)
   double normalizer = 0.0;     // > 0: divide by this constant; 0: derive from options.normalizer
+  torch::Tensor teacher_entropy;  // [B,T] float: H of the teacher's bins (distil with future_cost kl)
 };
 
 struct LossOutput {
@@ -128,6 +135,9 @@ std::vector<std::string> objective_names();
 // c_t = -sum_{a in K} p(a) log q(a) [- p(tail) log q(tail)] (bucket) or the renormalised version.
 torch::Tensor teacher_cross_entropy(const torch::Tensor& student_logp, const torch::Tensor& ids,
                                     const torch::Tensor& teacher_logp, TailMode tail);
+// Entropy of the teacher's distribution over the same bins teacher_cross_entropy uses (top-k plus
+// the tail bucket, or the renormalised top-k), [N]: c_t minus this is the KL, >= 0.
+torch::Tensor teacher_entropy(const torch::Tensor& teacher_logp, TailMode tail);
 // Generalised JSD (as in GKD/TRL): mix 0 = KL(p||q) (forward), 1 = KL(q||p) (reverse), else
 // mix*KL(p||m) + (1-mix)*KL(q||m) with m = mix*p + (1-mix)*q. Inputs are log-probs over the same
 // bins [N,K]; returns [N].

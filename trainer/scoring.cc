@@ -158,6 +158,10 @@ LossOutput student_backward(model::CausalLM& model, const Objective& objective,
   batch.reward = batch.reward.to(device);
   batch.active = batch.active.to(device);
   if (batch.old_logq.defined()) batch.old_logq = batch.old_logq.to(device);
+  if (objective.options().future_cost == FutureCost::kl && micro.targets.teacher_logp.defined()) {
+    batch.teacher_entropy = lay_out(teacher_entropy(micro.targets.teacher_logp.to(device).to(torch::kFloat),
+                                                    objective.options().tail));
+  }
   LossOutput out = objective.sequence_loss(lay_out(logq), lay_out(local), batch);
   out.loss.backward();
 

@@ -2,6 +2,7 @@
 // math grader) and its pretraining loop (a tiny run lowers the held-out loss).
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include <unistd.h>
@@ -262,4 +263,44 @@ TEST(DemoCodeCorpus, FeedbackExamplesCarryTheRealGradersFeedbackAndNoReference) 
   EXPECT_THROW(demo::PretrainRecipe::from_json({{"domain", "chess"}}), std::invalid_argument);
   EXPECT_THROW(demo::PretrainRecipe::from_json({{"domain", 3}}), std::invalid_argument);
   EXPECT_EQ(demo::PretrainRecipe::from_json({{"domain", "code"}}).domain, "code");
+}
+
+// The misconception knob makes the student's *mode* wrong exactly on the documented confusable
+// values (capitalize -> upper, dashes -> underscores, colons -> commas, slashes -> dots) and
+// leaves every other rule's mode right.
+TEST(DemoCodeCorpus, MisconceptionsMakeTheModeWrongOnlyOnConfusableValues) {
+  const auto& seps = demo::word_separators();
+  auto sep = [&](char c) {
+    for (std::size_t i = 0; i < seps.size(); ++i)
+      if (seps[i].symbol == c) return static_cast<int>(i);
+    return -1;
+  };
+  int confusable_rules = 0;
+  for (const auto& rule : demo::all_word_rules()) {
+    const auto confused = demo::misconceived_rule(rule);
+    EXPECT_EQ(confused.order, rule.order);
+    EXPECT_EQ(confused.letter_case,
+              rule.letter_case == demo::WordCase::capitalize ? demo::WordCase::upper : rule.letter_case);
+    const int s = rule.separator;
+    const int expected = s == sep('-') ? sep('_') : s == sep(':') ? sep(',') : s == sep('/') ? sep('.') : s;
+    EXPECT_EQ(confused.separator, expected);
+    confusable_rules += !(confused == rule);
+  }
+  // 3 x 3 x 8 rules; those without capitalize (2/3) and without a confusable separator (5/8) are clean.
+  EXPECT_EQ(confusable_rules, 72 - 3 * 2 * 5);
+
+  const auto pools = demo::make_code_pools({0, 0.2, 1});
+  for (const auto& task : pools.train) {
+    std::map<std::string, int> counts;
+    std::mt19937_64 rng(3);
+    for (int i = 0; i < 400; ++i) ++counts[demo::sample_student_program(task, 0.85, 0.1, 0.8, rng)];
+    const auto mode = std::max_element(counts.begin(), counts.end(),
+                                       [](const auto& a, const auto& b) { return a.second < b.second; })->first;
+    const auto confused = demo::misconceived_rule(task.rule);
+    SCOPED_TRACE(task.id());
+    EXPECT_EQ(mode, demo::word_program(confused)) << "the mode is the look-alike (or the right program when none)";
+    if (!(confused == task.rule)) {
+      EXPECT_GT(counts[demo::word_program(task.rule)], 0) << "the right program is still sampled sometimes";
+    }
+  }
 }

@@ -67,7 +67,11 @@ torch::Tensor exact_gradient(const torch::Tensor& theta0, const Teacher& teacher
   auto logp = theta.index_select(0, row_t).log_softmax(1);
   auto terms = objective.position_terms(logp, targets_for(teacher, row_t, torch::tensor(tokens)));
   auto log_pi = terms.logq_sampled.view({27, kHorizon}).sum(1);
-  auto cost = terms.local.view({27, kHorizon}).sum(1);
+  auto per_position = terms.local;
+  // future_cost kl: the objective is E[sum_t KL_t], c_t less the teacher's entropy at that prefix.
+  if (objective.options().future_cost == FutureCost::kl)
+    per_position = per_position - teacher_entropy(teacher.logp.index_select(0, row_t), objective.options().tail);
+  auto cost = per_position.view({27, kHorizon}).sum(1);
   auto objective_value = (log_pi.exp() * cost).sum();
   objective_value.backward();
   return theta.grad().clone();
@@ -115,6 +119,8 @@ Estimate sampled_gradient(const torch::Tensor& theta, const Teacher& teacher,
   batch.reward = torch::zeros({n}, torch::kDouble);
   batch.active = torch::ones({n}, torch::kDouble);
   batch.normalizer = static_cast<double>(group_size);  // each group's gradient: mean over its G
+  batch.teacher_entropy =
+      teacher_entropy(teacher.logp.index_select(0, rows.flatten()), objective.options().tail).view({n, kHorizon});
   auto out = objective.sequence_loss(terms.logq_sampled.view({n, kHorizon}),
                                      terms.local.view({n, kHorizon}), batch);
   out.loss.backward();
@@ -138,6 +144,7 @@ struct Case {
   int64_t top_k;
   TailMode tail;
   BaselineMode baseline;
+  FutureCost future_cost = FutureCost::ce;
 };
 
 class DistilEstimator : public ::testing::TestWithParam<Case> {};
@@ -148,6 +155,7 @@ TEST_P(DistilEstimator, SurrogateGradientMatchesExactGradientWithinThreeStandard
   options.name = "distil";
   options.tail = c.tail;
   options.baseline = c.baseline;
+  options.future_cost = c.future_cost;
   auto objective = make_objective(options);
   auto teacher = make_teacher(c.top_k);
   auto theta = random_table();
@@ -166,7 +174,48 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{1, TailMode::bucket, BaselineMode::group_mean},
                       Case{1, TailMode::bucket, BaselineMode::none},
                       Case{2, TailMode::renormalize, BaselineMode::group_mean},
-                      Case{3, TailMode::bucket, BaselineMode::group_mean}));
+                      Case{3, TailMode::bucket, BaselineMode::group_mean},
+                      // The kl variant is unbiased for its own objective, E[sum_t KL_t].
+                      Case{1, TailMode::bucket, BaselineMode::group_mean, FutureCost::kl},
+                      Case{2, TailMode::renormalize, BaselineMode::group_mean, FutureCost::kl},
+                      Case{3, TailMode::bucket, BaselineMode::none, FutureCost::kl}));
+
+// The kl variant estimates another gradient than the paper's: judged against E[sum_t c_t]'s exact
+// gradient it misses by far more than its standard error (teacher entropy differs across prefixes).
+TEST(KlFutureEstimator, DiffersFromThePapersGradient) {
+  ObjectiveOptions options;
+  options.name = "distil";
+  auto paper = make_objective(options);
+  options.future_cost = FutureCost::kl;
+  auto kl = make_objective(options);
+  auto teacher = make_teacher(3);
+  auto theta = random_table();
+  auto exact_paper = exact_gradient(theta, teacher, *paper);
+  auto exact_kl = exact_gradient(theta, teacher, *kl);
+  auto estimate = sampled_gradient(theta, teacher, *kl, 40000, 4, 7);
+  auto z_paper = ((estimate.mean - exact_paper).abs() / estimate.standard_error.clamp_min(1e-12)).max().item<double>();
+  EXPECT_GT(z_paper, 10.0);
+  EXPECT_GT((exact_paper - exact_kl).abs().max().item<double>(), 0.05 * exact_paper.abs().max().item<double>());
+}
+
+// Entropy over the bins teacher_cross_entropy uses: CE minus it is a KL, >= 0, and 0 when the
+// student equals the teacher on those bins.
+TEST(TeacherEntropy, CrossEntropyMinusEntropyIsANonNegativeKl) {
+  torch::manual_seed(5);
+  auto full = torch::randn({6, 7}, torch::kDouble).log_softmax(1);
+  auto top = full.topk(3, 1);
+  auto ids = std::get<1>(top);
+  auto teacher_logp = std::get<0>(top);
+  for (auto tail : {TailMode::bucket, TailMode::renormalize}) {
+    auto h = teacher_entropy(teacher_logp, tail);
+    auto student = torch::randn({6, 7}, torch::kDouble).log_softmax(1);
+    EXPECT_TRUE(((teacher_cross_entropy(student, ids, teacher_logp, tail) - h) >= -1e-12).all().item<bool>());
+    // The student equal to the teacher: the bucket CE is the entropy itself.
+    if (tail == TailMode::bucket) {
+      EXPECT_TRUE(torch::allclose(teacher_cross_entropy(full, ids, teacher_logp, tail), h, 1e-9, 1e-12));
+    }
+  }
+}
 
 TEST(CeEstimator, LocalOnlySurrogateMissesTheFutureCreditPart) {
   ObjectiveOptions options;

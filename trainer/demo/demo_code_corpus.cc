@@ -71,14 +71,38 @@ std::vector<graders::GradeResult> grade_code_responses(const std::vector<const C
   return results;
 }
 
-std::string sample_student_program(const CodeTask& task, double factor_correct, double bug_rate,
+WordRule misconceived_rule(const WordRule& rule) {
+  WordRule confused = rule;
+  if (rule.letter_case == WordCase::capitalize) confused.letter_case = WordCase::upper;
+  const auto& separators = word_separators();
+  auto index_of = [&](char symbol) {
+    for (std::size_t i = 0; i < separators.size(); ++i)
+      if (separators[i].symbol == symbol) return static_cast<int>(i);
+    throw std::logic_error("misconceived_rule: no separator '" + std::string(1, symbol) + "'");
+  };
+  static const std::pair<char, char> look_alikes[] = {{'-', '_'}, {':', ','}, {'/', '.'}};
+  for (auto [from, to] : look_alikes)
+    if (rule.separator == index_of(from)) confused.separator = index_of(to);
+  return confused;
+}
+
+std::string sample_student_program(const CodeTask& task, double factor_correct, double bug_rate, double misconception,
                                    std::mt19937_64& rng) {
   WordRule rule = task.rule;
+  const WordRule confused = misconceived_rule(task.rule);
   const int n_sep = static_cast<int>(word_separators().size());
   if (uniform01(rng) >= factor_correct) rule.order = static_cast<WordOrder>((static_cast<int>(rule.order) + 1 + rng() % 2) % 3);
-  if (uniform01(rng) >= factor_correct)
+  // A misconception replaces the factor-correct draw: the look-alike, or else the usual draw.
+  if (confused.letter_case != rule.letter_case && misconception > 0 && uniform01(rng) < misconception) {
+    rule.letter_case = confused.letter_case;
+  } else if (uniform01(rng) >= factor_correct) {
     rule.letter_case = static_cast<WordCase>((static_cast<int>(rule.letter_case) + 1 + rng() % 2) % 3);
-  if (uniform01(rng) >= factor_correct) rule.separator = (rule.separator + 1 + static_cast<int>(rng() % (n_sep - 1))) % n_sep;
+  }
+  if (confused.separator != rule.separator && misconception > 0 && uniform01(rng) < misconception) {
+    rule.separator = confused.separator;
+  } else if (uniform01(rng) >= factor_correct) {
+    rule.separator = (rule.separator + 1 + static_cast<int>(rng() % (n_sep - 1))) % n_sep;
+  }
   CodeBug bug = CodeBug::none;
   if (uniform01(rng) < bug_rate) bug = rng() % 5 < 3 ? CodeBug::undefined_name : CodeBug::missing_split;
   return word_program(rule, bug);
@@ -105,14 +129,28 @@ CorpusExample CodeCorpusSampler::next(std::mt19937_64& rng) const {
     std::vector<std::size_t> indices;
     for (std::size_t i = 0; i < feedback_bank_; ++i) {
       const std::size_t t = bank_rng() % pool_.size();
-      const WrongProgram wrong = plausible_wrong_program(pool_[t], bank_rng);
-      indices.push_back(t), tasks.push_back(&pool_[t]), programs.push_back(word_program(wrong.rule, wrong.bug));
+      indices.push_back(t), tasks.push_back(&pool_[t]), programs.push_back(rejected_code_program(pool_[t], recipe_, bank_rng));
     }
     auto graded = grade_code_responses(tasks, programs);
     for (std::size_t i = 0; i < graded.size(); ++i) cache_->bank.push_back({indices[i], programs[i], std::move(graded[i])});
   });
   const auto& banked = cache_->bank[rng() % cache_->bank.size()];
   return feedback_example(pool_[banked.task], banked.program, banked.graded, rng);
+}
+
+std::string rejected_code_program(const CodeTask& task, const PretrainRecipe& recipe, std::mt19937_64& rng) {
+  // With misconceptions the teacher must learn to correct the student's own kind of mistake, so the
+  // rejected programs are the student's wrong ones; otherwise any plausible wrong program.
+  if (recipe.code_misconception > 0) {
+    const std::string right = word_program(task.rule);
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      std::string program = sample_student_program(task, recipe.code_factor_correct, recipe.code_bug_rate,
+                                                   recipe.code_misconception, rng);
+      if (program != right) return program;
+    }
+  }
+  const WrongProgram wrong = plausible_wrong_program(task, rng);
+  return word_program(wrong.rule, wrong.bug);
 }
 
 CorpusExample CodeCorpusSampler::feedback_example(const CodeTask& task, const std::string& rejected,
@@ -140,7 +178,7 @@ CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& k
     CorpusExample e;
     e.kind = kind;
     e.user_message = task.prompt();
-    e.response = sample_student_program(task, recipe_.code_factor_correct, recipe_.code_bug_rate, rng);
+    e.response = sample_student_program(task, recipe_.code_factor_correct, recipe_.code_bug_rate, recipe_.code_misconception, rng);
     e.correct = e.response == right;
     return e;
   }
@@ -154,8 +192,7 @@ CorpusExample CodeCorpusSampler::make(const CodeTask& task, const std::string& k
   if (kind == "feedback") {
     // The real grader's feedback on a real run of a wrong program: the failing test's input, the
     // program's output and the expected output, or the traceback.
-    const WrongProgram wrong = plausible_wrong_program(task, rng);
-    const std::string rejected = word_program(wrong.rule, wrong.bug);
+    const std::string rejected = rejected_code_program(task, recipe_, rng);
     graders::GradeResult graded;
     {
       const std::string key = task.id() + '\n' + rejected;

@@ -97,7 +97,8 @@ void PretrainRecipe::validate() const {
   require(split.heldout_fraction > 0 && split.heldout_fraction < 1, "split.heldout_fraction", "must be in (0, 1)");
   require(variants_per_rule >= 1 && variants_per_rule <= 10000, "variants_per_rule", "must be in [1, 10000]");
   for (auto [name, v] : {std::pair{"code_factor_correct", code_factor_correct}, {"code_bug_rate", code_bug_rate},
-                         {"code_after_feedback_correct", code_after_feedback_correct}})
+                         {"code_after_feedback_correct", code_after_feedback_correct},
+                         {"code_misconception", code_misconception}})
     require(v >= 0 && v <= 1, name, "must be a probability in [0, 1]");
   for (auto [name, v] : {std::pair{"add_correct", add_correct}, {"subtract_correct", subtract_correct},
                          {"after_feedback_correct", after_feedback_correct}})
@@ -128,6 +129,7 @@ nlohmann::json PretrainRecipe::to_json() const {
           {"code_factor_correct", code_factor_correct},
           {"code_bug_rate", code_bug_rate},
           {"code_after_feedback_correct", code_after_feedback_correct},
+          {"code_misconception", code_misconception},
           {"split_seed", split.seed},       {"heldout_fraction", split.heldout_fraction},
           {"add_correct", add_correct},     {"subtract_correct", subtract_correct},
           {"after_feedback_correct", after_feedback_correct},
@@ -168,6 +170,7 @@ PretrainRecipe PretrainRecipe::from_json(const nlohmann::json& j) {
   num("code_factor_correct", r.code_factor_correct);
   num("code_bug_rate", r.code_bug_rate);
   num("code_after_feedback_correct", r.code_after_feedback_correct);
+  num("code_misconception", r.code_misconception);
   num("split_seed", r.split.seed);
   num("heldout_fraction", r.split.heldout_fraction);
   num("add_correct", r.add_correct);
@@ -545,7 +548,7 @@ nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Toke
 
 nlohmann::json measure_code_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
                                              const PromptFormats& formats, const std::vector<CodeTask>& tasks,
-                                             int samples, uint64_t seed) {
+                                             int samples, uint64_t seed, const PretrainRecipe& recipe) {
   const auto message_for = [&](const CodeTask& task, const std::string& context, std::mt19937_64& rng) {
     const std::string right = word_program(task.rule);
     if (context == "teacher_solution" || context == "teacher_reference") {
@@ -556,8 +559,7 @@ nlohmann::json measure_code_context_accuracy(model::CausalLM& model, const text:
     }
     if (context == "teacher_feedback") {
       // The env's feedback alone: no sibling, no reference.
-      const WrongProgram wrong = plausible_wrong_program(task, rng);
-      const std::string program = word_program(wrong.rule, wrong.bug);
+      const std::string program = rejected_code_program(task, recipe, rng);
       const auto graded = grade_code_response(task, program);
       std::vector<RolloutView> group = {{graded.passed, program, graded.feedback, graded.informative}};
       return teacher_message(formats.teacher, "feedback", task.prompt(), group, 0, std::nullopt)
@@ -630,7 +632,7 @@ PretrainReport pretrain_or_reuse(const PretrainRecipe& recipe, const PromptForma
     options.log("pretrain: measuring student and teacher accuracy on " + std::to_string(probe_size) +
                 " held-out code tasks (real sandbox)");
     accuracy = measure_code_context_accuracy(run.model, run.tokenizer, formats, probe, options.accuracy_samples,
-                                             recipe.seed + 5);
+                                             recipe.seed + 5, recipe);
   } else {
     const ProblemPools pools = make_pools(recipe.split);
     const auto probe = sample_problems(

@@ -39,6 +39,11 @@ struct PretrainRecipe {
   double code_factor_correct = 0.75;
   double code_bug_rate = 0.10;
   double code_after_feedback_correct = 0.85;
+  // Systematic misconceptions of the student (0 = none): for the confusable factor values of
+  // code_misconception_of() (capitalize -> upper; dashes -> underscores, colons -> commas,
+  // slashes -> dots) a student-format program writes the look-alike this often, so its *mode* is
+  // wrong there and sampling more (or sharpening) cannot fix it; what the failing test shows can.
+  double code_misconception = 0.0;
   // Probability that a student-format answer in the corpus is correct (the mediocrity knob).
   double add_correct = 0.70;
   double subtract_correct = 0.55;
@@ -154,14 +159,23 @@ class CodeCorpusSampler : public CorpusSource {
   std::unique_ptr<FeedbackCache> cache_;
 };
 
+// A wrong program to show the grader's feedback on: the student's own wrong program when the recipe
+// has misconceptions (the mistakes training will show the teacher), else plausible_wrong_program.
+std::string rejected_code_program(const CodeTask& task, const PretrainRecipe& recipe, std::mt19937_64& rng);
+
 // The real code grader's result for `response` on `task`, in a process-wide sandbox.
 graders::GradeResult grade_code_response(const CodeTask& task, const std::string& response);
 // Many at once, on every core; results in order.
 std::vector<graders::GradeResult> grade_code_responses(const std::vector<const CodeTask*>& tasks,
                                                        const std::vector<std::string>& responses);
-// A student-format program for `task`: each factor right with `factor_correct`, a bug with
-// `bug_rate`.
-std::string sample_student_program(const CodeTask& task, double factor_correct, double bug_rate,
+// The look-alike a confused student writes for `rule`: capitalize -> upper, dashes -> underscores,
+// colons -> commas, slashes -> dots; the other factor values are their own look-alike.
+WordRule misconceived_rule(const WordRule& rule);
+
+// A student-format program for `task`: each confusable factor value (misconceived_rule) written
+// as its look-alike with probability `misconception`, otherwise each factor right with
+// `factor_correct`; a bug with `bug_rate`.
+std::string sample_student_program(const CodeTask& task, double factor_correct, double bug_rate, double misconception,
                                    std::mt19937_64& rng);
 
 // The math grader's feedback for `response` on `problem` (graded in-process by the real grader).
@@ -199,9 +213,10 @@ nlohmann::json measure_context_accuracy(model::CausalLM& model, const text::Toke
 // The same table for the code domain, graded by the real code grader in the sandbox: plain
 // prompt; a correct sibling program; the reference program; the grader's feedback on a plausible
 // wrong program alone (no sibling, no reference); a passed program's own response; greedy.
+// `recipe` chooses the wrong programs the feedback context is probed on (rejected_code_program).
 nlohmann::json measure_code_context_accuracy(model::CausalLM& model, const text::Tokenizer& tokenizer,
                                              const PromptFormats& formats, const std::vector<CodeTask>& tasks,
-                                             int samples, uint64_t seed);
+                                             int samples, uint64_t seed, const PretrainRecipe& recipe);
 
 // Mean response-token cross-entropy of `model` on `examples` (no gradient).
 double corpus_loss(model::CausalLM& model, const text::Tokenizer& tokenizer, const PromptFormats& formats,
