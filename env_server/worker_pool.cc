@@ -16,11 +16,15 @@ WorkerPool::~WorkerPool() { shutdown(); }
 WorkerPool::Admission WorkerPool::submit(std::vector<Job>& jobs, double max_wait_s, double* estimated_wait_s) {
   {
     std::lock_guard lock(mutex_);
-    // Jobs that find no free worker wait for one of the jobs ahead to end: one ends about every
-    // mean / workers seconds. (Running jobs are counted whole, so this errs towards refusing.)
-    const std::size_t ahead = queue_.size() + busy_ + jobs.size();
+    // The bound is on the wait before the request's *first* job starts: the work ahead of it.
+    // Its own size is not queueing delay, and counting it made a large batch on an idle server
+    // wait "too long" forever on a machine whose sandbox runs are slow (no retry could succeed).
+    // One job ahead ends about every mean / workers seconds; running jobs are counted whole, so
+    // this errs towards refusing.
+    const std::size_t ahead = queue_.size() + busy_;
     const std::size_t workers = threads_.size();
-    const double wait = ahead > workers ? static_cast<double>(ahead - workers) * mean_job_s_ / static_cast<double>(workers) : 0.0;
+    const double wait =
+        ahead >= workers ? static_cast<double>(ahead - workers + 1) * mean_job_s_ / static_cast<double>(workers) : 0.0;
     if (estimated_wait_s) *estimated_wait_s = wait;
     if (stopping_) return Admission::stopping;
     if (queue_.size() + jobs.size() > capacity_) return Admission::queue_full;

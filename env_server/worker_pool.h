@@ -26,10 +26,11 @@ class WorkerPool {
 
   // All of `jobs` are queued, or none (false: not enough room, or the pool is stopping).
   bool try_submit(std::vector<Job>& jobs) { return submit(jobs, 0, nullptr) == Admission::admitted; }
-  // The same, also refusing (wait_too_long) when the last of `jobs` would likely wait more than
-  // `max_wait_s` (0: no bound) before a worker starts it: the jobs ahead of it and the new ones,
-  // beyond one per worker, times the mean duration of recent jobs, over the workers. The estimate
-  // goes to `estimated_wait_s` (when not null) whatever the answer.
+  // The same, also refusing (wait_too_long) when the first of `jobs` would likely wait more than
+  // `max_wait_s` (0: no bound) before a worker starts it: the jobs queued or running ahead of it,
+  // beyond one per worker less one, times the mean duration of recent jobs, over the workers. A
+  // request's own size never refuses it (an idle pool admits any batch that fits the queue). The
+  // estimate goes to `estimated_wait_s` (when not null) whatever the answer.
   Admission submit(std::vector<Job>& jobs, double max_wait_s, double* estimated_wait_s);
 
   // Stops taking jobs, finishes the queued ones, joins the threads. Idempotent.

@@ -1,6 +1,7 @@
 // Unit tests of the request path below HTTP: JSON limits, item validation, the worker pool, and
 // the Prometheus rendering.
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -105,6 +106,33 @@ TEST(EnvWorkerPool, RunsEveryJobAndRefusesWhenFull) {
     release = true;
   }  // the destructor finishes what was queued
   EXPECT_EQ(ran, 3);
+}
+
+// The wait bound judges the work ahead of a request, not the request's own size: on an idle pool
+// whose jobs are slow a large batch is admitted at once (it used to be refused forever, however
+// often the client retried); with a job running, a new one must wait and is refused.
+TEST(EnvWorkerPool, WaitBoundCountsOnlyTheWorkAhead) {
+  std::atomic<bool> release{false};
+  WorkerPool pool(1, 1000);
+  std::vector<WorkerPool::Job> slow{[] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }};
+  ASSERT_TRUE(pool.try_submit(slow));
+  while (pool.busy() != 0 || pool.queue_depth() != 0 || pool.mean_job_s() == 0) std::this_thread::yield();
+  const double mean = pool.mean_job_s();
+  ASSERT_GT(mean, 0.0);
+  std::vector<WorkerPool::Job> batch(500, [] {});
+  double wait = -1;
+  EXPECT_EQ(pool.submit(batch, mean / 2, &wait), WorkerPool::Admission::admitted);  // 500 jobs would take 250x the bound
+  EXPECT_EQ(wait, 0.0);
+  while (pool.busy() != 0 || pool.queue_depth() != 0) std::this_thread::yield();
+  std::vector<WorkerPool::Job> blocker{[&] {
+    while (!release) std::this_thread::yield();
+  }};
+  ASSERT_TRUE(pool.try_submit(blocker));
+  while (pool.busy() == 0) std::this_thread::yield();
+  std::vector<WorkerPool::Job> one{[] {}};
+  EXPECT_EQ(pool.submit(one, pool.mean_job_s() / 2, &wait), WorkerPool::Admission::wait_too_long);
+  EXPECT_GT(wait, 0.0);
+  release = true;
 }
 
 TEST(EnvMetrics, RendersCumulativeHistogramsAndEscapesLabels) {
