@@ -404,6 +404,55 @@ TEST(ModelGenerate, BatchedGreedyEqualsOneAtATime) {
   EXPECT_GE(lengths.size(), 3u) << "rows should finish at different steps for this test to mean anything";
 }
 
+// The trainer passes each prompt once per sample (G rows alike): one prefill per distinct prompt,
+// copied to its rows, must give what prefilling every row gives, token for token (greedy) and
+// draw for draw (seeded sampling with per-row seeds, and with one batch seed).
+TEST(ModelGenerate, SharedPromptPrefillEqualsPrefillingEveryRow) {
+  auto s = tiny_setup("gen_share");
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<uint64_t> seeds;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<int32_t> prompt;
+    for (int t = 0; t < 3 + 4 * i; ++t) prompt.push_back((29 * i + 13 * t + 5) % 256);
+    for (int g = 0; g < 4; ++g) prompts.push_back(prompt), seeds.push_back(1000 * i + g);
+  }
+  std::swap(prompts[1], prompts[6]);  // groups need not be contiguous
+  std::swap(seeds[1], seeds[6]);
+  prompts.push_back({7, 8, 9});  // and a prompt of its own
+  seeds.push_back(77);
+  for (const double temperature : {0.0, 1.0}) {
+    for (const bool row_seeds : {true, false}) {
+      if (temperature == 0 && !row_seeds) continue;
+      SCOPED_TRACE("temperature " + std::to_string(temperature) + (row_seeds ? ", row seeds" : ", one seed"));
+      distil::model::SamplingParams p;
+      p.temperature = temperature;
+      p.max_new_tokens = 10;
+      p.seed = 5;
+      if (row_seeds) p.row_seeds = seeds;
+      for (int32_t id = 3; id < 300; id += 9) p.eos_ids.push_back(id);  // rows finish at different steps
+      p.share_prompt_prefill = false;
+      const auto every_row = distil::model::generate(s.model, s.tokenizer, prompts, p);
+      p.share_prompt_prefill = true;
+      const auto shared = distil::model::generate(s.model, s.tokenizer, prompts, p);
+      const auto again = distil::model::generate(s.model, s.tokenizer, prompts, p);
+      ASSERT_EQ(shared.size(), prompts.size());
+      std::set<std::vector<int32_t>> distinct_responses;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        EXPECT_EQ(shared[i].tokens, every_row[i].tokens) << "row " << i;
+        EXPECT_EQ(shared[i].finish_reason, every_row[i].finish_reason) << "row " << i;
+        EXPECT_EQ(shared[i].text, every_row[i].text) << "row " << i;
+        ASSERT_EQ(shared[i].logprobs.size(), every_row[i].logprobs.size());
+        for (size_t t = 0; t < shared[i].logprobs.size(); ++t)
+          EXPECT_NEAR(shared[i].logprobs[t], every_row[i].logprobs[t], 1e-5) << "row " << i << " token " << t;
+        EXPECT_EQ(shared[i].tokens, again[i].tokens) << "row " << i;
+        distinct_responses.insert(shared[i].tokens);
+      }
+      // Sampling: the G rows of a prompt draw their own responses, not copies of one.
+      if (temperature > 0) EXPECT_GT(distinct_responses.size(), 6u);
+    }
+  }
+}
+
 TEST(ModelGenerate, StopsAtEosAndStopStrings) {
   auto s = tiny_setup("gen_stop");
   distil::model::SamplingParams p;
