@@ -590,8 +590,12 @@ TEST(ModelTraining, GradientsMatchFiniteDifferences) {
 // MKL); fp64 always goes through F::linear. Both must give the same logits and gradients (the
 // finite-difference test above runs in fp64, so this is what checks the fp32 path's backward).
 TEST(ModelTraining, Fp32LogitsAndGradientsMatchFp64) {
+  std::vector<distil::model::LinearKernel> kernels = {distil::model::LinearKernel::blas};
+  if (distil::model::onednn_linear_available()) kernels.push_back(distil::model::LinearKernel::onednn);
+  for (const auto kernel : kernels)
   for (const char* variant : {"qwen3", "llama3", "olmo2"}) {
-    SCOPED_TRACE(variant);
+    SCOPED_TRACE(std::string(variant) + ", " + distil::model::linear_kernel_name(kernel) + " projections");
+    distil::model::set_cpu_linear_kernel(kernel);
     ModelConfig config = tiny_config(variant);
     config.attention_bias = std::string(variant) == "llama3";  // the bias path too
     CausalLM fp32 = spicy_model(config, 91), fp64 = spicy_model(config, 91);
@@ -615,6 +619,7 @@ TEST(ModelTraining, Fp32LogitsAndGradientsMatchFp64) {
       }
     }
   }
+  distil::model::set_cpu_linear_kernel(std::nullopt);
 }
 
 // The CPU projection kernels: both give the same values, and the automatic choice is measured
