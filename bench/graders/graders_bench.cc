@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/cpu_info.h"
 #include "graders/code_runner.h"
 #include "graders/grader.h"
 #include "graders/math_answer.h"
@@ -437,16 +438,10 @@ int main(int argc, char** argv) {
     }
   }
   {
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    std::string line, model = "unknown";
-    while (std::getline(cpuinfo, line))
-      if (line.rfind("model name", 0) == 0) {
-        model = line.substr(line.find(':') + 2);
-        break;
-      }
     double load[3] = {0, 0, 0};
     getloadavg(load, 3);
-    std::printf("CPU: %s, %ld cores online, load average %.2f\n", model.c_str(), sysconf(_SC_NPROCESSORS_ONLN), load[0]);
+    std::printf("%s, %ld cores online, load average %.2f\n", distil::common::cpu_description().c_str(),
+                sysconf(_SC_NPROCESSORS_ONLN), load[0]);
   }
   if (!only_code4) math_bench(repeat, run_sympy);
   if (!skip_code) code4_bench(std::max(5, repeat));

@@ -5,7 +5,7 @@
 //   3. tokenizer encode MB/s: ours vs transformers.js (when the conformance test's npm packages
 //      are present in the build tree).
 // Usage: model_bench [--threads N] [--steps N] [--rounds N] [--quick] [--device cpu|cuda] [--python PATH]
-//                    [--profile DIR]
+//                    [--profile DIR] [--default-malloc]
 // The training-step comparison alternates --rounds rounds of (ours, best of --steps steps; the reference,
 // best of --steps steps in a fresh process), so both sides see the same machine load, and reports the
 // best of each side and the median of the per-round ratios.
@@ -14,7 +14,13 @@
 // prints op counts and self times from them side by side.
 // With --device cuda the models are Qwen3-0.6B-shaped and run with bf16 compute (fp32 master
 // weights); the reference runs under torch.autocast(bf16) with SDPA, as transformers does on GPUs.
+// CPU projections: the train step is timed with the automatic kernel choice (per shape, measured
+// or from the cache; trainer/model/linear_kernel.h) and with each kernel forced, in every round;
+// the kernel of each shape is listed under the table. Freed memory is kept in the process as
+// distil-train does (keep_freed_cpu_memory); --default-malloc leaves glibc's default.
 // --python names the interpreter that has torch (default /usr/bin/python3, Debian's python3-torch).
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -29,6 +35,7 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 #endif
 
+#include "common/cpu_info.h"
 #include "trainer/model/generate.h"
 #include "trainer/model/model.h"
 #include "trainer/text/tokenizer.h"
@@ -60,6 +67,12 @@ std::string run(const std::string& command) {
 void row(const std::string& what, const std::string& ours, const std::string& reference, double ratio) {
   std::printf("| %-44s | %14s | %14s | %6.2fx |\n", what.c_str(), ours.c_str(), reference.c_str(), ratio);
 }
+long minor_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
 std::string num(double v, const char* unit) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.1f %s", v, unit);
@@ -70,7 +83,7 @@ std::string num(double v, const char* unit) {
 
 int main(int argc, char** argv) {
   int threads = 2, steps = 5, rounds = 3;
-  bool quick = false;
+  bool quick = false, keep_freed_memory = true;
   std::string device_name = "cpu", python = "/usr/bin/python3", profile_dir;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -79,11 +92,12 @@ int main(int argc, char** argv) {
     else if (a == "--rounds" && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
     else if (a == "--profile" && i + 1 < argc) profile_dir = argv[++i];
     else if (a == "--quick") quick = true;
+    else if (a == "--default-malloc") keep_freed_memory = false;
     else if (a == "--device" && i + 1 < argc) device_name = argv[++i];
     else if (a == "--python" && i + 1 < argc) python = argv[++i];
     else {
       std::cerr << "usage: model_bench [--threads N] [--steps N] [--rounds N] [--quick] [--device cpu|cuda] [--python PATH] "
-                   "[--profile DIR]\n";
+                   "[--profile DIR] [--default-malloc]\n";
       return 2;
     }
   }
@@ -100,6 +114,9 @@ int main(int argc, char** argv) {
   const auto sync = [&] {
     if (gpu) torch::cuda::synchronize();
   };
+  // As distil-train does (DISTIL_KEEP_FREED_MEMORY=0 or --default-malloc: glibc's default); the
+  // reference keeps Python's default.
+  if (keep_freed_memory) distil::model::keep_freed_cpu_memory();
   at::set_num_threads(threads);
   // --threads N means N threads everywhere, on both sides: OpenBLAS here and (OPENBLAS_NUM_THREADS)
   // in the reference's process.
@@ -132,18 +149,19 @@ int main(int argc, char** argv) {
                               {"0.6B long", make_config(151936, 1024, 3072, 28, 16, 8, 128), 1, 2048}}
           : std::vector<Case>{{"tiny", make_config(512, 64, 192, 2, 4, 2, 16), 4, 32},
                               {"small", make_config(2048, 128, 384, 4, 4, 2, 32), 4, 64}};
-  {
-    // Every table names its CPU: a ratio measured on one CPU does not transfer to another.
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    std::string line, cpu = "unknown";
-    while (std::getline(cpuinfo, line)) {
-      if (line.rfind("model name", 0) == 0) {
-        cpu = line.substr(line.find(':') + 2);
-        break;
-      }
-    }
-    std::printf("cpu: %s; DISTIL_BLAS_LINEAR=%s\n", cpu.c_str(), std::getenv("DISTIL_BLAS_LINEAR") ? "1" : "unset");
-  }
+  // Every table names its CPU and ISA: a ratio measured on one CPU does not transfer to another.
+  std::printf("%s\n", distil::common::cpu_description().c_str());
+  // CPU projections: the automatic choice (per shape, measured or from the cache), then each
+  // kernel forced, every round; nullopt = automatic.
+  using distil::model::LinearKernel;
+  std::vector<std::optional<LinearKernel>> kernels = {std::nullopt};
+  if (!gpu && distil::model::onednn_linear_available()) kernels = {std::nullopt, LinearKernel::blas, LinearKernel::onednn};
+  const auto kernel_choice = distil::model::cpu_linear_kernel();
+  std::printf("freed memory (ours): %s; the reference: Python's default\n",
+              distil::model::freed_cpu_memory_kept() ? "kept in the process (keep_freed_cpu_memory)"
+                                                     : "glibc's default (returned to the kernel)");
+  std::printf("CPU linear kernel: %s%s\n", kernel_choice.source.c_str(),
+              kernels.size() > 1 ? "; the train step is timed with the automatic choice and with each kernel forced" : "");
   std::printf("models (qwen3-style, tied embeddings, GQA), device %s%s, %d threads:\n", device_name.c_str(),
               gpu ? " (bf16 compute, fp32 master weights)" : "", threads);
   for (const auto& k : cases)
@@ -176,8 +194,10 @@ int main(int argc, char** argv) {
       return loss.item<double>();
     };
     step();
+    double faults_per_step = 0;  // minor page faults per step of the last time_ours()
     const auto time_ours = [&] {
       double best = 1e30;  // best step: the least disturbed measurement on a shared machine
+      const long faults_before = minor_faults();
       for (int s = 0; s < steps; ++s) {
         sync();
         const auto start = Clock::now();
@@ -185,6 +205,7 @@ int main(int argc, char** argv) {
         sync();
         best = std::min(best, seconds_since(start));
       }
+      faults_per_step = static_cast<double>(minor_faults() - faults_before) / std::max(1, steps);
       return batch * seq / best;
     };
     const fs::path script = fs::path(DISTIL_SOURCE_DIR) / "bench/model/torch_reference.py";
@@ -199,30 +220,53 @@ int main(int argc, char** argv) {
       const auto j = nlohmann::json::parse(out, nullptr, false);
       return j.is_object() && j.contains("tokens_per_s") ? j["tokens_per_s"].get<double>() : 0.0;
     };
-    double ours = 0, reference = 0;
-    std::vector<double> ratios;
+    // Per kernel: best tok/s and the per-round ratios; each round times every kernel, then the reference.
+    std::vector<double> ours(kernels.size(), 0.0);
+    std::vector<std::vector<double>> ratios(kernels.size());
+    std::vector<double> faults(kernels.size());
+    double reference = 0;
     for (int r = 0; r < rounds; ++r) {  // alternate, so both sides see the same load
-      const double o = time_ours(), p = time_reference("");
-      ours = std::max(ours, o);
-      reference = std::max(reference, p);
-      if (p > 0) ratios.push_back(o / p);
-    }
-    std::sort(ratios.begin(), ratios.end());
-    const std::string what = std::string(k.name) + ": train step fwd+bwd tok/s vs PyTorch Python";
-    if (reference > 0) {
-      // ratio column: median of the per-round ratios (each round's two numbers were taken back to back)
-      row(what, num(ours, "tok/s"), num(reference, "tok/s"), ratios[ratios.size() / 2]);
-      std::string note = std::string(k.name) + ": per-round ratios";
-      for (double r : ratios) {
-        char text[32];
-        std::snprintf(text, sizeof text, " %.2fx", r);
-        note += text;
+      std::vector<double> o(kernels.size());
+      faults.assign(kernels.size(), 0.0);
+      for (size_t i = 0; i < kernels.size(); ++i) {
+        if (!gpu) distil::model::set_cpu_linear_kernel(kernels[i]);
+        if (r == 0 && !kernels[i]) step();  // a first step measures the shapes not in the cache yet
+        step();  // the kernel's own warm-up (oneDNN primitives)
+        o[i] = time_ours();
+        faults[i] = faults_per_step;
       }
-      char best_ratio[64];
-      std::snprintf(best_ratio, sizeof best_ratio, "; best vs best %.2fx", ours / reference);
-      notes.push_back(note + best_ratio);
-    } else {
-      row(what + " (python3-torch n/a)", num(ours, "tok/s"), "n/a", 0.0);
+      distil::model::set_cpu_linear_kernel(std::nullopt);
+      const double p = time_reference("");
+      reference = std::max(reference, p);
+      for (size_t i = 0; i < kernels.size(); ++i) {
+        ours[i] = std::max(ours[i], o[i]);
+        if (p > 0) ratios[i].push_back(o[i] / p);
+      }
+    }
+    for (size_t i = 0; i < kernels.size(); ++i) {
+      auto& rs = ratios[i];
+      std::sort(rs.begin(), rs.end());
+      const std::string kernel = gpu                 ? ""
+                                 : kernels[i]       ? std::string(" [") + distil::model::linear_kernel_name(*kernels[i]) + "]"
+                                 : kernels.size() > 1 ? " [auto]"
+                                                    : "";
+      const std::string what = std::string(k.name) + ": train step fwd+bwd tok/s vs PyTorch Python" + kernel;
+      if (reference > 0) {
+        // ratio column: median of the per-round ratios (each round's numbers were taken back to back)
+        row(what, num(ours[i], "tok/s"), num(reference, "tok/s"), rs[rs.size() / 2]);
+        std::string note = std::string(k.name) + kernel + ": per-round ratios";
+        for (double v : rs) {
+          char text[32];
+          std::snprintf(text, sizeof text, " %.2fx", v);
+          note += text;
+        }
+        char best_ratio[64];
+        std::snprintf(best_ratio, sizeof best_ratio, "; best vs best %.2fx; %.0f minor page faults per step", ours[i] / reference,
+                      faults[i]);
+        notes.push_back(note + best_ratio);
+      } else {
+        row(what + " (python3-torch n/a)", num(ours[i], "tok/s"), "n/a", 0.0);
+      }
     }
 #if TORCH_VERSION_MAJOR < 2
     if (!profile_dir.empty() && !gpu) {
@@ -277,6 +321,62 @@ int main(int argc, char** argv) {
         num(without, "tok/s"), with_cache / without);
   }
 
+  // 2b. Rollout generation at the demo's shapes (configs/demo_code.yaml; the demo model's shape,
+  // random weights): 8 prompts x 8 samples as the trainer passes them (each prompt once per
+  // sample), 64 new tokens, temperature 1 with per-row seeds, no eos (every row runs to the end).
+  // Prefilling each distinct prompt once and copying its cache rows vs prefilling every row,
+  // alternating rounds; the two must sample the same tokens.
+  if (!gpu) {
+    torch::NoGradGuard no_grad;
+    auto demo = make_config(559, 128, 384, 3, 4, 2, 32);
+    auto rollout_model = distil::model::make_random(demo, 7);
+    const fs::path dir = fs::temp_directory_path() / "distil_model_bench_tok";
+    const auto tok = distil::text::Tokenizer::from_model_dir(dir);
+    std::vector<std::vector<int32_t>> prompts;
+    distil::model::SamplingParams params;
+    for (int b = 0; b < 8; ++b) {
+      std::vector<int32_t> p;
+      for (int t = 0; t < 96 + 5 * b; ++t) p.push_back((b * 97 + t * 31) % 256);
+      for (int g = 0; g < 8; ++g) prompts.push_back(p), params.row_seeds.push_back(1000 * b + g);
+    }
+    params.max_new_tokens = quick ? 16 : 64;
+    params.temperature = 1.0;
+    params.eos_ids = {-1};
+    const double new_tokens = static_cast<double>(prompts.size()) * params.max_new_tokens;
+    const auto timed = [&](bool share, std::vector<distil::model::GeneratedSequence>* out) {
+      params.share_prompt_prefill = share;
+      const auto start = Clock::now();
+      *out = distil::model::generate(rollout_model, tok, prompts, params);
+      return new_tokens / seconds_since(start);
+    };
+    std::vector<distil::model::GeneratedSequence> shared, every_row;
+    timed(true, &shared);  // warm-up (and the kernel choice for these shapes)
+    timed(false, &every_row);
+    double best_shared = 0, best_every = 0;
+    std::vector<double> ratios;
+    bool same = true;
+    for (int r = 0; r < std::max(3, rounds); ++r) {
+      double a, b;
+      if (r % 2 == 0) a = timed(true, &shared), b = timed(false, &every_row);
+      else b = timed(false, &every_row), a = timed(true, &shared);
+      best_shared = std::max(best_shared, a);
+      best_every = std::max(best_every, b);
+      ratios.push_back(a / b);
+      for (size_t i = 0; i < shared.size(); ++i) same = same && shared[i].tokens == every_row[i].tokens;
+    }
+    std::sort(ratios.begin(), ratios.end());
+    row(std::string("rollout tok/s, demo shape, 8x8 samples, 64 new: shared prefill vs every row") +
+            (same ? "" : " (DIFFER!)"),
+        num(best_shared, "tok/s"), num(best_every, "tok/s"), ratios[ratios.size() / 2]);
+    std::string note = "rollout (prompts 96-131 tokens): per-round ratios";
+    for (double v : ratios) {
+      char text[32];
+      std::snprintf(text, sizeof text, " %.2fx", v);
+      note += text;
+    }
+    notes.push_back(note + (same ? "; same tokens in every round" : "; TOKENS DIFFER"));
+  }
+
   // 3. Tokenizer throughput against transformers.js.
   {
     const fs::path modules = fs::path(DISTIL_BINARY_DIR) / "npm-cache/tokenizer-qwen3/node_modules";
@@ -323,5 +423,13 @@ int main(int argc, char** argv) {
   }
   if (!notes.empty()) std::printf("\n");
   for (const auto& n : notes) std::printf("%s\n", n.c_str());
+  const auto decided = distil::model::cpu_linear_kernel();
+  if (!gpu && !decided.shapes.empty()) {
+    std::printf("\nCPU linear kernel per shape (%s), forward + backward:\n", decided.source.c_str());
+    for (const auto& [shape, t] : decided.shapes)
+      std::printf("  %-16s %-6s  blas %8.3f ms  onednn %8.3f ms  (blas/onednn %.2fx)\n", shape.c_str(),
+                  distil::model::linear_kernel_name(t.kernel), t.blas_seconds * 1e3, t.onednn_seconds * 1e3,
+                  t.onednn_seconds > 0 ? t.blas_seconds / t.onednn_seconds : 0.0);
+  }
   return 0;
 }

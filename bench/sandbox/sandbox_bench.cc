@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cpu_info.h"
 #include "sandbox/sandbox.h"
 
 extern char** environ;
@@ -84,13 +85,6 @@ bool spawn_and_wait(const std::vector<std::string>& argv, const char* stdin_path
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
-
 // <build>/bench/sandbox/sandbox_bench -> <build>/env_server/distil-env
 std::string default_distil_env() {
   char self[4096];
@@ -119,7 +113,7 @@ int main(int argc, char** argv) {
     while (!s.empty() && s.back() == '\n') s.pop_back();
     return s;
   };
-  std::printf("CPU: %s (%ld online)\n", cpu_model().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
+  std::printf("%s (%ld online)\n", distil::common::cpu_description().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
   std::printf("load average at start: %s\n", loadavg().c_str());
   Config config;
   config.python_path = python;

@@ -15,6 +15,7 @@
 
 #include <torch/torch.h>
 
+#include "common/cpu_info.h"
 #include "trainer/config.h"
 #include "trainer/model/generate.h"
 #include "trainer/model/model.h"
@@ -164,6 +165,7 @@ int main(int argc, char** argv) {
     }
     return sum;
   };
+  std::printf("%s\n", distil::common::cpu_description().c_str());
   std::printf("model: hidden %d, layers %d, vocab %lld; batch %d prompts x %d samples x %d tokens; top-k %d; "
               "%d threads; mean of %d repeats\n\n",
               hidden, layers, static_cast<long long>(config.vocab_size), prompts, group, new_tokens, top_k,

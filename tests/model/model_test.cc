@@ -1,14 +1,20 @@
 // The decoder families against a straightforward reference written here (reading the saved HF
 // directory by tensor name), plus KV-cache, padding, sampling, scoring and checkpoint tests.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <filesystem>
+#include <map>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
+
+#include <torch/version.h>
 
 #include "tests/model/run_command.h"
 #include "trainer/model/generate.h"
@@ -398,6 +404,55 @@ TEST(ModelGenerate, BatchedGreedyEqualsOneAtATime) {
   EXPECT_GE(lengths.size(), 3u) << "rows should finish at different steps for this test to mean anything";
 }
 
+// The trainer passes each prompt once per sample (G rows alike): one prefill per distinct prompt,
+// copied to its rows, must give what prefilling every row gives, token for token (greedy) and
+// draw for draw (seeded sampling with per-row seeds, and with one batch seed).
+TEST(ModelGenerate, SharedPromptPrefillEqualsPrefillingEveryRow) {
+  auto s = tiny_setup("gen_share");
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<uint64_t> seeds;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<int32_t> prompt;
+    for (int t = 0; t < 3 + 4 * i; ++t) prompt.push_back((29 * i + 13 * t + 5) % 256);
+    for (int g = 0; g < 4; ++g) prompts.push_back(prompt), seeds.push_back(1000 * i + g);
+  }
+  std::swap(prompts[1], prompts[6]);  // groups need not be contiguous
+  std::swap(seeds[1], seeds[6]);
+  prompts.push_back({7, 8, 9});  // and a prompt of its own
+  seeds.push_back(77);
+  for (const double temperature : {0.0, 1.0}) {
+    for (const bool row_seeds : {true, false}) {
+      if (temperature == 0 && !row_seeds) continue;
+      SCOPED_TRACE("temperature " + std::to_string(temperature) + (row_seeds ? ", row seeds" : ", one seed"));
+      distil::model::SamplingParams p;
+      p.temperature = temperature;
+      p.max_new_tokens = 10;
+      p.seed = 5;
+      if (row_seeds) p.row_seeds = seeds;
+      for (int32_t id = 3; id < 300; id += 9) p.eos_ids.push_back(id);  // rows finish at different steps
+      p.share_prompt_prefill = false;
+      const auto every_row = distil::model::generate(s.model, s.tokenizer, prompts, p);
+      p.share_prompt_prefill = true;
+      const auto shared = distil::model::generate(s.model, s.tokenizer, prompts, p);
+      const auto again = distil::model::generate(s.model, s.tokenizer, prompts, p);
+      ASSERT_EQ(shared.size(), prompts.size());
+      std::set<std::vector<int32_t>> distinct_responses;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        EXPECT_EQ(shared[i].tokens, every_row[i].tokens) << "row " << i;
+        EXPECT_EQ(shared[i].finish_reason, every_row[i].finish_reason) << "row " << i;
+        EXPECT_EQ(shared[i].text, every_row[i].text) << "row " << i;
+        ASSERT_EQ(shared[i].logprobs.size(), every_row[i].logprobs.size());
+        for (size_t t = 0; t < shared[i].logprobs.size(); ++t)
+          EXPECT_NEAR(shared[i].logprobs[t], every_row[i].logprobs[t], 1e-5) << "row " << i << " token " << t;
+        EXPECT_EQ(shared[i].tokens, again[i].tokens) << "row " << i;
+        distinct_responses.insert(shared[i].tokens);
+      }
+      // Sampling: the G rows of a prompt draw their own responses, not copies of one.
+      if (temperature > 0) EXPECT_GT(distinct_responses.size(), 6u);
+    }
+  }
+}
+
 TEST(ModelGenerate, StopsAtEosAndStopStrings) {
   auto s = tiny_setup("gen_stop");
   distil::model::SamplingParams p;
@@ -535,8 +590,12 @@ TEST(ModelTraining, GradientsMatchFiniteDifferences) {
 // MKL); fp64 always goes through F::linear. Both must give the same logits and gradients (the
 // finite-difference test above runs in fp64, so this is what checks the fp32 path's backward).
 TEST(ModelTraining, Fp32LogitsAndGradientsMatchFp64) {
+  std::vector<distil::model::LinearKernel> kernels = {distil::model::LinearKernel::blas};
+  if (distil::model::onednn_linear_available()) kernels.push_back(distil::model::LinearKernel::onednn);
+  for (const auto kernel : kernels)
   for (const char* variant : {"qwen3", "llama3", "olmo2"}) {
-    SCOPED_TRACE(variant);
+    SCOPED_TRACE(std::string(variant) + ", " + distil::model::linear_kernel_name(kernel) + " projections");
+    distil::model::set_cpu_linear_kernel(kernel);
     ModelConfig config = tiny_config(variant);
     config.attention_bias = std::string(variant) == "llama3";  // the bias path too
     CausalLM fp32 = spicy_model(config, 91), fp64 = spicy_model(config, 91);
@@ -559,6 +618,179 @@ TEST(ModelTraining, Fp32LogitsAndGradientsMatchFp64) {
         expect_close(item.value().grad().to(torch::kFloat64), p64[item.key()].grad(), 1e-4, item.key());
       }
     }
+  }
+  distil::model::set_cpu_linear_kernel(std::nullopt);
+}
+
+// The CPU projection kernels: both give the same values, and the automatic choice is measured
+// once per shape, then read from the cache; a corrupt cache is ignored with a log line; the
+// environment and set_cpu_linear_kernel force a kernel without measuring. Each test uses its own
+// intra-op thread count, because the choice is kept per thread count for the process.
+class CpuKernelEnvironment {
+ public:
+  explicit CpuKernelEnvironment(int threads) : threads_(at::get_num_threads()) {
+    for (const char* name : {"DISTIL_LINEAR_KERNEL", "DISTIL_KERNEL_CACHE", "DISTIL_BLAS_LINEAR", "DISTIL_REPRODUCIBLE"}) {
+      const char* value = std::getenv(name);
+      saved_.emplace_back(name, value ? std::optional<std::string>(value) : std::nullopt);
+      unsetenv(name);
+    }
+    dir_ = std::filesystem::temp_directory_path() / ("distil_kernel_cache_" + std::to_string(::getpid()) + "_" +
+                                                     std::to_string(threads));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    setenv("DISTIL_KERNEL_CACHE", file().c_str(), 1);
+    at::set_num_threads(threads);
+  }
+  ~CpuKernelEnvironment() {
+    at::set_num_threads(threads_);
+    distil::model::set_cpu_linear_kernel(std::nullopt);
+    for (const auto& [name, value] : saved_) {
+      if (value) setenv(name.c_str(), value->c_str(), 1);
+      else unsetenv(name.c_str());
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::filesystem::path file() const { return dir_ / "cpu_kernels.json"; }
+
+ private:
+  int threads_;
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+  std::filesystem::path dir_;
+};
+
+TEST(CpuLinearKernel, BothKernelsGiveTheSameLogitsAndGradients) {
+  if (!distil::model::onednn_linear_available()) GTEST_SKIP() << "this LibTorch has no oneDNN projections (or has MKL)";
+  for (const char* variant : {"qwen3", "llama3"}) {
+    SCOPED_TRACE(variant);
+    ModelConfig config = tiny_config(variant);
+    config.attention_bias = std::string(variant) == "llama3";
+    // 2 x 64 tokens: every projection is above the 2^19 multiply-add floor, so both kernels run.
+    const Tensor ids = torch::tensor(random_ids(128, config.vocab_size, 23)).view({2, 64});
+    for (const bool padded : {false, true}) {
+      Tensor mask = torch::ones_like(ids);
+      if (padded) mask[0].narrow(0, 0, 7).fill_(0);
+      const Tensor coeff = torch::randn({2, 64, 300}, at::detail::createCPUGenerator(6));
+      std::vector<Tensor> logits;
+      std::vector<std::map<std::string, Tensor>> grads;
+      for (const auto kernel : {distil::model::LinearKernel::blas, distil::model::LinearKernel::onednn}) {
+        distil::model::set_cpu_linear_kernel(kernel);
+        CausalLM model = spicy_model(config, 93);
+        const Tensor out = model->forward(ids, mask);
+        (out * coeff).sum().backward();
+        logits.push_back(out.detach());
+        grads.emplace_back();
+        for (const auto& item : model->named_parameters()) grads.back()[item.key()] = item.value().grad();
+      }
+      distil::model::set_cpu_linear_kernel(std::nullopt);
+      expect_close(logits[1], logits[0], 1e-5, "logits");
+      for (const auto& [name, g] : grads[0]) {
+        ASSERT_TRUE(g.defined()) << name;
+        expect_close(grads[1][name], g, 1e-4, name);
+      }
+    }
+  }
+}
+
+TEST(CpuLinearKernel, MeasuredOncePerShapeThenReadFromTheCache) {
+  if (!distil::model::onednn_linear_available()) GTEST_SKIP() << "this LibTorch has no oneDNN projections (or has MKL)";
+  CpuKernelEnvironment env(5);
+  // Measured on first sight (rows rounded up to a power of two), written to the cache file.
+  const auto kernel = distil::model::cpu_linear_kernel_for(200, 128, 768);
+  auto choice = distil::model::cpu_linear_kernel();
+  EXPECT_FALSE(choice.forced);
+  ASSERT_EQ(choice.shapes.count("256x128x768"), 1u);
+  const auto measured = choice.shapes["256x128x768"];
+  EXPECT_GT(measured.blas_seconds, 0);
+  EXPECT_GT(measured.onednn_seconds, 0);
+  EXPECT_EQ(measured.kernel, kernel);
+  std::string note;
+  auto cached = distil::model::read_kernel_cache(env.file(), choice.key, &note);
+  EXPECT_TRUE(note.empty()) << note;
+  ASSERT_EQ(cached.count("256x128x768"), 1u);
+  EXPECT_EQ(cached["256x128x768"].kernel, kernel);
+  // The same bucket again: not measured again.
+  EXPECT_EQ(distil::model::cpu_linear_kernel_for(256, 128, 768), kernel);
+  EXPECT_EQ(distil::model::cpu_linear_kernel().shapes.size(), choice.shapes.size());
+
+  // Another thread count is another key. Written there beforehand with made-up timings, the
+  // cache decides, in both directions, and nothing is measured.
+  std::string error;
+  const std::string key = [&] {
+    distil::model::KernelCacheKeyInputs in;
+    in.cpu = distil::common::this_cpu();
+    in.torch_version = TORCH_VERSION;
+    in.threads = 3;
+    // OpenBLAS's own pool does not follow at::set_num_threads: the same as in the first key.
+    const size_t at = choice.key.find("|blas_threads=") + 14;
+    in.blas_threads = std::stoi(choice.key.substr(at, choice.key.find('|', at) - at));
+    in.kernel_env = distil::model::kernel_env_of([](const char* n) { return static_cast<const char*>(std::getenv(n)); });
+    in.freed_memory_kept = distil::model::freed_cpu_memory_kept();
+    return distil::model::kernel_cache_key(in);
+  }();
+  ASSERT_TRUE(distil::model::write_kernel_cache(
+      env.file(), key,
+      {{"256x128x768", {distil::model::LinearKernel::onednn, 9.0, 1.0}},
+       {"512x128x768", {distil::model::LinearKernel::blas, 1.0, 9.0}}},
+      &error))
+      << error;
+  at::set_num_threads(3);
+  EXPECT_EQ(distil::model::cpu_linear_kernel().key, key);
+  EXPECT_EQ(distil::model::cpu_linear_kernel_for(256, 128, 768), distil::model::LinearKernel::onednn);
+  EXPECT_EQ(distil::model::cpu_linear_kernel_for(300, 128, 768), distil::model::LinearKernel::blas);
+  choice = distil::model::cpu_linear_kernel();
+  EXPECT_EQ(choice.shapes.size(), 2u);
+  EXPECT_EQ(choice.shapes["256x128x768"].blas_seconds, 9.0);  // the cache's, not a measurement
+}
+
+TEST(CpuLinearKernel, ACorruptCacheIsIgnoredWithALogLineAndReplaced) {
+  if (!distil::model::onednn_linear_available()) GTEST_SKIP() << "this LibTorch has no oneDNN projections (or has MKL)";
+  CpuKernelEnvironment env(6);
+  std::ofstream(env.file()) << "{\"format\": \"distil-cpu-kernels\", \"entries\": tr";
+  testing::internal::CaptureStderr();
+  const auto choice = distil::model::cpu_linear_kernel();
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("kernel cache"), std::string::npos) << log;
+  EXPECT_NE(log.find("not JSON"), std::string::npos) << log;
+  EXPECT_TRUE(choice.shapes.empty());
+  // Training goes on: the shape is measured and the file rewritten whole.
+  distil::model::cpu_linear_kernel_for(256, 128, 512);
+  std::string note;
+  EXPECT_EQ(distil::model::read_kernel_cache(env.file(), choice.key, &note).count("256x128x512"), 1u);
+  EXPECT_TRUE(note.empty()) << note;
+}
+
+TEST(CpuLinearKernel, ForcedChoicesAreNotMeasured) {
+  if (!distil::model::onednn_linear_available()) GTEST_SKIP() << "this LibTorch has no oneDNN projections (or has MKL)";
+  {
+    CpuKernelEnvironment env(7);
+    setenv("DISTIL_LINEAR_KERNEL", "blas", 1);
+    EXPECT_EQ(distil::model::cpu_linear_kernel_for(256, 128, 768), distil::model::LinearKernel::blas);
+    CausalLM model = spicy_model(tiny_config("qwen3"), 3);
+    const Tensor ids = torch::tensor(random_ids(128, 300, 4)).view({2, 64});
+    model->forward(ids, torch::ones_like(ids)).sum().backward();
+    const auto choice = distil::model::cpu_linear_kernel();
+    ASSERT_TRUE(choice.forced);
+    EXPECT_EQ(*choice.forced, distil::model::LinearKernel::blas);
+    EXPECT_NE(choice.source.find("DISTIL_LINEAR_KERNEL=blas"), std::string::npos) << choice.source;
+    EXPECT_TRUE(choice.shapes.empty());
+    EXPECT_FALSE(std::filesystem::exists(env.file()));
+    // set_cpu_linear_kernel wins over everything while set.
+    distil::model::set_cpu_linear_kernel(distil::model::LinearKernel::onednn);
+    EXPECT_EQ(distil::model::cpu_linear_kernel_for(256, 128, 768), distil::model::LinearKernel::onednn);
+    EXPECT_EQ(distil::model::cpu_linear_kernel().source, "set in process");
+  }
+  {
+    // Reproducible mode: blas, even when oneDNN is asked for, and no measurement.
+    CpuKernelEnvironment env(9);
+    setenv("DISTIL_LINEAR_KERNEL", "onednn", 1);
+    setenv("DISTIL_REPRODUCIBLE", "pinned:test", 1);
+    EXPECT_EQ(distil::model::cpu_linear_kernel_for(256, 128, 768), distil::model::LinearKernel::blas);
+    const auto choice = distil::model::cpu_linear_kernel();
+    ASSERT_TRUE(choice.forced);
+    EXPECT_NE(choice.source.find("reproducible"), std::string::npos) << choice.source;
+    EXPECT_TRUE(choice.shapes.empty());
+    EXPECT_FALSE(std::filesystem::exists(env.file()));
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 
 namespace distil::model {
 namespace {
@@ -149,11 +150,36 @@ std::vector<GeneratedSequence> generate(CausalLM& model, const text::Tokenizer& 
   std::vector<RowStream> streams;
   for (uint64_t seed : params.row_seeds) streams.push_back({seed});
 
+  // Distinct prompts: row i's prompt is distinct[source[i]]. G samples of a prompt share one prefill.
+  std::vector<int64_t> source(B), distinct;
+  {
+    std::map<std::vector<int32_t>, int64_t> first_row;
+    for (int64_t i = 0; i < B; ++i) {
+      const auto [it, added] = first_row.emplace(prompts[i], static_cast<int64_t>(distinct.size()));
+      if (added) distinct.push_back(i);
+      source[i] = it->second;
+    }
+  }
+  const bool share = params.use_kv_cache && params.share_prompt_prefill && static_cast<int64_t>(distinct.size()) < B;
+
   std::optional<KVCache> cache;
-  if (params.use_kv_cache)
-    cache = KVCache::allocate(config, B, P + params.max_new_tokens, device, compute_dtype_of(model));
-  Tensor hidden = model->hidden_states(ids, mask, cache ? &*cache : nullptr);
-  Tensor next_logits = model->logits(hidden.select(1, hidden.size(1) - 1));
+  Tensor hidden, next_logits;
+  if (share) {
+    // Prefill the distinct prompts (same padding to P as in the full batch), then copy each one's
+    // cache rows and last logits to all of its rows.
+    const Tensor firsts = torch::tensor(distinct, long_cpu).to(device);
+    cache = KVCache::allocate(config, static_cast<int64_t>(distinct.size()), P + params.max_new_tokens, device,
+                              compute_dtype_of(model));
+    hidden = model->hidden_states(ids.index_select(0, firsts), mask.index_select(0, firsts), &*cache);
+    const Tensor expand = torch::tensor(source, long_cpu).to(device);
+    cache->select_rows(expand);
+    next_logits = model->logits(hidden.select(1, hidden.size(1) - 1)).index_select(0, expand);
+  } else {
+    if (params.use_kv_cache)
+      cache = KVCache::allocate(config, B, P + params.max_new_tokens, device, compute_dtype_of(model));
+    hidden = model->hidden_states(ids, mask, cache ? &*cache : nullptr);
+    next_logits = model->logits(hidden.select(1, hidden.size(1) - 1));
+  }
 
   // Batch row -> original prompt index; finished rows stay in the batch (their samples ignored)
   // until a quarter of it has finished, since dropping rows copies the whole KV cache.

@@ -25,6 +25,10 @@ struct SamplingParams {
   // seeds one stream for the whole batch.
   std::vector<uint64_t> row_seeds;
   bool use_kv_cache = true;  // false recomputes the whole prefix each step (reference/benchmark)
+  // With the KV cache: rows whose prompts are identical (the trainer passes each prompt once per
+  // sample of its group) are prefilled once and the cache rows copied to every such row. The
+  // outputs are those of the unshared path (tested); false prefills every row (benchmark).
+  bool share_prompt_prefill = true;
 };
 
 enum class FinishReason { eos, stop_string, length };

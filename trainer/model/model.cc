@@ -8,14 +8,23 @@
 #include <ATen/Config.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
 
 #include "trainer/text/safetensors.h"
+
+// OpenBLAS keeps its own thread pool beside LibTorch's (Debian's LibTorch uses a generic BLAS);
+// weak, so absent (null) with MKL or another BLAS. Its size is part of the kernel cache key.
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
 
 namespace distil::model {
 namespace {
@@ -92,16 +101,20 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, bool weight_i
   return RmsNormFunction::apply(x, weight, eps, weight_in_fp32);
 }
 
-// y = x W^T on the CPU through oneDNN instead of the BLAS. LibTorch builds without MKL (Debian's
-// python3-torch / libtorch use a generic BLAS, OpenBLAS here) run fp32 matmuls of these sizes about
-// 2x slower than oneDNN's JIT kernels, which the same LibTorch ships (mkldnn_linear). One autograd
-// node: backward is dX = dY W and dW = dY^T X, also through oneDNN. Dense <-> oneDNN conversions of
-// the activations are plain copies; the weight is read in place. DISTIL_BLAS_LINEAR=1 in the
-// environment turns it off.
-bool use_onednn_linear(const Tensor& x, const Tensor& weight) {
+// y = x W^T on the CPU through oneDNN or through the BLAS (at::linear), whichever measured faster
+// on this machine (cpu_linear_kernel(): forced by the environment, else the per-machine cache,
+// else a calibration on first use). LibTorch builds without MKL (Debian's python3-torch / libtorch
+// use a generic BLAS, OpenBLAS here) ship oneDNN too (mkldnn_linear), whose JIT kernels run these
+// sizes up to ~2x faster than OpenBLAS on some CPUs and slower on others (docs/model.md#which-cpu-kernel).
+// One autograd node: backward is dX = dY W and dW = dY^T X, also through oneDNN. Dense <-> oneDNN
+// conversions of the activations are plain copies; the weight is read in place.
+// The kernel chosen for this shape at this thread count (defined with cpu_linear_kernel below).
+LinearKernel current_linear_kernel(int64_t rows, int64_t in, int64_t out);
+
+bool onednn_eligible(const Tensor& x, const Tensor& weight) {
 #if AT_MKLDNN_ENABLED()
-  static const bool enabled = at::hasMKLDNN() && !at::hasMKL() && std::getenv("DISTIL_BLAS_LINEAR") == nullptr;
-  return enabled && x.device().is_cpu() && weight.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+  static const bool available = onednn_linear_available();
+  return available && x.device().is_cpu() && weight.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
          weight.scalar_type() == torch::kFloat32 && x.layout() == torch::kStrided && weight.layout() == torch::kStrided &&
          x.numel() > 0 && weight.numel() > 0 &&
          // oneDNN costs ~30 us more per call (primitive lookup, conversions): below ~0.5M
@@ -145,10 +158,11 @@ struct OnednnLinearFunction : public torch::autograd::Function<OnednnLinearFunct
 };
 #endif
 
-// F::linear (x W^T + b), through oneDNN where use_onednn_linear says so.
+// F::linear (x W^T + b), through oneDNN where eligible and chosen.
 Tensor project(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor()) {
 #if AT_MKLDNN_ENABLED()
-  if (use_onednn_linear(x, weight)) {
+  if (onednn_eligible(x, weight) &&
+      current_linear_kernel(x.numel() / x.size(-1), weight.size(1), weight.size(0)) == LinearKernel::onednn) {
     Tensor y = OnednnLinearFunction::apply(x, weight);
     return bias.defined() ? y + bias : y;
   }
@@ -933,6 +947,167 @@ void save_pretrained(const CausalLM& model, const std::filesystem::path& dir, to
         std::filesystem::copy_file(source, dir / file, std::filesystem::copy_options::overwrite_existing);
     }
   }
+}
+
+// ---------------------------------------------------------------- CPU projection kernel
+
+bool onednn_linear_available() {
+#if AT_MKLDNN_ENABLED()
+  return at::hasMKLDNN() && !at::hasMKL();
+#else
+  return false;
+#endif
+}
+
+KernelTiming calibrate_linear_kernel(int64_t rows, int64_t in, int64_t out, int repetitions) {
+  KernelTiming timing;
+  if (!onednn_linear_available()) return timing;
+#if AT_MKLDNN_ENABLED()
+  c10::InferenceMode no_autograd;
+  auto generator = at::detail::createCPUGenerator(20261203);
+  const auto options = torch::TensorOptions().dtype(torch::kFloat32);
+  const Tensor x = at::randn({rows, in}, generator, options), g = at::randn({rows, out}, generator, options);
+  const Tensor w = at::randn({out, in}, generator, options).mul_(0.05);
+  // What each path's autograd runs: forward, then dX and dW.
+  const auto blas = [&] {
+    (void)at::linear(x, w);
+    (void)at::mm(g, w);
+    (void)at::mm(g.t(), x);
+  };
+  const auto onednn = [&] {
+    (void)onednn_matmul_t(x, w);
+    (void)onednn_matmul_t(g, w.t());
+    (void)onednn_matmul_t(g.t(), x.t());
+  };
+  const auto seconds = [](const auto& run) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  blas();  // warm-up: oneDNN's JIT kernels and primitive cache, BLAS buffers
+  onednn();
+  std::vector<double> blas_times, onednn_times;
+  double spent = 0;
+  for (int r = 0; r < std::max(1, repetitions) || (spent < 0.05 && r < 25); ++r) {  // alternating: same load for both
+    const bool blas_first = r % 2 == 0;
+    const double first = seconds([&] { blas_first ? blas() : onednn(); });
+    const double second = seconds([&] { blas_first ? onednn() : blas(); });
+    blas_times.push_back(blas_first ? first : second);
+    onednn_times.push_back(blas_first ? second : first);
+    spent += first + second;
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  };
+  timing.blas_seconds = median(blas_times);
+  timing.onednn_seconds = median(onednn_times);
+  timing.kernel = timing.onednn_seconds < timing.blas_seconds ? LinearKernel::onednn : LinearKernel::blas;
+#else
+  (void)rows, (void)in, (void)out, (void)repetitions;
+#endif
+  return timing;
+}
+
+namespace {
+
+void log_line(const std::string& message) { std::fprintf(stderr, "distil: %s\n", message.c_str()); }
+
+// The choice at one thread count: forced, or per shape with its cache file.
+struct ThreadChoice {
+  LinearKernelChoice choice;
+  std::optional<std::filesystem::path> file;
+  int threads = 1;
+};
+
+struct KernelState {
+  std::mutex mutex;
+  std::optional<LinearKernel> set_in_process;
+  std::map<std::pair<int, int>, ThreadChoice> by_threads;  // (intra-op, BLAS) threads -> choice
+};
+KernelState& kernel_state() {
+  static KernelState state;
+  return state;
+}
+
+ThreadChoice start_choice(int threads, int blas_threads) {
+  ThreadChoice t;
+  t.threads = threads;
+  auto& choice = t.choice;
+  if (!onednn_linear_available()) {
+    choice.forced = LinearKernel::blas;
+    choice.source = "oneDNN unavailable";
+    return t;
+  }
+  const GetEnv env = [](const char* name) { return static_cast<const char*>(std::getenv(name)); };
+  std::string warning;
+  const auto forced = forced_linear_kernel(env, &warning);
+  if (!warning.empty()) log_line(warning);
+  if (forced) {
+    choice.forced = forced->kernel;
+    choice.source = "forced: " + forced->reason;
+    return t;
+  }
+  choice.key = kernel_cache_key(
+      {common::this_cpu(), TORCH_VERSION, threads, blas_threads, kernel_env_of(env), freed_cpu_memory_kept()});
+  t.file = kernel_cache_path(env);
+  choice.source = t.file ? "per shape, cache " + t.file->string() : std::string("per shape, no cache");
+  if (t.file) {
+    std::string note;
+    choice.shapes = read_kernel_cache(*t.file, choice.key, &note);
+    if (!note.empty()) log_line("kernel cache: " + note);
+  }
+  return t;
+}
+
+ThreadChoice& thread_choice(KernelState& state) {
+  const int threads = at::get_num_threads(), blas_threads = openblas_get_num_threads ? openblas_get_num_threads() : 0;
+  auto it = state.by_threads.find({threads, blas_threads});
+  if (it == state.by_threads.end())
+    it = state.by_threads.emplace(std::make_pair(threads, blas_threads), start_choice(threads, blas_threads)).first;
+  return it->second;
+}
+
+LinearKernel current_linear_kernel(int64_t rows, int64_t in, int64_t out) {
+  auto& state = kernel_state();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (state.set_in_process) return *state.set_in_process;
+  auto& t = thread_choice(state);
+  if (t.choice.forced) return *t.choice.forced;
+  const int64_t r = calibration_rows(rows);
+  const std::string shape = shape_name(r, in, out);
+  if (auto it = t.choice.shapes.find(shape); it != t.choice.shapes.end()) return it->second.kernel;
+  const KernelTiming timing = calibrate_linear_kernel(r, in, out);
+  t.choice.shapes[shape] = timing;
+  char line[256];
+  std::snprintf(line, sizeof line, "CPU linear kernel for %s (rows x in x out) at %d thread%s: %s (blas %.3f ms, onednn %.3f ms fwd+bwd)",
+                shape.c_str(), t.threads, t.threads == 1 ? "" : "s", linear_kernel_name(timing.kernel),
+                timing.blas_seconds * 1e3, timing.onednn_seconds * 1e3);
+  std::string message = line;
+  if (t.file) {
+    std::string error;
+    if (write_kernel_cache(*t.file, t.choice.key, {{shape, timing}}, &error)) message += "; cached";
+    else message += "; not cached (" + error + ")";
+  }
+  log_line(message);
+  return timing.kernel;
+}
+
+}  // namespace
+
+LinearKernelChoice cpu_linear_kernel() {
+  auto& state = kernel_state();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (state.set_in_process) return {*state.set_in_process, "set in process", {}, {}};
+  return thread_choice(state).choice;
+}
+
+LinearKernel cpu_linear_kernel_for(int64_t rows, int64_t in, int64_t out) { return current_linear_kernel(rows, in, out); }
+
+void set_cpu_linear_kernel(std::optional<LinearKernel> kernel) {
+  auto& state = kernel_state();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  state.set_in_process = kernel;
 }
 
 }  // namespace distil::model

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "trainer/model/linear_kernel.h"
+
 namespace distil::model {
 
 // olmo: OLMo 2 and OLMo 3, one architecture (model_type "olmo2" / "olmo3"); OLMo 3 adds the
@@ -134,6 +136,37 @@ CausalLM load_pretrained(const std::filesystem::path& dir, torch::Device device 
 void save_pretrained(const CausalLM& model, const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32,
                      const std::optional<std::filesystem::path>& tokenizer_dir = std::nullopt,
                      size_t max_shard_bytes = size_t{5} << 30);
+
+// ---------------------------------------------------------------- CPU projection kernel
+
+// True when fp32 CPU projections can go through oneDNN: LibTorch has oneDNN and no MKL (with MKL,
+// as in PyTorch's wheels, at::linear is already MKL's and nothing changes).
+bool onednn_linear_available();
+
+// How fp32 CPU projections of at least 2^19 multiply-adds per call choose their kernel, decided
+// once per thread count in a process: forced by the environment (linear_kernel.h), or per shape
+// (calibration_rows(rows) x in x out): read from the per-machine cache, else measured the first
+// time the shape is seen (calibrate_linear_kernel, a few ms to a few hundred ms per shape) and
+// written to the cache (a failed write is logged, never thrown). Never measures in reproducible
+// mode, which forces blas. Thread-safe.
+struct LinearKernelChoice {
+  std::optional<LinearKernel> forced;  // one kernel for every shape
+  std::string source;                  // "forced: DISTIL_BLAS_LINEAR=1", "set in process", "oneDNN unavailable",
+                                       // "per shape, cache FILE", "per shape, no cache"
+  ShapeTimings shapes;                 // shapes decided so far (from the cache or measured in this process)
+  std::string key;                     // the cache key (empty when forced)
+};
+LinearKernelChoice cpu_linear_kernel();
+// The kernel a projection of this shape uses now (measures it if it must).
+LinearKernel cpu_linear_kernel_for(int64_t rows, int64_t in, int64_t out);
+// Forces a kernel for this process (tests, benchmarks); nullopt returns to the automatic choice.
+void set_cpu_linear_kernel(std::optional<LinearKernel> kernel);
+
+// Times forward + backward (y = x W^T, dX = dY W, dW = dY^T X) of one projection shape with both
+// kernels at the current thread count: a warm-up, then alternating rounds (at least
+// `repetitions`, more while under ~50 ms in all), each kernel's median. The faster is `kernel`
+// (blas when oneDNN is unavailable). Uses its own generator, not the global RNG.
+KernelTiming calibrate_linear_kernel(int64_t rows, int64_t in, int64_t out, int repetitions = 5);
 
 // "float32" | "bfloat16" | "float16" <-> torch dtype; throws std::invalid_argument.
 torch::Dtype dtype_from_name(const std::string& name);
