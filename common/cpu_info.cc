@@ -9,9 +9,9 @@ namespace {
 
 // Kernel-selecting extensions, in the order they are printed.
 constexpr const char* kIsaOfInterest[] = {
-    "sse4_2",      "avx",        "fma",         "avx2",        "avx_vnni",    "avx512f",  "avx512dq",
-    "avx512bw",    "avx512vl",   "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-    "amx_int8",    "asimd",      "sve",         "sve2",        "bf16",        "i8mm",     "sme"};
+    "sse4_2",   "avx",      "fma",         "avx2",        "avx_vnni",    "avx512f",  "avx512dq",
+    "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+    "amx_int8", "asimd",    "sve",         "sve2",        "bf16",        "i8mm",     "sme"};
 
 std::string trim(std::string_view s) {
   const auto begin = s.find_first_not_of(" \t\r");
@@ -39,11 +39,16 @@ CpuInfo parse_cpuinfo(std::string_view text) {
     if (key == "processor") {
       ++cpu.logical_cpus;
     } else if (cpu.logical_cpus <= 1) {  // the first processor's fields
-      if (key == "model name" && cpu.model == "unknown" && !value.empty()) cpu.model = value;
-      else if (key == "vendor_id" && cpu.vendor.empty()) cpu.vendor = value;
-      else if (key == "cpu family" && cpu.family.empty()) cpu.family = value;
-      else if (key == "model" && cpu.model_number.empty()) cpu.model_number = value;
-      else if (key == "stepping" && cpu.stepping.empty()) cpu.stepping = value;
+      if (key == "model name" && cpu.model == "unknown" && !value.empty())
+        cpu.model = value;
+      else if (key == "vendor_id" && cpu.vendor.empty())
+        cpu.vendor = value;
+      else if (key == "cpu family" && cpu.family.empty())
+        cpu.family = value;
+      else if (key == "model" && cpu.model_number.empty())
+        cpu.model_number = value;
+      else if (key == "stepping" && cpu.stepping.empty())
+        cpu.stepping = value;
       else if ((key == "flags" || key == "Features") && !have_flags) {
         have_flags = true;
         std::istringstream words(value);
@@ -76,7 +81,8 @@ std::string isa_flags(const CpuInfo& cpu) {
 std::string cpu_description(const CpuInfo& cpu) {
   std::string out = "cpu: " + cpu.model;
   std::string ident = cpu.vendor;
-  if (!cpu.family.empty()) ident += (ident.empty() ? "" : " ") + std::string("family ") + cpu.family;
+  if (!cpu.family.empty())
+    ident += (ident.empty() ? "" : " ") + std::string("family ") + cpu.family;
   if (!cpu.model_number.empty()) ident += " model " + cpu.model_number;
   if (!cpu.stepping.empty()) ident += " stepping " + cpu.stepping;
   if (!ident.empty()) out += " (" + ident + ")";

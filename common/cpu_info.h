@@ -13,7 +13,8 @@ namespace distil::common {
 struct CpuInfo {
   std::string model = "unknown";  // "model name" ("AMD EPYC", "Intel(R) Xeon(R) ...")
   std::string vendor;             // "AuthenticAMD", "GenuineIntel", "" when not given
-  std::string family, model_number, stepping;  // decimal, as /proc/cpuinfo writes them ("" when not given)
+  std::string family, model_number,
+      stepping;  // decimal, as /proc/cpuinfo writes them ("" when not given)
   // The ISA extensions that select kernels (BLAS, oneDNN, ATen's vector loops), in a fixed order,
   // those present only: sse4_2 avx fma avx2 avx_vnni avx512f ... amx_tile amx_bf16 amx_int8 on x86;
   // asimd sve sve2 bf16 i8mm sme on Arm.

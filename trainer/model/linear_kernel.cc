@@ -24,8 +24,8 @@ namespace fs = std::filesystem;
 constexpr int kCalibrationVersion = 2;
 constexpr const char* kFormat = "distil-cpu-kernels";
 constexpr std::uintmax_t kMaxCacheBytes = std::uintmax_t{1} << 20;
-constexpr size_t kMaxEntries = 64;     // machines (keys) per file
-constexpr size_t kMaxShapes = 2000;    // shapes per machine
+constexpr size_t kMaxEntries = 64;   // machines (keys) per file
+constexpr size_t kMaxShapes = 2000;  // shapes per machine
 
 bool usable_seconds(const nlohmann::json& j) {
   return j.is_number() && std::isfinite(j.get<double>()) && j.get<double>() >= 0;
@@ -51,7 +51,9 @@ bool keep_freed_cpu_memory(bool honour_environment) {
 
 bool freed_cpu_memory_kept() { return memory_kept.load(); }
 
-const char* linear_kernel_name(LinearKernel kernel) { return kernel == LinearKernel::onednn ? "onednn" : "blas"; }
+const char* linear_kernel_name(LinearKernel kernel) {
+  return kernel == LinearKernel::onednn ? "onednn" : "blas";
+}
 
 std::optional<LinearKernel> linear_kernel_from_name(std::string_view name) {
   if (name == "blas") return LinearKernel::blas;
@@ -61,22 +63,26 @@ std::optional<LinearKernel> linear_kernel_from_name(std::string_view name) {
 
 std::optional<ForcedKernel> forced_linear_kernel(const GetEnv& getenv, std::string* warning) {
   // Reproducible mode pins BLAS whatever else is asked: oneDNN's JIT kernels differ by ISA.
-  if (const char* pinned = getenv("DISTIL_REPRODUCIBLE"); pinned && std::strncmp(pinned, "pinned:", 7) == 0)
+  if (const char* pinned = getenv("DISTIL_REPRODUCIBLE");
+      pinned && std::strncmp(pinned, "pinned:", 7) == 0)
     return ForcedKernel{LinearKernel::blas, std::string("reproducible mode (") + pinned + ")"};
   if (const char* blas = getenv("DISTIL_BLAS_LINEAR"); blas && *blas && std::strcmp(blas, "0") != 0)
     return ForcedKernel{LinearKernel::blas, std::string("DISTIL_BLAS_LINEAR=") + blas};
   if (const char* name = getenv("DISTIL_LINEAR_KERNEL"); name && *name) {
-    if (auto kernel = linear_kernel_from_name(name)) return ForcedKernel{*kernel, std::string("DISTIL_LINEAR_KERNEL=") + name};
+    if (auto kernel = linear_kernel_from_name(name))
+      return ForcedKernel{*kernel, std::string("DISTIL_LINEAR_KERNEL=") + name};
     if (std::strcmp(name, "auto") != 0 && warning)
-      *warning = std::string("DISTIL_LINEAR_KERNEL=") + name + " is not blas, onednn or auto; measuring";
+      *warning =
+          std::string("DISTIL_LINEAR_KERNEL=") + name + " is not blas, onednn or auto; measuring";
   }
   return std::nullopt;
 }
 
 std::string kernel_env_of(const GetEnv& getenv) {
   std::string out;
-  for (const char* name : {"ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "ONEDNN_MAX_CPU_ISA",
-                           "DNNL_MAX_CPU_ISA", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}) {
+  for (const char* name :
+       {"ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "ONEDNN_MAX_CPU_ISA",
+        "DNNL_MAX_CPU_ISA", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}) {
     const char* value = getenv(name);
     if (value && *value) out += (out.empty() ? "" : ",") + std::string(name) + "=" + value;
   }
@@ -85,9 +91,10 @@ std::string kernel_env_of(const GetEnv& getenv) {
 
 std::string kernel_cache_key(const KernelCacheKeyInputs& in) {
   std::ostringstream key;
-  key << "v" << kCalibrationVersion << "|cpu=" << in.cpu.model << "|id=" << in.cpu.vendor << "/" << in.cpu.family << "/"
-      << in.cpu.model_number << "/" << in.cpu.stepping << "|isa=" << common::isa_flags(in.cpu)
-      << "|torch=" << in.torch_version << "|threads=" << in.threads << "|blas_threads=" << in.blas_threads
+  key << "v" << kCalibrationVersion << "|cpu=" << in.cpu.model << "|id=" << in.cpu.vendor << "/"
+      << in.cpu.family << "/" << in.cpu.model_number << "/" << in.cpu.stepping
+      << "|isa=" << common::isa_flags(in.cpu) << "|torch=" << in.torch_version
+      << "|threads=" << in.threads << "|blas_threads=" << in.blas_threads
       << "|env=" << in.kernel_env << "|memory=" << (in.freed_memory_kept ? "kept" : "default");
   return key.str();
 }
@@ -107,8 +114,10 @@ std::optional<fs::path> kernel_cache_path(const GetEnv& getenv) {
     if (std::strcmp(file, "off") == 0) return std::nullopt;
     return fs::path(file);
   }
-  if (const char* xdg = getenv("XDG_CACHE_HOME"); xdg && *xdg == '/') return fs::path(xdg) / "distil/cpu_kernels.json";
-  if (const char* home = getenv("HOME"); home && *home == '/') return fs::path(home) / ".cache/distil/cpu_kernels.json";
+  if (const char* xdg = getenv("XDG_CACHE_HOME"); xdg && *xdg == '/')
+    return fs::path(xdg) / "distil/cpu_kernels.json";
+  if (const char* home = getenv("HOME"); home && *home == '/')
+    return fs::path(home) / ".cache/distil/cpu_kernels.json";
   return std::nullopt;
 }
 
@@ -143,10 +152,13 @@ bool plausible_shape(const std::string& name) {
   if (name.empty() || name.size() > 40) return false;
   int parts = 1;
   for (char c : name) {
-    if (c == 'x') ++parts;
-    else if (c < '0' || c > '9') return false;
+    if (c == 'x')
+      ++parts;
+    else if (c < '0' || c > '9')
+      return false;
   }
-  return parts == 3 && name.front() != 'x' && name.back() != 'x' && name.find("xx") == std::string::npos;
+  return parts == 3 && name.front() != 'x' && name.back() != 'x' &&
+         name.find("xx") == std::string::npos;
 }
 
 }  // namespace
@@ -167,23 +179,29 @@ ShapeTimings read_kernel_cache(const fs::path& file, const std::string& key, std
   for (const auto& [shape, e] : (*it)["shapes"].items()) {
     std::string why;
     std::optional<LinearKernel> kernel;
-    if (!plausible_shape(shape)) why = "malformed shape";
-    else if (!e.is_object() || !e.contains("linear") || !e["linear"].is_string()) why = "no \"linear\" kernel name";
-    else if (!(kernel = linear_kernel_from_name(e["linear"].get<std::string>()))) why = "unknown kernel name";
-    else if (!e.contains("blas_seconds") || !usable_seconds(e["blas_seconds"]) || !e.contains("onednn_seconds") ||
-             !usable_seconds(e["onednn_seconds"]))
+    if (!plausible_shape(shape))
+      why = "malformed shape";
+    else if (!e.is_object() || !e.contains("linear") || !e["linear"].is_string())
+      why = "no \"linear\" kernel name";
+    else if (!(kernel = linear_kernel_from_name(e["linear"].get<std::string>())))
+      why = "unknown kernel name";
+    else if (!e.contains("blas_seconds") || !usable_seconds(e["blas_seconds"]) ||
+             !e.contains("onednn_seconds") || !usable_seconds(e["onednn_seconds"]))
       why = "timings missing, negative or not finite";
     if (!why.empty()) {
-      if (skipped.size() < 200) skipped += (skipped.empty() ? "" : "; ") + shape.substr(0, 40) + ": " + why;
+      if (skipped.size() < 200)
+        skipped += (skipped.empty() ? "" : "; ") + shape.substr(0, 40) + ": " + why;
       continue;
     }
-    out[shape] = KernelTiming{*kernel, e["blas_seconds"].get<double>(), e["onednn_seconds"].get<double>()};
+    out[shape] =
+        KernelTiming{*kernel, e["blas_seconds"].get<double>(), e["onednn_seconds"].get<double>()};
   }
   if (!skipped.empty() && note) *note = file.string() + ": shape entries ignored (" + skipped + ")";
   return out;
 }
 
-bool write_kernel_cache(const fs::path& file, const std::string& key, const ShapeTimings& shapes, std::string* error) {
+bool write_kernel_cache(const fs::path& file, const std::string& key, const ShapeTimings& shapes,
+                        std::string* error) {
   const auto fail = [&](const std::string& why) {
     if (error) *error = "cannot write " + file.string() + ": " + why;
     return false;
@@ -202,12 +220,13 @@ bool write_kernel_cache(const fs::path& file, const std::string& key, const Shap
     for (const auto& [shape, t] : shapes)
       if (entry["shapes"].size() < kMaxShapes || entry["shapes"].contains(shape))
         entry["shapes"][shape] = {{"linear", linear_kernel_name(t.kernel)},
-                                {"blas_seconds", t.blas_seconds},
-                                {"onednn_seconds", t.onednn_seconds}};
+                                  {"blas_seconds", t.blas_seconds},
+                                  {"onednn_seconds", t.onednn_seconds}};
     std::error_code ec;
     if (file.has_parent_path()) {
       fs::create_directories(file.parent_path(), ec);
-      if (ec) return fail("cannot create " + file.parent_path().string() + " (" + ec.message() + ")");
+      if (ec)
+        return fail("cannot create " + file.parent_path().string() + " (" + ec.message() + ")");
     }
     const fs::path temporary = file.string() + ".tmp" + std::to_string(::getpid());
     {

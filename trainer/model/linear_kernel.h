@@ -11,13 +11,15 @@
 // Environment:
 //   DISTIL_LINEAR_KERNEL=blas|onednn|auto  forces a kernel (auto, the default: measure)
 //   DISTIL_BLAS_LINEAR=1                    forces blas (older spelling, kept)
-//   DISTIL_REPRODUCIBLE=pinned:...          (trainer/reproducible.h) forces blas, and nothing is measured
-//   DISTIL_KERNEL_CACHE=FILE | off          the cache file (default $XDG_CACHE_HOME/distil/cpu_kernels.json,
-//                                           else ~/.cache/distil/cpu_kernels.json); off: measure every run
+//   DISTIL_REPRODUCIBLE=pinned:...          (trainer/reproducible.h) forces blas, and nothing is
+//   measured DISTIL_KERNEL_CACHE=FILE | off          the cache file (default
+//   $XDG_CACHE_HOME/distil/cpu_kernels.json,
+//                                           else ~/.cache/distil/cpu_kernels.json); off: measure
+//                                           every run
 #pragma once
 
-#include <filesystem>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -40,7 +42,8 @@ std::optional<LinearKernel> linear_kernel_from_name(std::string_view name);
 // call it first thing. With `honour_environment`, DISTIL_KEEP_FREED_MEMORY=0 leaves malloc alone.
 // Returns whether it is in force (false where the C library has no such setting).
 bool keep_freed_cpu_memory(bool honour_environment = true);
-bool freed_cpu_memory_kept();  // whether keep_freed_cpu_memory() is in force (part of the cache key)
+bool freed_cpu_memory_kept();  // whether keep_freed_cpu_memory() is in force (part of the cache
+                               // key)
 
 // Reads an environment variable (std::getenv by default; tests pass their own).
 using GetEnv = std::function<const char*(const char*)>;
@@ -49,21 +52,23 @@ using GetEnv = std::function<const char*(const char*)>;
 // unknown DISTIL_LINEAR_KERNEL value is reported in `warning` and ignored.
 struct ForcedKernel {
   LinearKernel kernel;
-  std::string reason;  // "DISTIL_LINEAR_KERNEL=onednn", "reproducible mode (pinned:avx2-haswell)", ...
+  std::string
+      reason;  // "DISTIL_LINEAR_KERNEL=onednn", "reproducible mode (pinned:avx2-haswell)", ...
 };
-std::optional<ForcedKernel> forced_linear_kernel(const GetEnv& getenv, std::string* warning = nullptr);
+std::optional<ForcedKernel> forced_linear_kernel(const GetEnv& getenv,
+                                                 std::string* warning = nullptr);
 
 // What the measurement depends on. Changes with the CPU (model name, family/model/stepping, ISA
 // flags), the LibTorch version, the intra-op and BLAS thread counts, the environment variables that
-// re-pick kernels (ATEN_CPU_CAPABILITY, OPENBLAS_CORETYPE, ONEDNN_MAX_CPU_ISA/DNNL_MAX_CPU_ISA, glibc's
-// MALLOC_* tunables), whether freed memory is kept (keep_freed_cpu_memory) and the calibration's
-// own version.
+// re-pick kernels (ATEN_CPU_CAPABILITY, OPENBLAS_CORETYPE, ONEDNN_MAX_CPU_ISA/DNNL_MAX_CPU_ISA,
+// glibc's MALLOC_* tunables), whether freed memory is kept (keep_freed_cpu_memory) and the
+// calibration's own version.
 struct KernelCacheKeyInputs {
   common::CpuInfo cpu;
   std::string torch_version;
   int threads = 1;
-  int blas_threads = 0;  // 0: unknown / not a separate pool
-  std::string kernel_env;  // "OPENBLAS_CORETYPE=Haswell" etc., "" when none is set
+  int blas_threads = 0;            // 0: unknown / not a separate pool
+  std::string kernel_env;          // "OPENBLAS_CORETYPE=Haswell" etc., "" when none is set
   bool freed_memory_kept = false;  // keep_freed_cpu_memory() in force
 };
 std::string kernel_env_of(const GetEnv& getenv);
@@ -91,11 +96,12 @@ std::optional<std::filesystem::path> kernel_cache_path(const GetEnv& getenv);
 // `note` empty; a file that cannot be used (unreadable, larger than 1 MiB, not JSON, wrong shape)
 // is empty with the reason in `note`, and a bad shape entry (unknown kernel name, non-finite or
 // negative timings, a malformed shape) is skipped with the reason in `note` (the caller logs it).
-ShapeTimings read_kernel_cache(const std::filesystem::path& file, const std::string& key, std::string* note);
+ShapeTimings read_kernel_cache(const std::filesystem::path& file, const std::string& key,
+                               std::string* note);
 // Merges `shapes` into the entry of `key` (other keys and shapes kept; an unusable old file is
 // replaced), written to a temporary file and renamed into place. Returns false with the reason in
 // `error` instead of throwing: a cache that cannot be written must not stop training.
-bool write_kernel_cache(const std::filesystem::path& file, const std::string& key, const ShapeTimings& shapes,
-                        std::string* error);
+bool write_kernel_cache(const std::filesystem::path& file, const std::string& key,
+                        const ShapeTimings& shapes, std::string* error);
 
 }  // namespace distil::model
