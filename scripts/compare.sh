@@ -149,6 +149,38 @@ if base:
 for method, n, best, last, bp, lp, st in rows:
     print(f"{method:<10}{n:>5}  {fmt(best)}" + "".join(fmt(bp[k]) for k in pass_keys) + f"{fmt(last)}" +
           "".join(fmt(lp[k]) for k in pass_keys) + (f"{st[0]:>8.0f}" if st[0] is not None else f"{'-':>8}"))
+# Diagnostics over each method's steps within the budget (all seeds): seconds per step and the
+# grader's share of it, training-batch accuracy early and late, where the teacher's context came
+# from, and the size of the local and future-credit terms (issue 15 item 5: why a method wins).
+diag = []
+for method in methods:
+    steps, contexts, local, future, acc_first, acc_last = [], {}, [], [], [], []
+    for seed in seeds:
+        spent, rows = 0.0, []
+        for r in read_jsonl(os.path.join(out, f"{method}-seed{seed}", "metrics.jsonl")):
+            if isinstance(r.get("time"), dict) and spent < budget:
+                spent += float(r["time"].get("total", 0.0)); rows.append(r)
+        steps += [r["time"] for r in rows]
+        for r in rows:
+            for k, v in (r.get("teacher_contexts") or {}).items(): contexts[k] = contexts.get(k, 0) + v
+            if isinstance(r.get("local"), (int, float)): local.append(abs(r["local"]))
+            if isinstance(r.get("future_credit_abs"), (int, float)): future.append(r["future_credit_abs"])
+        accs = [r["accuracy"] for r in rows if isinstance(r.get("accuracy"), (int, float))]
+        if len(accs) >= 10: acc_first.append(sum(accs[:5]) / 5); acc_last.append(sum(accs[-5:]) / 5)
+    if not steps: continue
+    per_step = sum(t.get("total", 0.0) for t in steps) / len(steps)
+    grading = sum(t.get("feedback", 0.0) for t in steps) / max(1e-9, sum(t.get("total", 0.0) for t in steps))
+    total_ctx = sum(contexts.values())
+    share = lambda k: f"{100*contexts.get(k, 0)/total_ctx:5.1f}" if total_ctx else "    -"
+    mean = lambda v: f"{sum(v)/len(v):7.3f}" if v else "      -"
+    diag.append(f"{method:<12}{per_step:7.2f} {100*grading:6.0f}%  {mean(acc_first)} {mean(acc_last)}  " +
+                " ".join(share(k) for k in ("sibling", "feedback", "reference", "own_response", "masked")) +
+                f"  {mean(local)} {mean(future)}")
+if diag:
+    print(f"\ndiagnostics within the budget (all seeds): s/step, grading share, train accuracy (first / last 5 steps),")
+    print("teacher context of rollouts in % (sibling feedback reference own masked), |local| and mean |future credit| per token")
+    print(f"{'method':<12}{'s/step':>7} {'grade':>7}  {'acc0':>7} {'acc1':>7}  {'sib':>5} {'fbk':>5} {'ref':>5} {'own':>5} {'mask':>5}  {'local':>7} {'future':>7}")
+    for line in diag: print(line)
 # Plot: mean over seeds of the last evaluation at or before t, against training seconds, with a
 # band of one sd over seeds.
 colors = {"distil": "#d62728", "ce": "#ff7f0e", "sdpo": "#2ca02c", "grpo": "#1f77b4", "opsd": "#9467bd", "sft": "#8c564b",

@@ -355,6 +355,8 @@ const std::vector<Key>& keys() {
       number_key("rollout.top_p", "1.0", FIELD(rollout.top_p), within(0, 1, "(]"), ""),
       integer_key("rollout.top_k", "0", FIELD(rollout.top_k), at_least(0), "0 = off"),
       list_key<std::string>("rollout.stop_strings", "[]", FIELD(rollout.stop_strings), "strings", ""),
+      integer_key("rollout.max_batch_rows", "0", FIELD(rollout.max_batch_rows), at_least(0),
+                  "sequences generated at once (continuous batching: a finished one's row takes the next); 0 = all"),
       // algo
       choice_key("algo.objective", "distil", FIELD(algo.objective.name), objective_names(), "distil | ce | grpo | sdpo | opsd | sft"),
       number_key("algo.lambda", "1.0", FIELD(algo.objective.lambda), any_number(), "distil: weight of the future-credit term (ce forces 0)"),

@@ -61,6 +61,7 @@ struct RolloutSection {
   double top_p = 1.0;
   int top_k = 0;
   std::vector<std::string> stop_strings;
+  int max_batch_rows = 0;  // continuous batching: at most this many sequences at once (0 = all)
 };
 
 struct AlgoSection {

@@ -92,6 +92,7 @@ MemoryPlanInputs memory_plan_inputs(const TrainConfig& config, const ModelShape&
   in.rollout_rows = prompts_here * config.rollout.group_size;
   in.train_rows = in.rollout_rows;
   in.group_rows = config.rollout.group_size;
+  in.rollout_slots = config.rollout.max_batch_rows;
   in.prompt_tokens = prompt_tokens;
   in.new_tokens = config.rollout.max_new_tokens;
   // Evaluation generates its own batches (every rank the whole eval batch).
@@ -139,8 +140,11 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   }
   add("teacher copy", in.teacher_copy ? P * pb : 0, in.teacher_copy ? "ema / initial / model teacher weights" : "none (teacher is the student or remote)");
   const double seq = static_cast<double>(in.prompt_tokens + in.new_tokens);
-  // The cache holds the larger of a rollout batch and an evaluation batch.
-  double kv_rows = static_cast<double>(in.rollout_rows), kv_seq = seq;
+  // The cache holds the larger of a rollout batch and an evaluation batch. With continuous
+  // batching (fewer slots than rows) it holds the slots, with max_new_tokens spare columns.
+  const bool slots_limit = in.rollout_slots > 0 && in.rollout_slots < in.rollout_rows;
+  double kv_rows = static_cast<double>(slots_limit ? in.rollout_slots : in.rollout_rows);
+  double kv_seq = slots_limit ? seq + static_cast<double>(in.new_tokens) : seq;
   const double eval_seq = static_cast<double>(in.prompt_tokens + in.eval_new_tokens);
   const bool eval_larger = static_cast<double>(in.eval_rows) * eval_seq > kv_rows * kv_seq;
   if (eval_larger) kv_rows = static_cast<double>(in.eval_rows), kv_seq = eval_seq;
@@ -235,6 +239,12 @@ std::string memory_shortfall(const MemoryPlanInputs& in, double budget, std::str
     });
   if (in.eval_rows >= 2)
     candidate("eval.batch_prompts", "half of it", [](MemoryPlanInputs& c) { c.eval_rows /= 2; });
+  {
+    const int64_t slots = in.rollout_slots > 0 && in.rollout_slots < in.rollout_rows ? in.rollout_slots : in.rollout_rows;
+    if (slots >= 2)
+      candidate("rollout.max_batch_rows", std::to_string(slots / 2),
+                [slots](MemoryPlanInputs& c) { c.rollout_slots = slots / 2; });
+  }
   candidate("WORLD_SIZE", std::to_string(in.world_size * 2) + " with zero_stage 2", [](MemoryPlanInputs& c) {
     c.world_size *= 2;
     c.zero_stage = 2;

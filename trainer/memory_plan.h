@@ -34,6 +34,7 @@ struct MemoryPlanInputs {
   int64_t rollout_rows = 0;   // sequences this rank generates at once (its prompts x group size)
   int64_t train_rows = 0;     // sequences this rank trains on per step
   int64_t group_rows = 1;     // rollout.group_size: a micro-batch holds at least one group
+  int64_t rollout_slots = 0;  // rollout.max_batch_rows (0 = all rows at once)
   int64_t prompt_tokens = 0;  // longest prompt
   int64_t new_tokens = 0;     // rollout.max_new_tokens
   int64_t eval_rows = 0;      // eval.batch_prompts x eval.samples (0: no evaluation)

@@ -396,6 +396,7 @@ struct Trainer::Impl {
       }
       auto params = sampling_params(config.rollout.temperature, config.rollout.top_p, config.rollout.top_k,
                                     config.rollout.max_new_tokens, config.rollout.stop_strings, config.train.seed);
+      params.max_batch_rows = config.rollout.max_batch_rows;
       for (int i = 0; i < prompts; ++i) {
         for (int s = 0; s < g; ++s) {
           params.row_seeds.push_back(mix_seed({config.train.seed, static_cast<uint64_t>(step),

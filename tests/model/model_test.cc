@@ -453,6 +453,99 @@ TEST(ModelGenerate, SharedPromptPrefillEqualsPrefillingEveryRow) {
   }
 }
 
+// Continuous batching: with fewer batch rows than prompts, a finished row takes the next prompt.
+// Every prompt must get exactly what it gets in one unlimited batch (greedy: token for token;
+// seeded with per-row seeds: draw for draw), through admissions mid-batch, prompts longer than
+// the batch's filled length (the cache shifts), cache compactions, shared prefills and the
+// sliding-window layers of OLMo 3.
+TEST(ModelGenerate, ContinuousBatchingGivesEachPromptWhatOneBatchGives) {
+  for (const char* variant : {"qwen3", "olmo3"}) {
+    auto s = tiny_setup(std::string("gen_continuous_") + variant);
+    s.model = spicy_model(tiny_config(variant), 22);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<uint64_t> seeds;
+    // Short prompts first, the longest last; two prompts three times each (shared prefills).
+    for (int i = 0; i < 9; ++i) {
+      std::vector<int32_t> prompt;
+      for (int t = 0; t < 2 + 3 * i; ++t) prompt.push_back((41 * i + 17 * t + 3) % 256);
+      const int copies = i == 2 || i == 6 ? 3 : 1;
+      for (int g = 0; g < copies; ++g) prompts.push_back(prompt), seeds.push_back(100 * i + g);
+    }
+    const int64_t B = static_cast<int64_t>(prompts.size());
+    for (const bool eos : {false, true}) {
+      for (const double temperature : {0.0, 1.0}) {
+        SCOPED_TRACE(std::string(variant) + (eos ? ", eos" : ", no eos") + ", temperature " + std::to_string(temperature));
+        distil::model::SamplingParams p;
+        p.temperature = temperature;
+        p.max_new_tokens = 20;
+        p.row_seeds = seeds;
+        if (eos) {
+          for (int32_t id = 5; id < 300; id += 6) p.eos_ids.push_back(id);  // rows finish at different steps
+        } else {
+          p.eos_ids = {-1};  // every row runs 20 tokens: one slot fills the cache many times over
+        }
+        const auto one_batch = distil::model::generate(s.model, s.tokenizer, prompts, p);
+        std::set<size_t> lengths;
+        for (const auto& g : one_batch) lengths.insert(g.tokens.size());
+        if (eos) {
+          EXPECT_GE(lengths.size(), 3u) << "rows should finish at different steps for this case to mean anything";
+        }
+        for (const int64_t limit : {1, 2, 3, 5}) {
+          SCOPED_TRACE("max_batch_rows " + std::to_string(limit));
+          p.max_batch_rows = limit;
+          distil::model::GenerateStats stats;
+          const auto continuous = distil::model::generate(s.model, s.tokenizer, prompts, p, &stats);
+          p.max_batch_rows = 0;
+          ASSERT_EQ(continuous.size(), one_batch.size());
+          for (size_t i = 0; i < prompts.size(); ++i) {
+            EXPECT_EQ(continuous[i].tokens, one_batch[i].tokens) << "row " << i;
+            EXPECT_EQ(continuous[i].finish_reason, one_batch[i].finish_reason) << "row " << i;
+            EXPECT_EQ(continuous[i].text, one_batch[i].text) << "row " << i;
+            ASSERT_EQ(continuous[i].logprobs.size(), one_batch[i].logprobs.size());
+            for (size_t t = 0; t < continuous[i].logprobs.size(); ++t)
+              EXPECT_NEAR(continuous[i].logprobs[t], one_batch[i].logprobs[t], 1e-5) << "row " << i << " token " << t;
+          }
+          EXPECT_EQ(stats.admissions, B - limit);
+          if (!eos && limit == 1) {
+            EXPECT_GT(stats.compactions, 0) << "the cache never filled up";
+          }
+        }
+      }
+    }
+    // One seed, no per-row seeds: each prompt draws from its own stream, so the output does not
+    // depend on how many rows share the batch, and reproduces.
+    distil::model::SamplingParams p;
+    p.temperature = 1.0;
+    p.max_new_tokens = 12;
+    p.seed = 3;
+    p.max_batch_rows = 2;
+    const auto two = distil::model::generate(s.model, s.tokenizer, prompts, p);
+    const auto two_again = distil::model::generate(s.model, s.tokenizer, prompts, p);
+    p.max_batch_rows = 5;
+    const auto five = distil::model::generate(s.model, s.tokenizer, prompts, p);
+    std::set<std::vector<int32_t>> distinct;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(two[i].tokens, two_again[i].tokens) << "row " << i;
+      EXPECT_EQ(two[i].tokens, five[i].tokens) << "row " << i;
+      distinct.insert(two[i].tokens);
+    }
+    EXPECT_GT(distinct.size(), prompts.size() - 2) << "rows of one prompt must draw their own samples";
+  }
+}
+
+TEST(ModelGenerate, ContinuousBatchingRejectsBadLimits) {
+  auto s = tiny_setup("gen_continuous_bad");
+  distil::model::SamplingParams p;
+  p.max_new_tokens = 4;
+  p.max_batch_rows = -1;
+  EXPECT_THROW(distil::model::generate(s.model, s.tokenizer, prompts_for(s.tokenizer), p), std::invalid_argument);
+  p.max_batch_rows = 1;
+  p.use_kv_cache = false;
+  EXPECT_THROW(distil::model::generate(s.model, s.tokenizer, prompts_for(s.tokenizer), p), std::invalid_argument);
+  p.max_batch_rows = 3;  // not fewer rows than prompts: the limit changes nothing
+  EXPECT_EQ(distil::model::generate(s.model, s.tokenizer, prompts_for(s.tokenizer), p).size(), 3u);
+}
+
 TEST(ModelGenerate, StopsAtEosAndStopStrings) {
   auto s = tiny_setup("gen_stop");
   distil::model::SamplingParams p;

@@ -29,6 +29,22 @@ struct SamplingParams {
   // sample of its group) are prefilled once and the cache rows copied to every such row. The
   // outputs are those of the unshared path (tested); false prefills every row (benchmark).
   bool share_prompt_prefill = true;
+  // At most this many rows in the batch at once (0 = every prompt at once). With fewer rows than
+  // prompts, a row whose sequence finished takes the next waiting prompt in the same step
+  // (continuous batching), so the batch never waits for its longest member and the KV cache is
+  // sized for this many rows. Each prompt's output does not depend on this value: without
+  // row_seeds, `seed` then seeds one stream per prompt (so sampled output differs from the
+  // unlimited batch's single stream, but not between limits). Needs use_kv_cache.
+  int64_t max_batch_rows = 0;
+};
+
+// What one generate() call did (optional; for benchmarks and tests).
+struct GenerateStats {
+  int64_t prefilled_rows = 0;       // prompt rows run through a prefill (prompts alike count once per admission)
+  int64_t admissions = 0;           // prompts that took a finished sequence's row
+  int64_t decode_steps = 0;         // batched one-token forwards
+  int64_t decoded_slot_tokens = 0;  // rows computed in those forwards (live or not)
+  int64_t compactions = 0;          // KV cache compactions (continuous batching)
 };
 
 enum class FinishReason { eos, stop_string, length };
@@ -42,11 +58,12 @@ struct GeneratedSequence {
   std::string text;              // decoded response, cut before a matched stop string
 };
 
-// Samples one response per prompt. Prompts are left-padded into one batch; rows that finish stop
-// costing compute. Same seed, params and prompts -> same output on the same device.
+// Samples one response per prompt. Prompts are left-padded into one batch (of at most
+// max_batch_rows rows); rows that finish stop costing compute. Same seed, params and prompts ->
+// same output on the same device.
 std::vector<GeneratedSequence> generate(CausalLM& model, const text::Tokenizer& tokenizer,
                                         const std::vector<std::vector<int32_t>>& prompts,
-                                        const SamplingParams& params);
+                                        const SamplingParams& params, GenerateStats* stats = nullptr);
 
 // A left-padded batch of prompt ‖ response rows.
 struct PackedBatch {
