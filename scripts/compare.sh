@@ -17,7 +17,8 @@
 #                      the current weights: a teacher variant, the objective unchanged);
 #                      objective variants: distil_kl / distil_ema_kl (algo.future_cost=kl),
 #                      distil_g09 (algo.gamma=0.9), distil_l05 (algo.lambda=0.5), distil_clip
-#                      (algo.future_clip=1)
+#                      (algo.future_clip=1); schedule variants: distil_mb2 / distil_ema_mb2 (grpo_off's
+#                      2 minibatch updates per batch, the objective unchanged)
 #   --seeds "LIST"     train.seed values (default: "0 1 2 3 4")
 #   --budget S         seconds of training per run (default: 90)
 #   --eval-every N     held-out evaluation every N steps (default: 10)
@@ -72,11 +73,15 @@ method_args() {
     distil_g09) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.gamma=0.9" ;;
     distil_l05) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.lambda=0.5" ;;
     distil_clip) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.future_clip=1" ;;
+    # The update schedule of grpo_off (2 minibatch updates per rollout batch, each on half of the
+    # groups) with DistIL's objective unchanged: equal data reuse, not a new loss.
+    distil_mb2) echo "--set algo.objective=distil --set teacher.weights=auto --set algo.off_policy_minibatches=2" ;;
+    distil_ema_mb2) echo "--set algo.objective=distil --set teacher.weights=ema --set algo.off_policy_minibatches=2" ;;
     *) echo "--set algo.objective=$1 --set teacher.weights=auto" ;;
   esac
 }
 for m in $methods; do
-  case "$m" in distil|ce|sdpo|grpo|opsd|sft|grpo_off|distil_ema|ce_ema|distil_kl|distil_ema_kl|distil_g09|distil_l05|distil_clip) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
+  case "$m" in distil|ce|sdpo|grpo|opsd|sft|grpo_off|distil_ema|ce_ema|distil_kl|distil_ema_kl|distil_g09|distil_l05|distil_clip|distil_mb2|distil_ema_mb2) ;; *) echo "compare.sh: unknown method '$m'" >&2; exit 2 ;; esac
 done
 for s in $seeds; do [[ "$s" =~ ^[0-9]+$ ]] || { echo "compare.sh: seed '$s' is not a non-negative integer" >&2; exit 2; }; done
 mkdir -p "$out"
@@ -149,6 +154,27 @@ if base:
 for method, n, best, last, bp, lp, st in rows:
     print(f"{method:<10}{n:>5}  {fmt(best)}" + "".join(fmt(bp[k]) for k in pass_keys) + f"{fmt(last)}" +
           "".join(fmt(lp[k]) for k in pass_keys) + (f"{st[0]:>8.0f}" if st[0] is not None else f"{'-':>8}"))
+# The same evaluations at equal steps: evaluations come every --eval-every steps, so a method a few
+# percent slower per step can miss the last one before the budget; the held-out avg@n at each
+# evaluation step that every method reached in some seed (runs past the budget included), beside
+# the training seconds it took.
+step_table = {}
+for method in methods:
+    for seed in seeds:
+        curve, _, _ = run_curve(os.path.join(out, f"{method}-seed{seed}", "metrics.jsonl"))
+        for t, step, e in curve:
+            if step > 0: step_table.setdefault(step, {}).setdefault(method, []).append((e["avg@n"], t))
+common = sorted(st for st, by in step_table.items() if all(m in by for m in methods))
+if common:
+    print(f"\nheld-out avg@n at equal steps (mean ± sd over the seeds that got there, in %; mean training seconds)")
+    print(f"{'method':<12}" + "".join(f"{'step ' + str(st):^24}" for st in common))
+    for method in methods:
+        cells = []
+        for st in common:
+            vals = step_table[st][method]
+            m, sd = stats([v for v, _ in vals])
+            cells.append(f"{100*m:5.1f} ± {100*sd:4.1f} ({len(vals)}) {sum(t for _, t in vals)/len(vals):4.0f}s ")
+        print(f"{method:<12}" + "".join(f"{c:^24}" for c in cells))
 # Diagnostics over each method's steps within the budget (all seeds): seconds per step and the
 # grader's share of it, training-batch accuracy early and late, where the teacher's context came
 # from, and the size of the local and future-credit terms (issue 15 item 5: why a method wins).
@@ -184,7 +210,8 @@ if diag:
 # Plot: mean over seeds of the last evaluation at or before t, against training seconds, with a
 # band of one sd over seeds.
 colors = {"distil": "#d62728", "ce": "#ff7f0e", "sdpo": "#2ca02c", "grpo": "#1f77b4", "opsd": "#9467bd", "sft": "#8c564b",
-          "grpo_off": "#17becf", "distil_ema": "#e377c2", "ce_ema": "#bcbd22"}
+          "grpo_off": "#17becf", "distil_ema": "#e377c2", "ce_ema": "#bcbd22", "distil_mb2": "#7f0000",
+          "distil_ema_mb2": "#ff9896"}
 W, H, L, T, B = 640, 360, 55, 30, 40
 grid = [budget * i / 60 for i in range(61)]
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W+150}" height="{H}" font-family="sans-serif">',
