@@ -384,7 +384,7 @@ const std::vector<Key>& keys() {
                  "grpo: verl's clip_ratio_c, caps the loss of negative advantages at c*|A|; 0 = off"),
       number_key("algo.advantage_eps", "1.0e-6", FIELD(algo.objective.advantage_eps), at_least(0), "grpo: (r - mean) / (std + eps)"),
       integer_key("algo.off_policy_minibatches", "1", FIELD(algo.off_policy_minibatches), at_least(1),
-                  "grpo: 1 = on-policy; n > 1 = n minibatch updates with importance ratios"),
+                  "n > 1 = n minibatch updates per batch, each on 1/n of its groups (grpo/sdpo: importance ratios)"),
       number_key("algo.jsd_mix", "0.5", FIELD(algo.objective.jsd_mix), within(0, 1, "[]"), "sdpo alpha / opsd beta: 0 forward KL, 1 reverse KL"),
       number_key("algo.is_clip", "2.0", FIELD(algo.objective.is_clip), above(0), "sdpo: importance weight clip"),
       integer_key("algo.sdpo_top_k", "100", FIELD(algo.sdpo_top_k), at_least(1), "sdpo: student top-k (plus tail) the divergence runs over"),
