@@ -105,8 +105,8 @@ TEST(MemoryPlan, GradientCheckpointingAndStageTwoLowerTheirPeaks) {
 // the prompt and twice max_new_tokens (the spare columns compaction needs), not every row.
 TEST(MemoryPlan, RolloutSlotsBoundTheKvCache) {
   const auto shape = read_model_shape(kSource / "configs" / "models" / "qwen3-8b");
-  auto all_rows = memory_plan_inputs(shipped_8b_config({"eval.batch_prompts=1", "eval.samples=1"}), shape, 4, 1024, true);
-  auto slots = memory_plan_inputs(shipped_8b_config({"eval.batch_prompts=1", "eval.samples=1", "rollout.max_batch_rows=8"}),
+  auto all_rows = memory_plan_inputs(shipped_8b_config({"eval.batch_prompts=1"}), shape, 4, 1024, true);
+  auto slots = memory_plan_inputs(shipped_8b_config({"eval.batch_prompts=1", "rollout.max_batch_rows=8"}),
                                   shape, 4, 1024, true);
   ASSERT_GT(all_rows.rollout_rows, 8);
   EXPECT_EQ(slots.rollout_slots, 8);
@@ -115,7 +115,7 @@ TEST(MemoryPlan, RolloutSlotsBoundTheKvCache) {
   EXPECT_NEAR(plan_memory(slots).bytes("kv cache"), per_token_row * 8 * (slots.prompt_tokens + 2 * slots.new_tokens), 1.0);
   EXPECT_LT(plan_memory(slots).rollout_peak, plan_memory(all_rows).rollout_peak);
   // A limit of at least the rows changes nothing.
-  auto loose = memory_plan_inputs(shipped_8b_config({"eval.batch_prompts=1", "eval.samples=1", "rollout.max_batch_rows=100000"}),
+  auto loose = memory_plan_inputs(shipped_8b_config({"eval.batch_prompts=1", "rollout.max_batch_rows=100000"}),
                                   shape, 4, 1024, true);
   EXPECT_DOUBLE_EQ(plan_memory(loose).bytes("kv cache"), plan_memory(all_rows).bytes("kv cache"));
 }
